@@ -1,0 +1,82 @@
+"""One settings object for the whole system (prefix ``RECSYS_``).
+
+Nothing here touches the disk or the network: paths are derived, never created,
+so importing this module (or building ``Settings``) has no side effects.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEV_SECRET = "dev-insecure-change-me"
+"""Default HMAC secret: fine on a laptop, refused in production mode."""
+
+DEFAULT_EVENT_WEIGHTS: dict[str, float] = {"view": 1.0, "add_to_cart": 4.0, "purchase": 8.0}
+
+
+class Settings(BaseSettings):
+    """Every knob of the system; read from ``RECSYS_*`` environment variables."""
+
+    model_config = SettingsConfigDict(env_prefix="RECSYS_", env_file=None, extra="ignore")
+
+    env: Literal["development", "production"] = "development"
+    home: Path = Field(default=Path(".recsys"), description="All local state lives here.")
+
+    # privacy
+    hmac_secret: SecretStr = SecretStr(DEV_SECRET)
+
+    # events
+    event_weights: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_EVENT_WEIGHTS))
+    max_future_seconds: int = Field(default=86_400, ge=0, description="Clock skew tolerated.")
+    min_timestamp: str = "1995-01-01T00:00:00Z"
+    max_field_length: int = Field(default=256, ge=8)
+    max_quantity: int = Field(default=10_000, ge=1)
+    max_price: float = Field(default=1_000_000.0, gt=0)
+
+    # Iceberg
+    catalog_name: str = "recsys"
+    catalog_uri: str | None = None
+    warehouse: str | None = None
+    namespace: str = "recsys"
+
+    @model_validator(mode="after")
+    def _refuse_default_secret(self) -> Settings:
+        if self.env == "production" and self.hmac_secret.get_secret_value() == DEV_SECRET:
+            raise ValueError(
+                "RECSYS_ENV=production with the default RECSYS_HMAC_SECRET: "
+                "set RECSYS_HMAC_SECRET to a long random value (e.g. `openssl rand -hex 32`)."
+            )
+        if not self.event_weights:
+            raise ValueError("RECSYS_EVENT_WEIGHTS must name at least one event type.")
+        return self
+
+    @property
+    def home_abs(self) -> Path:
+        """Absolute ``RECSYS_HOME``."""
+        return self.home.expanduser().resolve()
+
+    @property
+    def event_types(self) -> tuple[str, ...]:
+        """The accepted event types, in configuration order."""
+        return tuple(self.event_weights)
+
+    @property
+    def iceberg_catalog_uri(self) -> str:
+        """SQL catalog URI; SQLite under ``RECSYS_HOME`` unless set."""
+        return self.catalog_uri or f"sqlite:///{self.home_abs / 'catalog.db'}"
+
+    @property
+    def iceberg_warehouse(self) -> str:
+        """Warehouse location; a local folder under ``RECSYS_HOME`` unless set."""
+        return self.warehouse or (self.home_abs / "warehouse").as_uri()
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings (read once from the environment)."""
+    return Settings()

@@ -1,0 +1,154 @@
+"""The versioned interaction store: Apache Iceberg tables through pyiceberg.
+
+Three tables in one namespace: ``events`` (append-only, one snapshot per ingest),
+``quarantine`` (rejected rows with reasons) and ``items`` (the catalog). The
+catalog is a SQL catalog on SQLite under ``RECSYS_HOME`` by default; point
+``RECSYS_CATALOG_URI`` at a REST catalog (http...) or another database and
+``RECSYS_WAREHOUSE`` at object storage for a deployment.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import cached_property
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from pyiceberg.catalog import Catalog, load_catalog
+from pyiceberg.exceptions import NoSuchTableError
+from pyiceberg.io.pyarrow import pyarrow_to_schema
+from pyiceberg.partitioning import PartitionField, PartitionSpec
+from pyiceberg.schema import Schema
+from pyiceberg.table import Table
+from pyiceberg.table.name_mapping import MappedField, NameMapping
+from pyiceberg.transforms import MonthTransform
+
+from recommender.catalog import ITEM_SCHEMA
+from recommender.config import Settings
+from recommender.events import EVENT_SCHEMA, QUARANTINE_SCHEMA
+
+PROP_PREFIX = "recsys."
+
+
+@dataclass(frozen=True)
+class SnapshotInfo:
+    """One version of the events table."""
+
+    snapshot_id: int
+    committed_at: datetime
+    operation: str
+    properties: dict[str, str]
+
+
+def iceberg_schema(schema: pa.Schema) -> Schema:
+    """An Iceberg schema for an Arrow schema, field ids 1..n in column order."""
+    mapping = NameMapping(
+        [MappedField.model_validate({"field-id": i + 1, "names": [f.name]}) for i, f in enumerate(schema)]
+    )
+    return pyarrow_to_schema(schema, name_mapping=mapping)
+
+
+class Store:
+    """Access to the Iceberg tables; the catalog connects on first use."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    @cached_property
+    def catalog(self) -> Catalog:
+        """The Iceberg catalog (creates ``RECSYS_HOME`` for the default SQLite catalog)."""
+        s = self.settings
+        if s.catalog_uri is None:
+            s.home_abs.mkdir(parents=True, exist_ok=True)
+        catalog = load_catalog(s.catalog_name, uri=s.iceberg_catalog_uri, warehouse=s.iceberg_warehouse)
+        catalog.create_namespace_if_not_exists(s.namespace)
+        return catalog
+
+    def _table(self, name: str, schema: pa.Schema, spec: PartitionSpec | None = None) -> Table:
+        ident = f"{self.settings.namespace}.{name}"
+        try:
+            return self.catalog.load_table(ident)
+        except NoSuchTableError:
+            return self.catalog.create_table_if_not_exists(
+                ident, schema=iceberg_schema(schema), partition_spec=spec or PartitionSpec()
+            )
+
+    def events(self) -> Table:
+        """The events table, partitioned by month of the event time."""
+        ts_id = EVENT_SCHEMA.get_field_index("timestamp") + 1
+        spec = PartitionSpec(PartitionField(source_id=ts_id, field_id=1000, transform=MonthTransform(), name="month"))
+        return self._table("events", EVENT_SCHEMA, spec)
+
+    def quarantine(self) -> Table:
+        """Rejected rows with their reasons."""
+        return self._table("quarantine", QUARANTINE_SCHEMA)
+
+    def items(self) -> Table:
+        """The item catalog (latest row per item)."""
+        return self._table("items", ITEM_SCHEMA)
+
+    # ---- reads -------------------------------------------------------------------
+    def column(self, table: Table, name: str) -> pa.ChunkedArray:
+        """One column of a table's current snapshot."""
+        return table.scan(selected_fields=(name,)).to_arrow().column(name)
+
+    def read_events(self, snapshot_id: int | None = None) -> pa.Table:
+        """All events at ``snapshot_id`` (the current snapshot when None)."""
+        table = self.events()
+        if snapshot_id is not None and table.snapshot_by_id(snapshot_id) is None:
+            raise LookupError(f"no snapshot {snapshot_id} in {table.name()}; see `recsys snapshots`")
+        return table.scan(snapshot_id=snapshot_id).to_arrow().cast(EVENT_SCHEMA)
+
+    def read_items(self) -> pa.Table:
+        """The item catalog."""
+        return self.items().scan().to_arrow().cast(ITEM_SCHEMA)
+
+    def snapshots(self) -> list[SnapshotInfo]:
+        """Versions of the events table, oldest first."""
+        out = []
+        for snap in self.events().snapshots():
+            summary = snap.summary
+            props = dict(summary.additional_properties) if summary else {}
+            out.append(
+                SnapshotInfo(
+                    snapshot_id=snap.snapshot_id,
+                    committed_at=datetime.fromtimestamp(snap.timestamp_ms / 1000, tz=UTC),
+                    operation=str(summary.operation.value) if summary else "",
+                    properties={k: v for k, v in props.items() if k.startswith(PROP_PREFIX)},
+                )
+            )
+        return out
+
+    def current_snapshot_id(self) -> int | None:
+        """Id of the events table's current snapshot (None while empty)."""
+        snap = self.events().current_snapshot()
+        return snap.snapshot_id if snap else None
+
+    # ---- writes ------------------------------------------------------------------
+    def commit_ingest(self, events: pa.Table, quarantine: pa.Table, properties: dict[str, str]) -> int | None:
+        """Store one ingest: quarantine first, then events in ONE atomic commit.
+
+        Both are idempotent (rows are deduplicated by id before this call), so a crash
+        between the two commits is healed by re-running the same ingest.
+        Returns the events table's snapshot id after the ingest.
+        """
+        props = {PROP_PREFIX + k: v for k, v in properties.items()}
+        if quarantine.num_rows:
+            self.quarantine().append(quarantine.cast(QUARANTINE_SCHEMA), snapshot_properties=props)
+        table = self.events()
+        if events.num_rows:
+            table.append(events.cast(EVENT_SCHEMA), snapshot_properties=props)
+        return self.current_snapshot_id()
+
+    def upsert_items(self, items: pa.Table) -> int:
+        """Merge catalog rows by ``item_id`` (newest wins) in one overwrite commit; returns row count."""
+        table = self.items()
+        current = table.scan().to_arrow().cast(ITEM_SCHEMA)
+        keep = current.filter(pc.invert(pc.is_in(current.column("item_id"), value_set=items.column("item_id"))))
+        merged = pa.concat_tables([keep, items.cast(ITEM_SCHEMA)])
+        if current.num_rows:
+            table.overwrite(merged)
+        else:
+            table.append(merged)
+        return merged.num_rows
