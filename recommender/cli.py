@@ -185,8 +185,10 @@ def demo(as_json: JsonOpt = False) -> None:
         return
     typer.echo(f"RECSYS_HOME = {cfg.home_abs}")
     typer.echo(f"generated a shop in {result.shop_dir}")
-    typer.echo(f"ingested {s.read:,} events: stored {s.stored:,}, duplicates {s.duplicates:,}, "
-               f"quarantined {s.quarantined:,}; catalog {s.catalog_items:,} items")
+    typer.echo(
+        f"ingested {s.read:,} events: stored {s.stored:,}, duplicates {s.duplicates:,}, "
+        f"quarantined {s.quarantined:,}; catalog {s.catalog_items:,} items"
+    )
     typer.echo(f"events table snapshot: {s.snapshot_id}  (list them: recsys snapshots)")
 
 
