@@ -6,6 +6,8 @@ VENV := .venv
 UV = $(shell command -v uv 2>/dev/null || echo "$(PYTHON) -m uv")
 export RECSYS_HOME ?= $(CURDIR)/.recsys
 export OPENBLAS_NUM_THREADS ?= 1
+CODE := $(wildcard recommender serving dags)
+PY := $(wildcard $(CODE) tests bench)
 
 .PHONY: install demo test lint unit format clean
 
@@ -20,16 +22,16 @@ demo: install
 	$(VENV)/bin/recsys demo
 
 lint: install
-	$(VENV)/bin/ruff check recommender serving dags tests bench
-	$(VENV)/bin/ruff format --check recommender serving dags tests bench
-	$(VENV)/bin/mypy recommender serving $(wildcard dags/*.py)
+	$(VENV)/bin/ruff check $(PY)
+	$(VENV)/bin/ruff format --check $(PY)
+	$(VENV)/bin/mypy $(CODE)
 
 test: lint
 	$(VENV)/bin/pytest
 
 format: install
-	$(VENV)/bin/ruff format recommender serving dags tests bench
-	$(VENV)/bin/ruff check --fix recommender serving dags tests bench
+	$(VENV)/bin/ruff format $(PY)
+	$(VENV)/bin/ruff check --fix $(PY)
 
 clean:
 	rm -rf $(VENV) .recsys .pytest_cache .mypy_cache .ruff_cache
