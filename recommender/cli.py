@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Annotated
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before numpy: implicit warns and slows down otherwise
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # keep stderr for our own progress
+os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
 
 import typer
 from pydantic import ValidationError
@@ -24,6 +26,7 @@ from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElaps
 from recommender.config import Settings, get_settings
 
 app = typer.Typer(help="E-commerce recommendation MLOps system.", no_args_is_help=True, add_completion=False)
+
 err = Console(stderr=True)
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one machine-readable JSON line.")]
 
@@ -171,25 +174,232 @@ def snapshots(as_json: JsonOpt = False) -> None:
         )
 
 
+def parse_params(pairs: list[str]) -> dict[str, object]:
+    """``key=value`` pairs; values parsed as JSON when they can be (numbers, booleans), else text."""
+    out: dict[str, object] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            fail(f"--param takes key=value, not {pair!r}")
+        try:
+            out[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip()] = value
+    return out
+
+
+def echo_json(data: object) -> None:
+    """Print exactly one JSON line."""
+    typer.echo(json.dumps(data, default=str, sort_keys=True))
+
+
+@app.command()
+def train(
+    model: Annotated[str, typer.Option("--model", help="als, bpr, itemknn or popular.")] = "als",
+    param: Annotated[list[str] | None, typer.Option(help="Hyperparameter key=value (repeatable).")] = None,
+    snapshot: Annotated[int | None, typer.Option(help="Snapshot id to train on (default: the latest).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed (default RECSYS_SEED).")] = None,
+    half_life_days: Annotated[float | None, typer.Option(help="Time decay of event weights, in days.")] = None,
+    bm25: Annotated[bool, typer.Option(help="BM25-weight the confidence matrix.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Train on a snapshot, evaluate against popularity, track in MLflow, register as candidate."""
+    from recommender.lifecycle import train_and_register
+    from recommender.matrix import Weighting
+    from recommender.training import TrainConfig
+
+    cfg = settings()
+    weighting = Weighting(event_weights=dict(cfg.event_weights), half_life_days=half_life_days, bm25=bm25)
+    config = TrainConfig(
+        family=model,
+        params=parse_params(param or []),
+        seed=cfg.seed if seed is None else seed,
+        snapshot_id=snapshot,
+        k=cfg.k,
+        weighting=weighting,
+    )
+    try:
+        with err.status("training", spinner="dots") as status:
+            out = train_and_register(cfg, config, step=status.update)
+    except (LookupError, ValueError) as exc:
+        fail(str(exc))
+    k = cfg.k
+    summary = {
+        "run_id": out.run_id,
+        "model_version": out.model_version,
+        "snapshot_id": out.snapshot_id,
+        "family": out.family,
+        "metrics": out.metrics,
+    }
+    if as_json:
+        echo_json(summary)
+        return
+    m = out.metrics
+    typer.echo(
+        f"{out.family} on snapshot {out.snapshot_id}: registered {cfg.model_name} v{out.model_version} "
+        f"as candidate (run {out.run_id})"
+    )
+    for split in ("val", "test"):
+        typer.echo(
+            f"  {split:<4} HR@{k} {m[f'{split}_hr_at_{k}']:.4f}  NDCG@{k} {m[f'{split}_ndcg_at_{k}']:.4f}  "
+            f"(popularity: HR@{k} {m[f'baseline_{split}_hr_at_{k}']:.4f}  "
+            f"NDCG@{k} {m[f'baseline_{split}_ndcg_at_{k}']:.4f})  coverage {m[f'{split}_coverage_at_{k}']:.3f}"
+        )
+
+
+@app.command()
+def promote(
+    to: Annotated[str, typer.Option("--to", help="staging or production.")],
+    version: Annotated[str | None, typer.Option(help="Model version (default: staging's, else candidate's).")] = None,
+    force: Annotated[bool, typer.Option(help="Override a refused gate (needs --reason).")] = False,
+    reason: Annotated[str | None, typer.Option(help="Why; recorded on the model version.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Move a model version to staging or, through the quality gate, to production."""
+    from mlflow.exceptions import MlflowException
+
+    from recommender.promotion import promote as do_promote
+
+    try:
+        decision = do_promote(settings(), to, version, force, reason)
+    except (LookupError, ValueError, MlflowException) as exc:
+        fail(str(exc).splitlines()[0])
+    if as_json:
+        echo_json(decision.to_dict())
+        return
+    verb = "now holds" if decision.promoted else "REFUSED for"
+    typer.echo(f"{decision.to} {verb} v{decision.version} [{decision.decision}]: {decision.reason}")
+
+
+@app.command()
+def publish(
+    alias: Annotated[str, typer.Option(help="Registry alias to publish.")] = "production",
+    version: Annotated[str | None, typer.Option(help="Publish this model version instead of the alias.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Score all users and write every served list to Redis; flip the active version atomically."""
+    from recommender.lifecycle import publish_model
+
+    cfg = settings()
+    try:
+        with progress_bar(as_json) as update:
+            out = publish_model(cfg, alias, version, update, notify=note)  # type: ignore[arg-type]
+    except LookupError as exc:
+        fail(str(exc))
+    if as_json:
+        echo_json(out.to_dict())
+        return
+    typer.echo(
+        f"published model v{out.model_version} as {out.version}: {out.users:,} users, {out.items:,} items, "
+        f"{out.categories} categories in {out.seconds:.1f}s (previous: {out.previous}; "
+        f"removed: {', '.join(out.removed) or 'none'})"
+    )
+
+
+@app.command()
+def rollback(
+    reason: Annotated[str, typer.Option(help="Why; recorded on the model version.")] = "manual rollback",
+    as_json: JsonOpt = False,
+) -> None:
+    """Move production back to the previous production version and serve it again."""
+    from recommender.lifecycle import rollback_and_republish
+
+    try:
+        with progress_bar(as_json) as update:
+            decision, out = rollback_and_republish(settings(), reason, update, notify=note)  # type: ignore[arg-type]
+    except LookupError as exc:
+        fail(str(exc))
+    if as_json:
+        echo_json({**decision.to_dict(), "published": out.to_dict()})
+        return
+    typer.echo(
+        f"production rolled back: {decision.reason}; serving {out.version}"
+        f"{' (kept copy, instant)' if out.reused else ''}"
+    )
+
+
+@app.command()
+def recommend(
+    user_id: Annotated[str, typer.Argument(help="Raw user id (hashed as at ingest).")],
+    n: Annotated[int, typer.Option("-n", min=1, max=1000)] = 10,
+    as_json: JsonOpt = False,
+) -> None:
+    """Print a user's recommendations from Redis."""
+    from recommender.lifecycle import recommend as lookup
+
+    out = lookup(settings(), user_id, n, notify=note)
+    _print_lookup(out, f"recommendations for {user_id}", as_json)
+
+
+@app.command()
+def similar(
+    item_id: Annotated[str, typer.Argument(help="Item id.")],
+    n: Annotated[int, typer.Option("-n", min=1, max=1000)] = 10,
+    as_json: JsonOpt = False,
+) -> None:
+    """Print the items most similar to ITEM_ID from Redis."""
+    from recommender.lifecycle import similar as lookup
+
+    out = lookup(settings(), item_id, n, notify=note)
+    _print_lookup(out, f"items similar to {item_id}", as_json)
+
+
+def _print_lookup(out: object, title: str, as_json: bool) -> None:
+    from recommender.lookup import Lookup
+
+    assert isinstance(out, Lookup)
+    if as_json:
+        echo_json({"items": out.items, "scores": out.scores, "source": out.source, "version": out.version})
+        return
+    if out.version is None:
+        fail("nothing is published yet: run `recsys publish` first")
+    typer.echo(f"{title} [{out.source}, {out.version}]: " + ", ".join(out.items))
+
+
+def note(message: str) -> None:
+    """A notice on stderr."""
+    err.print(f"[dim]{message}[/]", highlight=False, soft_wrap=True)
+
+
 @app.command()
 def demo(as_json: JsonOpt = False) -> None:
-    """Run the main job on a synthetic shop in RECSYS_HOME."""
+    """Run the main job on a synthetic shop in RECSYS_HOME: ingest, train, gate, publish, serve."""
     from recommender.demo import run_demo
 
     cfg = settings()
     with progress_bar(as_json) as update:
-        result = run_demo(cfg, update)  # type: ignore[arg-type]
-    s = result.ingest
+        result = run_demo(cfg, update, step=lambda d: note(f"-> {d}"), notify=note)  # type: ignore[arg-type]
+    s, t, k = result.ingest, result.trained, cfg.k
     if as_json:
-        typer.echo(json.dumps({"shop_dir": str(result.shop_dir), "ingest": json.loads(s.to_json())}))
+        echo_json(
+            {
+                "ingest": json.loads(s.to_json()),
+                "run_id": t.run_id,
+                "model_version": t.model_version,
+                "metrics": t.metrics,
+                "production": result.production.to_dict(),
+                "published": result.published.to_dict(),
+                "recommendations": {u: r.items for u, r in result.recommendations.items()},
+                "similar": result.similar.items,
+            }
+        )
         return
-    typer.echo(f"RECSYS_HOME = {cfg.home_abs}")
-    typer.echo(f"generated a shop in {result.shop_dir}")
-    typer.echo(
-        f"ingested {s.read:,} events: stored {s.stored:,}, duplicates {s.duplicates:,}, "
-        f"quarantined {s.quarantined:,}; catalog {s.catalog_items:,} items"
-    )
-    typer.echo(f"events table snapshot: {s.snapshot_id}  (list them: recsys snapshots)")
+    m = t.metrics
+    lines = [
+        f"RECSYS_HOME = {cfg.home_abs}",
+        f"shop: {result.shop_dir}",
+        f"ingest: read {s.read:,}, stored {s.stored:,}, duplicates {s.duplicates:,}, quarantined {s.quarantined:,}; "
+        f"snapshot {s.snapshot_id}",
+        f"train: {t.family} run {t.run_id} -> {cfg.model_name} v{t.model_version}; test NDCG@{k} "
+        f"{m[f'test_ndcg_at_{k}']:.4f} vs popularity {m[f'baseline_test_ndcg_at_{k}']:.4f}, "
+        f"HR@{k} {m[f'test_hr_at_{k}']:.4f} vs {m[f'baseline_test_hr_at_{k}']:.4f}",
+        f"gate: {result.production.decision}: {result.production.reason}",
+        f"published {result.published.version} ({result.published.users:,} users, {result.published.items:,} items)",
+    ]
+    lines += [f"  recommend {u} [{r.source}]: {', '.join(r.items)}" for u, r in result.recommendations.items()]
+    lines.append(f"  similar to i1: {', '.join(result.similar.items)}")
+    lines.append(f"MLflow UI on this data: {result.mlflow_ui}")
+    typer.echo("\n".join(lines))
 
 
 if __name__ == "__main__":  # pragma: no cover

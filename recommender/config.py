@@ -10,7 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEV_SECRET = "dev-insecure-change-me"
@@ -44,6 +44,30 @@ class Settings(BaseSettings):
     warehouse: str | None = None
     namespace: str = "recsys"
 
+    # training and evaluation
+    k: int = Field(default=10, ge=1, le=1000, description="Cut-off of the reported metrics.")
+    seed: int = 0
+    train_threads: int = Field(default=0, ge=0, description="implicit threads (0: all cores).")
+
+    # MLflow
+    mlflow_tracking_uri: str | None = Field(
+        default=None, validation_alias=AliasChoices("MLFLOW_TRACKING_URI", "RECSYS_MLFLOW_TRACKING_URI")
+    )
+    experiment: str = "shop-recommender"
+    model_name: str = "shop-recommender"
+
+    # promotion gate
+    gate_metric: str = "ndcg_at_10"
+    gate_tolerance: float = Field(default=0.05, ge=0.0, le=1.0, description="Relative drop vs production allowed.")
+
+    # publishing and Redis
+    redis_url: str | None = None
+    redis_prefix: str = "recsys"
+    top_n: int = Field(default=50, ge=1, le=1000)
+    similar_n: int = Field(default=20, ge=1, le=1000)
+    keep_versions: int = Field(default=2, ge=2, description="Published versions kept (active + previous ...).")
+    publish_batch: int = Field(default=5_000, ge=1)
+
     @model_validator(mode="after")
     def _refuse_default_secret(self) -> Settings:
         if self.env == "production" and self.hmac_secret.get_secret_value() == DEV_SECRET:
@@ -69,6 +93,16 @@ class Settings(BaseSettings):
     def iceberg_catalog_uri(self) -> str:
         """SQL catalog URI; SQLite under ``RECSYS_HOME`` unless set."""
         return self.catalog_uri or f"sqlite:///{self.home_abs / 'catalog.db'}"
+
+    @property
+    def tracking_uri(self) -> str:
+        """MLflow tracking URI: ``MLFLOW_TRACKING_URI`` when set, else SQLite under ``RECSYS_HOME``."""
+        return self.mlflow_tracking_uri or f"sqlite:///{self.home_abs / 'mlflow.db'}"
+
+    @property
+    def artifact_root(self) -> Path:
+        """Where a local tracking store keeps artifacts."""
+        return self.home_abs / "mlartifacts"
 
     @property
     def iceberg_warehouse(self) -> str:

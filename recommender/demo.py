@@ -1,4 +1,8 @@
-"""The main job, end to end on a synthetic shop: ``make demo`` / ``recsys demo``."""
+"""The main job, end to end on a synthetic shop: ``make demo`` / ``recsys demo``.
+
+generate -> ingest -> train (tracked, registered as candidate) -> staging -> gate ->
+production -> publish to Redis -> read recommendations back.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +11,21 @@ from pathlib import Path
 
 from recommender.config import Settings
 from recommender.ingest import IngestSummary, ProgressFn, ingest_file
+from recommender.keys import Keys
+from recommender.lifecycle import Notify, TrainOutcome, train_and_register
+from recommender.lookup import Lookup, similar_items, user_recommendations
+from recommender.privacy import pseudonymize
+from recommender.promotion import Decision, promote
+from recommender.publish import Published, publish
+from recommender.redis_conn import connect
+from recommender.store import Store
 from recommender.synthetic import ShopSpec, generate, write_shop
+from recommender.tracking import load_bundle
+from recommender.training import StepFn, TrainConfig
 
 DEMO_SHOP = ShopSpec(users=3_000, items=600, events=120_000, seed=42, days=60)
+DEMO_USERS = ("u1", "u2", "u3")
+DEMO_ITEM = "i1"
 
 
 @dataclass(frozen=True)
@@ -18,11 +34,34 @@ class DemoResult:
 
     shop_dir: Path
     ingest: IngestSummary
+    trained: TrainOutcome
+    staging: Decision
+    production: Decision
+    published: Published
+    recommendations: dict[str, Lookup]
+    similar: Lookup
+    mlflow_ui: str
 
 
-def run_demo(settings: Settings, progress: ProgressFn, spec: ShopSpec = DEMO_SHOP) -> DemoResult:
-    """Generate a shop under ``RECSYS_HOME/demo`` and ingest it with its catalog."""
+def run_demo(
+    settings: Settings, progress: ProgressFn, step: StepFn, notify: Notify, spec: ShopSpec = DEMO_SHOP
+) -> DemoResult:
+    """Run the whole path in ``RECSYS_HOME`` and read the result back from Redis."""
     shop_dir = settings.home_abs / "demo" / "shop"
+    step("generating a synthetic shop")
     events, catalog = write_shop(generate(spec), shop_dir)
+    step("ingesting it")
     summary = ingest_file(events, settings, catalog=catalog, progress=progress)
-    return DemoResult(shop_dir=shop_dir, ingest=summary)
+    trained = train_and_register(settings, TrainConfig(family="als", seed=settings.seed, k=settings.k), step)
+    staging = promote(settings, "staging", trained.model_version)
+    production = promote(settings, "production", trained.model_version)
+    step("publishing the production model to Redis")
+    bundle, version = load_bundle(settings)
+    secret = settings.hmac_secret.get_secret_value()
+    with connect(settings, notify) as r:
+        published = publish(r, settings, bundle, version, Store(settings).read_items(), progress)
+        keys = Keys(settings.redis_prefix)
+        recs = {u: user_recommendations(r, keys, pseudonymize(u, secret), 5) for u in DEMO_USERS}
+        sim = similar_items(r, keys, DEMO_ITEM, 5)
+    ui = f"{Path('.venv/bin/mlflow')} ui --backend-store-uri {settings.tracking_uri} --port 5000"
+    return DemoResult(shop_dir, summary, trained, staging, production, published, recs, sim, ui)

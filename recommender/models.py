@@ -1,0 +1,254 @@
+"""Recommender models behind one small interface (implicit's conventions).
+
+``fit(user_items)``; ``recommend(users, user_items, n)`` returns ``(ids, scores)`` arrays of
+shape (len(users), n) with already-seen items filtered (id -1 pads a short list);
+``similar_items(items, n)`` likewise. Hyperparameters are constructor arguments.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import scipy.sparse as sp
+
+FAMILIES = ("als", "bpr", "itemknn", "popular")
+PADDING_SCORE = -1e37
+"""implicit pads short lists with the lowest float32; anything at or below this is padding."""
+
+
+def _clean(ids: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mark padding (non-finite scores) with id -1 and score 0."""
+    ids = np.asarray(ids, dtype=np.int64)
+    scores = np.asarray(scores, dtype=np.float32)
+    bad = ~np.isfinite(scores) | (scores <= PADDING_SCORE) | (ids < 0)
+    return np.where(bad, -1, ids), np.where(bad, 0.0, scores).astype(np.float32)
+
+
+def _drop_seen(
+    users: np.ndarray, user_items: sp.csr_matrix, ids: np.ndarray, scores: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Remove seen items (implicit's KNN can return them at score 0) and move padding to the end."""
+    rows = np.repeat(users, ids.shape[1]).reshape(ids.shape)
+    seen = np.asarray(user_items[rows.ravel(), np.maximum(ids, 0).ravel()]).reshape(ids.shape) != 0
+    drop = seen & (ids >= 0)
+    ids, scores = np.where(drop, -1, ids), np.where(drop, 0.0, scores).astype(np.float32)
+    order = np.argsort(ids < 0, axis=1, kind="stable")
+    return np.take_along_axis(ids, order, 1), np.take_along_axis(scores, order, 1)
+
+
+class Model(ABC):
+    """What every model family provides."""
+
+    family: ClassVar[str]
+    defaults: ClassVar[dict[str, Any]]
+
+    def __init__(self, seed: int = 0, **params: Any) -> None:
+        unknown = set(params) - set(self.defaults)
+        if unknown:
+            raise ValueError(f"{self.family} has no parameter(s) {sorted(unknown)}; known: {sorted(self.defaults)}")
+        self.seed = seed
+        self.params: dict[str, Any] = {**self.defaults, **params}
+
+    @abstractmethod
+    def fit(self, user_items: sp.csr_matrix, show_progress: bool = False) -> None:
+        """Learn from a users x items confidence matrix."""
+
+    @abstractmethod
+    def recommend(self, users: np.ndarray, user_items: sp.csr_matrix, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``n`` unseen items for each user row in ``users`` (``user_items`` has all users' rows)."""
+
+    @abstractmethod
+    def similar_items(self, items: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``n`` other items for each item column in ``items``."""
+
+    @abstractmethod
+    def _save_state(self, folder: Path) -> None: ...
+
+    @abstractmethod
+    def _load_state(self, folder: Path) -> None: ...
+
+    def save(self, folder: Path) -> None:
+        """Write the model into ``folder`` (``meta.json`` plus the family's state)."""
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "meta.json").write_text(json.dumps({"family": self.family, "params": self.params, "seed": self.seed}))
+        self._save_state(folder)
+
+
+class PopularModel(Model):
+    """Most-interacted items first (by number of distinct users): the baseline."""
+
+    family = "popular"
+    defaults: ClassVar[dict[str, Any]] = {}
+    batch = 2048
+
+    def fit(self, user_items: sp.csr_matrix, show_progress: bool = False) -> None:
+        """Count distinct users per item."""
+        self.popularity = np.asarray((user_items > 0).sum(axis=0)).ravel().astype(np.float32)
+
+    def recommend(self, users: np.ndarray, user_items: sp.csr_matrix, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Most popular unseen items."""
+        n_items = len(self.popularity)
+        k = min(n, n_items)
+        ids = np.full((len(users), n), -1, dtype=np.int64)
+        scores = np.zeros((len(users), n), dtype=np.float32)
+        for lo in range(0, len(users), self.batch):
+            rows = users[lo : lo + self.batch]
+            block = np.tile(self.popularity, (len(rows), 1))
+            seen = user_items[rows]
+            block[np.repeat(np.arange(len(rows)), np.diff(seen.indptr)), seen.indices] = -np.inf
+            top = (
+                np.argpartition(-block, k - 1, axis=1)[:, :k]
+                if k < n_items
+                else np.tile(np.arange(n_items), (len(rows), 1))
+            )
+            top_scores = np.take_along_axis(block, top, axis=1)
+            order = np.argsort(-top_scores, axis=1, kind="stable")
+            got_ids, got_scores = _clean(np.take_along_axis(top, order, 1), np.take_along_axis(top_scores, order, 1))
+            ids[lo : lo + len(rows), :k], scores[lo : lo + len(rows), :k] = got_ids, got_scores
+        return ids, scores
+
+    def similar_items(self, items: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Most popular other items (the same list for every item)."""
+        order = np.argsort(-self.popularity, kind="stable")[: n + 1]
+        ids = np.full((len(items), n), -1, dtype=np.int64)
+        scores = np.zeros((len(items), n), dtype=np.float32)
+        for r, item in enumerate(items):
+            row = order[order != item][:n]
+            ids[r, : len(row)], scores[r, : len(row)] = row, self.popularity[row]
+        return ids, scores
+
+    def _save_state(self, folder: Path) -> None:
+        np.save(folder / "popularity.npy", self.popularity)
+
+    def _load_state(self, folder: Path) -> None:
+        self.popularity = np.load(folder / "popularity.npy")
+
+
+class ImplicitModel(Model):
+    """A model from the ``implicit`` library."""
+
+    @abstractmethod
+    def _build(self) -> Any:
+        """A new instance of the wrapped implicit model."""
+
+    def fit(self, user_items: sp.csr_matrix, show_progress: bool = False) -> None:
+        """Fit the wrapped implicit model."""
+        self.model = self._build()
+        with warnings.catch_warnings():  # BM25Recommender passes itself a COO matrix and warns about it
+            warnings.filterwarnings("ignore", message="Method expects CSR input")
+            self.model.fit(user_items, show_progress=show_progress)
+
+    def recommend(self, users: np.ndarray, user_items: sp.csr_matrix, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """implicit's batch ``recommend`` with seen items filtered."""
+        ids, scores = self.model.recommend(users, user_items[users], N=n, filter_already_liked_items=True)
+        ids, scores = _clean(np.atleast_2d(ids), np.atleast_2d(scores))
+        return _pad(*_drop_seen(users, user_items, ids, scores), n)
+
+    def similar_items(self, items: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """implicit's batch ``similar_items``, without the item itself."""
+        ids, scores = self.model.similar_items(items, N=n + 1)
+        ids, scores = _clean(np.atleast_2d(ids), np.atleast_2d(scores))
+        keep = ids != items[:, None]
+        out_ids = np.full((len(items), n), -1, dtype=np.int64)
+        out_scores = np.zeros((len(items), n), dtype=np.float32)
+        for r in range(len(items)):
+            row_ids, row_scores = ids[r][keep[r]][:n], scores[r][keep[r]][:n]
+            out_ids[r, : len(row_ids)], out_scores[r, : len(row_ids)] = row_ids, row_scores
+        return out_ids, out_scores
+
+    def _save_state(self, folder: Path) -> None:
+        self.model.save(str(folder / "implicit.npz"))
+
+    def _load_state(self, folder: Path) -> None:
+        self.model = type(self._build()).load(str(folder / "implicit.npz"))
+
+
+def _pad(ids: np.ndarray, scores: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    if ids.shape[1] >= n:
+        return ids[:, :n], scores[:, :n]
+    pad = n - ids.shape[1]
+    return (np.pad(ids, ((0, 0), (0, pad)), constant_values=-1), np.pad(scores, ((0, 0), (0, pad))))
+
+
+class ALSModel(ImplicitModel):
+    """Alternating least squares on confidence-weighted implicit feedback (Hu, Koren, Volinsky)."""
+
+    family = "als"
+    defaults: ClassVar[dict[str, Any]] = {"factors": 64, "regularization": 0.05, "alpha": 2.0, "iterations": 15}
+
+    def _build(self) -> Any:
+        from implicit.cpu.als import AlternatingLeastSquares
+
+        p = self.params
+        return AlternatingLeastSquares(
+            factors=int(p["factors"]),
+            regularization=float(p["regularization"]),
+            alpha=float(p["alpha"]),
+            iterations=int(p["iterations"]),
+            random_state=self.seed,
+        )
+
+
+class BPRModel(ImplicitModel):
+    """Bayesian personalized ranking (single-threaded so that a seed reproduces it exactly)."""
+
+    family = "bpr"
+    defaults: ClassVar[dict[str, Any]] = {
+        "factors": 64,
+        "learning_rate": 0.05,
+        "regularization": 0.01,
+        "iterations": 100,
+    }
+
+    def _build(self) -> Any:
+        from implicit.cpu.bpr import BayesianPersonalizedRanking
+
+        p = self.params
+        return BayesianPersonalizedRanking(
+            factors=int(p["factors"]),
+            learning_rate=float(p["learning_rate"]),
+            regularization=float(p["regularization"]),
+            iterations=int(p["iterations"]),
+            random_state=self.seed,
+            num_threads=1,
+        )
+
+
+class ItemKNNModel(ImplicitModel):
+    """Item-item nearest neighbours, cosine or BM25 similarity."""
+
+    family = "itemknn"
+    defaults: ClassVar[dict[str, Any]] = {"K": 100, "similarity": "bm25", "K1": 1.2, "B": 0.75}
+
+    def _build(self) -> Any:
+        from implicit.nearest_neighbours import BM25Recommender, CosineRecommender
+
+        p = self.params
+        if p["similarity"] == "cosine":
+            return CosineRecommender(K=int(p["K"]))
+        if p["similarity"] == "bm25":
+            return BM25Recommender(K=int(p["K"]), K1=float(p["K1"]), B=float(p["B"]))
+        raise ValueError(f"itemknn similarity must be cosine or bm25, not {p['similarity']!r}")
+
+
+MODELS: dict[str, type[Model]] = {m.family: m for m in (ALSModel, BPRModel, ItemKNNModel, PopularModel)}
+
+
+def make_model(family: str, params: dict[str, Any] | None = None, seed: int = 0) -> Model:
+    """A new, unfitted model of ``family`` with ``params`` over its defaults."""
+    if family not in MODELS:
+        raise ValueError(f"unknown model {family!r}; choose one of {', '.join(FAMILIES)}")
+    return MODELS[family](seed=seed, **(params or {}))
+
+
+def load_model(folder: Path) -> Model:
+    """Read a model written by :meth:`Model.save`."""
+    meta = json.loads((folder / "meta.json").read_text())
+    model = make_model(meta["family"], meta["params"], meta["seed"])
+    model._load_state(folder)
+    return model

@@ -1,0 +1,227 @@
+"""Publishing: precompute every list the API serves and flip the active version atomically.
+
+A publish writes a whole new version namespace with pipelined writes (per-user top-N,
+similar items, popular overall and per category, the catalog), then in one MULTI/EXEC sets
+the active pointer and the list of kept versions, then deletes versions that are neither
+kept nor active. A publish killed midway leaves the previous version active and complete;
+its partial keys are removed by the next publish.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+
+import numpy as np
+import pyarrow as pa
+import redis
+
+from recommender.bundle import Bundle
+from recommender.config import Settings
+from recommender.keys import Keys
+
+ProgressFn = Callable[[str, int, int | None], None]
+
+
+def _noop(stage: str, done: int, total: int | None) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class Published:
+    """What a publish wrote."""
+
+    version: str
+    model_version: str
+    users: int
+    items: int
+    categories: int
+    previous: str | None
+    removed: list[str]
+    reused: bool
+    seconds: float
+
+    def to_dict(self) -> dict[str, object]:
+        """Plain fields."""
+        return asdict(self)
+
+
+def encode(items: list[str], scores: list[float]) -> str:
+    """The JSON value of one list."""
+    return json.dumps({"items": items, "scores": [round(float(s), 6) for s in scores]}, separators=(",", ":"))
+
+
+def decode(value: str | bytes | None) -> tuple[list[str], list[float]]:
+    """Inverse of :func:`encode` (empty lists for a missing value)."""
+    if value is None:
+        return [], []
+    data = json.loads(value)
+    return list(data["items"]), list(data["scores"])
+
+
+def _rows(ids: np.ndarray, scores: np.ndarray, names: np.ndarray) -> Iterator[tuple[list[str], list[float]]]:
+    for row_ids, row_scores in zip(ids, scores, strict=True):
+        valid = row_ids >= 0
+        yield names[row_ids[valid]].tolist(), row_scores[valid].tolist()
+
+
+def _catalog_maps(catalog: pa.Table | None) -> tuple[dict[str, str], dict[str, str]]:
+    """item -> category, and item -> JSON details, from the catalog table."""
+    if catalog is None or catalog.num_rows == 0:
+        return {}, {}
+    rows = catalog.select(["item_id", "title", "category", "price", "in_stock"]).to_pylist()
+    cats = {r["item_id"]: r["category"] for r in rows if r["category"]}
+    details = {r["item_id"]: json.dumps({k: r[k] for k in ("title", "category", "price", "in_stock")}) for r in rows}
+    return cats, details
+
+
+def write_version(
+    r: redis.Redis,
+    keys: Keys,
+    version: str,
+    bundle: Bundle,
+    settings: Settings,
+    catalog: pa.Table | None,
+    progress: ProgressFn = _noop,
+) -> dict[str, int]:
+    """Write every list of ``version``; returns counts. Does not flip anything."""
+    model, vocab = bundle.model, bundle.vocab
+    n_users, n_items = len(vocab.users), len(vocab.items)
+    batch = settings.publish_batch
+    r.sadd(keys.started, version)
+    for lo in range(0, n_users, batch):
+        rows = np.arange(lo, min(lo + batch, n_users))
+        ids, scores = model.recommend(rows, bundle.user_items, settings.top_n)
+        pipe = r.pipeline(transaction=False)
+        for user, (items, sc) in zip(vocab.users[rows], _rows(ids, scores, vocab.items), strict=True):
+            pipe.set(keys.user(version, str(user)), encode(items, sc))
+        pipe.execute()
+        progress("users", int(rows[-1]) + 1, n_users)
+    for lo in range(0, n_items, batch):
+        cols = np.arange(lo, min(lo + batch, n_items))
+        ids, scores = model.similar_items(cols, settings.similar_n)
+        pipe = r.pipeline(transaction=False)
+        for item, (items, sc) in zip(vocab.items[cols], _rows(ids, scores, vocab.items), strict=True):
+            pipe.set(keys.similar(version, str(item)), encode(items, sc))
+        pipe.execute()
+        progress("similar items", int(cols[-1]) + 1, n_items)
+    popularity = bundle.popularity()
+    order = np.argsort(-popularity, kind="stable")
+    cats, details = _catalog_maps(catalog)
+    pipe = r.pipeline(transaction=False)
+    top = order[: settings.top_n]
+    pipe.set(keys.popular(version), encode(vocab.items[top].tolist(), popularity[top].tolist()))
+    by_cat: dict[str, list[int]] = {}
+    for col in order:
+        cat = cats.get(str(vocab.items[col]))
+        if cat is not None and len(by_cat.setdefault(cat, [])) < settings.top_n:
+            by_cat[cat].append(int(col))
+    for cat, members in by_cat.items():
+        pipe.set(keys.popular(version, cat), encode(vocab.items[members].tolist(), popularity[members].tolist()))
+    pipe.set(keys.categories(version), json.dumps(sorted(by_cat)))
+    for lo in range(0, len(details), batch):
+        chunk = dict(list(details.items())[lo : lo + batch])
+        pipe.hset(keys.items(version), mapping=chunk)  # type: ignore[arg-type]
+    pipe.execute()
+    return {"users": n_users, "items": n_items, "categories": len(by_cat)}
+
+
+def flip(r: redis.Redis, keys: Keys, version: str, keep: int) -> tuple[str | None, list[str]]:
+    """Atomically make ``version`` active (kept first in the versions list); returns (previous, removed)."""
+    with r.pipeline(transaction=True) as pipe:
+        pipe.get(keys.active)
+        pipe.set(keys.active, version)
+        pipe.lrem(keys.versions, 0, version)
+        pipe.lpush(keys.versions, version)
+        pipe.ltrim(keys.versions, 0, keep - 1)
+        previous = pipe.execute()[0]
+    return previous, cleanup(r, keys)
+
+
+def cleanup(r: redis.Redis, keys: Keys) -> list[str]:
+    """Delete every started version that is neither kept nor active (partial ones included)."""
+    kept = {str(v) for v in r.lrange(keys.versions, 0, -1)} | {str(r.get(keys.active))}
+    removed = []
+    for version in sorted({str(v) for v in r.smembers(keys.started)} - kept):
+        for chunk in _chunks(r.scan_iter(match=keys.ns(version) + "*", count=5000), 5000):
+            r.unlink(*chunk)
+        r.srem(keys.started, version)
+        removed.append(version)
+    return removed
+
+
+def _chunks(it: Iterator[str], size: int) -> Iterator[list[str]]:
+    chunk: list[str] = []
+    for key in it:
+        chunk.append(key)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def find_published(r: redis.Redis, keys: Keys, model_version: str) -> str | None:
+    """A kept, complete published version of ``model_version``, if any."""
+    for version in map(str, r.lrange(keys.versions, 0, -1)):
+        meta = r.hgetall(keys.meta(version))
+        if meta.get("model_version") == model_version and meta.get("complete") == "1":
+            return version
+    return None
+
+
+def publish(
+    r: redis.Redis,
+    settings: Settings,
+    bundle: Bundle,
+    model_version: str,
+    catalog: pa.Table | None = None,
+    progress: ProgressFn = _noop,
+    reuse: bool = False,
+) -> Published:
+    """Publish ``bundle`` as a new version (or, with ``reuse``, flip back to a kept copy of it)."""
+    started = time.monotonic()
+    keys = Keys(settings.redis_prefix)
+    existing = find_published(r, keys, model_version) if reuse else None
+    if existing:
+        meta = r.hgetall(keys.meta(existing))
+        previous, removed = flip(r, keys, existing, settings.keep_versions)
+        return Published(
+            existing,
+            model_version,
+            int(meta["users"]),
+            int(meta["items"]),
+            int(meta["categories"]),
+            previous,
+            removed,
+            True,
+            round(time.monotonic() - started, 3),
+        )
+    version = f"m{model_version}-{datetime.now(UTC):%Y%m%dT%H%M%S%f}"
+    counts = write_version(r, keys, version, bundle, settings, catalog, progress)
+    r.hset(
+        keys.meta(version),
+        mapping={
+            "model_version": model_version,
+            "published_at": datetime.now(UTC).isoformat(),
+            "snapshot_id": str(bundle.info.get("snapshot_id", "")),
+            "family": str(bundle.info.get("family", "")),
+            **{k: str(v) for k, v in counts.items()},
+            "complete": "1",
+        },
+    )
+    previous, removed = flip(r, keys, version, settings.keep_versions)
+    return Published(
+        version,
+        model_version,
+        counts["users"],
+        counts["items"],
+        counts["categories"],
+        previous,
+        removed,
+        False,
+        round(time.monotonic() - started, 3),
+    )

@@ -1,0 +1,215 @@
+"""MLflow tracking: one run per training, the model logged as pyfunc and registered.
+
+Tracking URI: ``MLFLOW_TRACKING_URI`` when set, else SQLite under ``RECSYS_HOME`` with
+artifacts in ``RECSYS_HOME/mlartifacts`` (MLflow 3 deprecates the file store).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tempfile
+import warnings
+from dataclasses import asdict, dataclass
+from importlib.metadata import version
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt
+import mlflow
+import pandas as pd
+from mlflow.data.dataset_source_registry import resolve_dataset_source
+from mlflow.data.meta_dataset import MetaDataset
+from mlflow.tracking import MlflowClient
+
+from recommender.bundle import Bundle
+from recommender.config import Settings
+from recommender.evaluation import EvalResult
+from recommender.pyfunc import SIGNATURE
+from recommender.training import Trained
+
+CANDIDATE, STAGING, PRODUCTION = "candidate", "staging", "production"
+MODEL_CODE = Path(__file__).with_name("pyfunc_model.py")
+REQUIREMENTS = ("implicit", "numpy", "scipy", "pandas", "pyarrow", "mlflow")
+
+
+@dataclass(frozen=True)
+class Tracked:
+    """Where a training landed in MLflow."""
+
+    run_id: str
+    experiment_id: str
+    model_version: str | None
+
+
+def client(settings: Settings) -> MlflowClient:
+    """An MLflow client on the configured tracking URI (also set as mlflow's default)."""
+    if settings.mlflow_tracking_uri is None:
+        settings.home_abs.mkdir(parents=True, exist_ok=True)
+    uri = settings.tracking_uri
+    # mlflow.set_*_uri also export MLFLOW_*_URI to os.environ; undo that so the environment
+    # (which Settings reads) keeps saying only what the user set
+    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def experiment_id(settings: Settings, name: str | None = None) -> str:
+    """The experiment's id, creating it (with a local artifact root when tracking locally)."""
+    c = client(settings)
+    name = name or settings.experiment
+    found = c.get_experiment_by_name(name)
+    if found is not None:
+        return str(found.experiment_id)
+    location = None if settings.mlflow_tracking_uri else (settings.artifact_root / name).as_uri()
+    return str(c.create_experiment(name, artifact_location=location))
+
+
+def git_commit() -> str:
+    """The source commit, or 'unknown' outside a git checkout."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            cwd=Path(__file__).resolve().parent,
+            check=False,
+        )
+    except OSError:
+        return "unknown"
+    return out.stdout.strip() or "unknown"
+
+
+def _plot(trained: Trained, path: Path) -> None:
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    series: dict[str, EvalResult] = {"model": trained.test, "popularity": trained.baseline_test}
+    for ax, metric in zip(axes, ("hr", "ndcg"), strict=True):
+        for label, result in series.items():
+            ks = sorted(result.curve)
+            ax.plot(ks, [result.curve[k][f"{metric}_at_{k}"] for k in ks], marker="o", label=label)
+        ax.set_xscale("log")
+        ax.set_xlabel("k")
+        ax.set_title(f"test {metric.upper()}@k ({trained.config.family})")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def _tables(trained: Trained, folder: Path) -> None:
+    vocab = trained.data.inter.vocab
+    for name, result in (("validation", trained.val), ("test", trained.test)):
+        table = result.per_user.assign(
+            user=vocab.users[result.per_user["user"]], target=vocab.items[result.per_user["target"]]
+        )
+        table.to_csv(folder / f"evaluation_{name}.csv", index=False)
+    (folder / "metrics.json").write_text(json.dumps(trained.metrics(), indent=2, sort_keys=True))
+
+
+def log_training(
+    settings: Settings,
+    trained: Trained,
+    register: bool = True,
+    run_name: str | None = None,
+    parent_run_id: str | None = None,
+) -> Tracked:
+    """Log one training as an MLflow run; register the model and give it the ``candidate`` alias."""
+    exp = experiment_id(settings)
+    cfg, data = trained.config, trained.data
+    tags = {"git_commit": git_commit(), "snapshot_id": str(data.snapshot_id), "model_family": cfg.family}
+    with mlflow.start_run(
+        experiment_id=exp, run_name=run_name, tags=tags, parent_run_id=parent_run_id, nested=parent_run_id is not None
+    ) as run:
+        mlflow.log_params(
+            {
+                "family": cfg.family,
+                "seed": cfg.seed,
+                "k": cfg.k,
+                "snapshot_id": data.snapshot_id,
+                **{f"model.{k}": v for k, v in trained.bundle.model.params.items()},
+                **{f"weighting.{k}": v for k, v in asdict(trained.weighting).items()},
+            }
+        )
+        with warnings.catch_warnings():  # a local path "can be interpreted in multiple ways" (all the same)
+            warnings.simplefilter("ignore", UserWarning)
+            source = resolve_dataset_source(data.source)
+        digest = str(data.snapshot_id)[:36]
+        dataset = MetaDataset(source=source, name="interactions", digest=digest)  # type: ignore[abstract]
+        mlflow.log_input(
+            dataset, context="training", tags={"snapshot_id": str(data.snapshot_id), "rows": str(data.rows)}
+        )
+        mlflow.log_metrics(
+            {
+                **trained.metrics(),
+                "rows": float(data.rows),
+                "users": float(len(data.inter.vocab.users)),
+                "items": float(len(data.inter.vocab.items)),
+            }
+        )
+        with tempfile.TemporaryDirectory(dir=_tmp(settings)) as tmp, warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*input example was not provided")
+            folder = Path(tmp)
+            _plot(trained, folder / "metrics_at_k.png")
+            _tables(trained, folder)
+            mlflow.log_artifacts(str(folder), artifact_path="evaluation")
+            bundle_dir = trained.bundle.save(folder / "bundle")
+            info = mlflow.pyfunc.log_model(
+                name="model",
+                python_model=str(MODEL_CODE),
+                artifacts={"bundle": str(bundle_dir)},
+                signature=SIGNATURE,
+                pip_requirements=[f"{p}=={version(p)}" for p in REQUIREMENTS],
+                registered_model_name=settings.model_name if register else None,
+            )
+        model_version = str(info.registered_model_version) if register and info.registered_model_version else None
+        if model_version:
+            c = client(settings)
+            c.set_registered_model_alias(settings.model_name, CANDIDATE, model_version)
+            for key in ("val", "test", "baseline_val", "baseline_test"):
+                metric = f"{key}_{settings.gate_metric}"
+                c.set_model_version_tag(settings.model_name, model_version, metric, str(trained.metrics()[metric]))
+            c.set_model_version_tag(settings.model_name, model_version, "snapshot_id", str(data.snapshot_id))
+        return Tracked(run_id=run.info.run_id, experiment_id=exp, model_version=model_version)
+
+
+def _tmp(settings: Settings) -> Path:
+    path = settings.home_abs / "tmp"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def load_bundle(
+    settings: Settings, alias: str | None = PRODUCTION, model_version: str | None = None
+) -> tuple[Bundle, str]:
+    """The bundle of a registered model version (by alias or number) and that version's number."""
+    c = client(settings)
+    if model_version is None:
+        if alias is None:
+            raise ValueError("give an alias or a version")
+        try:
+            model_version = str(c.get_model_version_by_alias(settings.model_name, alias).version)
+        except mlflow.exceptions.MlflowException as exc:
+            raise LookupError(
+                f"no model version has the alias {alias!r} in {settings.model_name}: "
+                "train and promote one first (`recsys train`, `recsys promote --to production`)"
+            ) from exc
+    model = mlflow.pyfunc.load_model(f"models:/{settings.model_name}/{model_version}")
+    return model.unwrap_python_model().bundle, model_version
+
+
+def runs_frame(settings: Settings) -> pd.DataFrame:
+    """All runs of the experiment (for reports and tests)."""
+    client(settings)
+    return mlflow.search_runs(experiment_names=[settings.experiment])

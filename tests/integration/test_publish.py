@@ -1,0 +1,127 @@
+"""Publishing is atomic for readers: a failed or killed publish leaves the old version served, complete."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+import redis
+
+from recommender.config import Settings
+from recommender.keys import Keys
+from recommender.lifecycle import publish_model, train_and_register
+from recommender.promotion import promote
+from recommender.publish import publish
+from recommender.tracking import load_bundle
+from recommender.training import TrainConfig
+from tests.conftest import REPO
+
+KEYS = Keys("recsys")
+
+
+@pytest.fixture
+def served(shop_settings: Settings) -> tuple[Settings, str, redis.Redis]:
+    """A production model published once; returns (settings, its published version, client)."""
+    out = train_and_register(shop_settings, TrainConfig(family="als", params={"factors": 16, "iterations": 5}))
+    promote(shop_settings, "production", out.model_version)
+    first = publish_model(shop_settings)
+    return shop_settings, first.version, redis.Redis.from_url(str(shop_settings.redis_url), decode_responses=True)
+
+
+def assert_complete(r: redis.Redis, version: str, top_n: int) -> None:
+    """Every user of ``version`` answers with a full list."""
+    users = int(r.hget(KEYS.meta(version), "users") or 0)
+    keys = list(r.scan_iter(match=KEYS.ns(version) + "user:*", count=1000))
+    assert users > 0 and len(keys) == users
+    assert all(len(json.loads(v)["items"]) == top_n for v in r.mget(keys))
+
+
+def test_failure_midway_keeps_the_old_version_and_is_cleaned_up(
+    served: tuple[Settings, str, redis.Redis], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings, old, r = served
+    bundle, version = load_bundle(settings)
+    real, calls = bundle.model.recommend, {"n": 0}
+
+    def flaky(*args, **kwargs):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise MemoryError("scoring died")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(bundle.model, "recommend", flaky)
+    with pytest.raises(MemoryError):
+        publish(r, settings, bundle, version)
+    assert r.get(KEYS.active) == old
+    assert_complete(r, old, settings.top_n)
+    partial = set(r.smembers(KEYS.started)) - {old}
+    assert len(partial) == 1 and list(r.scan_iter(match=KEYS.ns(partial.pop()) + "*"))
+    monkeypatch.undo()
+    again = publish_model(settings)
+    assert again.removed and r.get(KEYS.active) == again.version
+    assert set(r.smembers(KEYS.started)) == {old, again.version}
+
+
+def test_killed_publish_leaves_the_old_version_served(served: tuple[Settings, str, redis.Redis]) -> None:
+    settings, old, r = served
+    env = {
+        **os.environ,
+        "RECSYS_HOME": str(settings.home),
+        "RECSYS_REDIS_URL": str(settings.redis_url),
+        "RECSYS_HMAC_SECRET": "test-secret",
+        "RECSYS_PUBLISH_BATCH": "1",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "recommender.cli", "publish", "--json"],
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 120
+    new: set[str] = set()
+    while proc.poll() is None and time.monotonic() < deadline:
+        new = set(r.smembers(KEYS.started)) - {old}
+        if new and any(True for _ in r.scan_iter(match=KEYS.ns(next(iter(new))) + "user:*", count=100)):
+            break
+        time.sleep(0.002)
+    assert proc.poll() is None, "the publish ended before it could be killed midway"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    partial = next(iter(new))
+    assert r.hget(KEYS.meta(partial), "complete") is None  # it really died half-way
+    assert r.get(KEYS.active) == old
+    assert_complete(r, old, settings.top_n)
+
+
+def test_readers_never_see_a_half_written_version(served: tuple[Settings, str, redis.Redis]) -> None:
+    settings, old, r = served
+    users = [k.rsplit(":", 1)[1] for k in r.scan_iter(match=KEYS.ns(old) + "user:*", count=1000)][:50]
+    seen: list[tuple[str, int]] = []
+    stop = threading.Event()
+
+    def reader() -> None:
+        client = redis.Redis.from_url(str(settings.redis_url), decode_responses=True)
+        while not stop.is_set():
+            version = client.get(KEYS.active)
+            for user in users:
+                value = client.get(KEYS.user(str(version), user))
+                seen.append((str(version), len(json.loads(value)["items"]) if value else 0))
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    try:
+        new = publish_model(settings)
+        time.sleep(0.05)
+    finally:
+        stop.set()
+        thread.join()
+    versions = {v for v, _ in seen}
+    assert versions <= {old, new.version} and new.version in versions
+    assert all(n == settings.top_n for _, n in seen)  # never an empty or partial list
