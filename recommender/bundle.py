@@ -34,7 +34,7 @@ class Bundle:
         folder.mkdir(parents=True, exist_ok=True)
         self.model.save(folder / "model")
         self.vocab.save(folder)
-        sp.save_npz(folder / "user_items.npz", self.user_items)
+        sp.save_npz(folder / "user_items.npz", self.user_items, compressed=False)
         (folder / "weighting.json").write_text(json.dumps(asdict(self.weighting)))
         (folder / "bundle.json").write_text(json.dumps(self.info, default=str))
         return folder

@@ -61,8 +61,9 @@ class Interactions:
     vocab: Vocabulary
     user: np.ndarray  # int64 row per event
     item: np.ndarray  # int64 column per event
-    event_type: np.ndarray  # str per event
+    event_type: np.ndarray  # int code per event, into ``event_types``
     ts: np.ndarray  # float64 unix seconds per event
+    event_types: tuple[str, ...] = ()
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -77,22 +78,18 @@ def interactions_from_events(events: pa.Table) -> Interactions:
     """Encode an events table (as stored) into :class:`Interactions`."""
     if events.num_rows == 0:
         raise ValueError("the snapshot holds no events: ingest some first (`recsys ingest FILE`)")
-    frame = pd.DataFrame(
-        {
-            "user": events.column("user_id").to_numpy(zero_copy_only=False),
-            "item": events.column("item_id").to_numpy(zero_copy_only=False),
-            "event_type": events.column("event_type").to_numpy(zero_copy_only=False),
-            "ts": events.column("timestamp").cast(pa.int64()).to_numpy() / 1e6,
-        }
-    ).sort_values(["ts", "user", "item"], kind="stable")
-    user_codes, users = pd.factorize(frame["user"], sort=True)
-    item_codes, items = pd.factorize(frame["item"], sort=True)
+    user_codes, users = pd.factorize(events.column("user_id").to_pandas(), sort=True)
+    item_codes, items = pd.factorize(events.column("item_id").to_pandas(), sort=True)
+    type_codes, types = pd.factorize(events.column("event_type").to_pandas(), sort=True)
+    ts = events.column("timestamp").cast(pa.int64()).to_numpy() / 1e6
+    order = np.lexsort((item_codes, user_codes, ts))  # by time, ties broken by ids: deterministic
     return Interactions(
         vocab=Vocabulary(users=np.asarray(users, dtype=object), items=np.asarray(items, dtype=object)),
-        user=user_codes.astype(np.int64),
-        item=item_codes.astype(np.int64),
-        event_type=frame["event_type"].to_numpy(dtype=object),
-        ts=frame["ts"].to_numpy(dtype=np.float64),
+        user=user_codes[order].astype(np.int64),
+        item=item_codes[order].astype(np.int64),
+        event_type=type_codes[order].astype(np.int64),
+        ts=ts[order],
+        event_types=tuple(str(t) for t in types),
     )
 
 
@@ -112,7 +109,8 @@ class Weighting:
 
 def confidence(inter: Interactions, mask: np.ndarray, weighting: Weighting) -> sp.csr_matrix:
     """The users x items matrix of the events selected by ``mask``, weighted and summed."""
-    weights = pd.Series(inter.event_type[mask]).map(weighting.event_weights).fillna(0.0).to_numpy(np.float64)
+    per_type = np.array([weighting.event_weights.get(t, 0.0) for t in inter.event_types], dtype=np.float64)
+    weights = per_type[inter.event_type[mask]]
     if weighting.half_life_days is not None and mask.any():
         age_days = (inter.ts[mask].max() - inter.ts[mask]) / SECONDS_PER_DAY
         weights = weights * np.power(0.5, age_days / max(weighting.half_life_days, 1e-9))
@@ -146,26 +144,22 @@ def leave_last_out(inter: Interactions, min_items: int = 3) -> Split:
     item are held out, so the target is never among the "seen" items that scoring filters.
     Users with fewer than ``min_items`` distinct items are only trained on.
     """
-    frame = pd.DataFrame({"user": inter.user, "item": inter.item, "ts": inter.ts})
-    first = frame.groupby(["user", "item"], sort=False)["ts"].min().reset_index()
-    first = first.sort_values(["user", "ts", "item"], kind="stable")
-    first["rank_from_end"] = first.groupby("user").cumcount(ascending=False)
-    counts = first.groupby("user")["item"].transform("size")
-    eligible = first[counts >= min_items]
-    test = eligible[eligible["rank_from_end"] == 0].set_index("user")["item"]
-    val = eligible[eligible["rank_from_end"] == 1].set_index("user")["item"]
-    users = test.index.to_numpy(np.int64)
-    n_items = inter.shape[1]
+    n_users, n_items = inter.shape
     key = inter.user * n_items + inter.item
-    test_key = users * n_items + test.to_numpy(np.int64)
-    val_items = val.reindex(pd.Index(users)).to_numpy(np.int64)
-    val_key = users * n_items + val_items
+    pair_key, first = np.unique(key, return_index=True)  # events are time-sorted: first touch
+    pair_user = pair_key // n_items
+    order = np.lexsort((first, pair_user))  # per user, items in the order first touched
+    pair_key, pair_user = pair_key[order], pair_user[order]
+    counts = np.bincount(pair_user, minlength=n_users)
+    ends = np.cumsum(counts)
+    users = np.flatnonzero(counts >= min_items)
+    test_key, val_key = pair_key[ends[users] - 1], pair_key[ends[users] - 2]
     is_test = np.isin(key, test_key)
     is_val = np.isin(key, val_key)
     return Split(
         train=~is_test & ~is_val,
         train_val=~is_test,
-        users=users,
-        val_items=val_items,
-        test_items=test.to_numpy(np.int64),
+        users=users.astype(np.int64),
+        val_items=val_key % n_items,
+        test_items=test_key % n_items,
     )

@@ -91,25 +91,19 @@ class PopularModel(Model):
         self.popularity = np.asarray((user_items > 0).sum(axis=0)).ravel().astype(np.float32)
 
     def recommend(self, users: np.ndarray, user_items: sp.csr_matrix, n: int) -> tuple[np.ndarray, np.ndarray]:
-        """Most popular unseen items."""
-        n_items = len(self.popularity)
-        k = min(n, n_items)
+        """Most popular unseen items: only the top ``n + longest history`` items can qualify."""
+        order = np.argsort(-self.popularity, kind="stable")
+        history = np.diff(user_items.indptr)[users]
         ids = np.full((len(users), n), -1, dtype=np.int64)
         scores = np.zeros((len(users), n), dtype=np.float32)
         for lo in range(0, len(users), self.batch):
             rows = users[lo : lo + self.batch]
-            block = np.tile(self.popularity, (len(rows), 1))
-            seen = user_items[rows]
-            block[np.repeat(np.arange(len(rows)), np.diff(seen.indptr)), seen.indices] = -np.inf
-            top = (
-                np.argpartition(-block, k - 1, axis=1)[:, :k]
-                if k < n_items
-                else np.tile(np.arange(n_items), (len(rows), 1))
-            )
-            top_scores = np.take_along_axis(block, top, axis=1)
-            order = np.argsort(-top_scores, axis=1, kind="stable")
-            got_ids, got_scores = _clean(np.take_along_axis(top, order, 1), np.take_along_axis(top_scores, order, 1))
-            ids[lo : lo + len(rows), :k], scores[lo : lo + len(rows), :k] = got_ids, got_scores
+            candidates = order[: min(len(order), n + int(history[lo : lo + self.batch].max(initial=0)))]
+            unseen = user_items[rows][:, candidates].toarray() == 0
+            rank = np.cumsum(unseen, axis=1)
+            r, c = np.nonzero(unseen & (rank <= n))
+            ids[lo + r, rank[r, c] - 1] = candidates[c]
+            scores[lo + r, rank[r, c] - 1] = self.popularity[candidates[c]]
         return ids, scores
 
     def similar_items(self, items: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:

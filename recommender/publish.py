@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 
 import numpy as np
+import orjson
 import pyarrow as pa
 import redis
 
@@ -49,23 +50,27 @@ class Published:
         return asdict(self)
 
 
-def encode(items: list[str], scores: list[float]) -> str:
-    """The JSON value of one list."""
-    return json.dumps({"items": items, "scores": [round(float(s), 6) for s in scores]}, separators=(",", ":"))
+def encode(items: list[str] | np.ndarray, scores: list[float] | np.ndarray) -> bytes:
+    """The JSON value of one list: ``{"items": [...], "scores": [...]}``."""
+    return orjson.dumps({"items": items, "scores": np.asarray(scores, dtype=np.float64).round(6)},
+                        option=orjson.OPT_SERIALIZE_NUMPY)
 
 
 def decode(value: str | bytes | None) -> tuple[list[str], list[float]]:
     """Inverse of :func:`encode` (empty lists for a missing value)."""
     if value is None:
         return [], []
-    data = json.loads(value)
+    data = orjson.loads(value)
     return list(data["items"]), list(data["scores"])
 
 
-def _rows(ids: np.ndarray, scores: np.ndarray, names: np.ndarray) -> Iterator[tuple[list[str], list[float]]]:
-    for row_ids, row_scores in zip(ids, scores, strict=True):
+def _encoded(keys: list[str], ids: np.ndarray, scores: np.ndarray, names: np.ndarray) -> dict[str, bytes]:
+    """key -> encoded list, for one batch of rows (-1 ids dropped)."""
+    out = {}
+    for key, row_ids, row_scores in zip(keys, ids, scores, strict=True):
         valid = row_ids >= 0
-        yield names[row_ids[valid]].tolist(), row_scores[valid].tolist()
+        out[key] = encode(names[row_ids[valid]].tolist(), row_scores[valid])
+    return out
 
 
 def _catalog_maps(catalog: pa.Table | None) -> tuple[dict[str, str], dict[str, str]]:
@@ -95,32 +100,26 @@ def write_version(
     for lo in range(0, n_users, batch):
         rows = np.arange(lo, min(lo + batch, n_users))
         ids, scores = model.recommend(rows, bundle.user_items, settings.top_n)
-        pipe = r.pipeline(transaction=False)
-        for user, (items, sc) in zip(vocab.users[rows], _rows(ids, scores, vocab.items), strict=True):
-            pipe.set(keys.user(version, str(user)), encode(items, sc))
-        pipe.execute()
+        r.mset(_encoded([keys.user(version, str(u)) for u in vocab.users[rows]], ids, scores, vocab.items))
         progress("users", int(rows[-1]) + 1, n_users)
     for lo in range(0, n_items, batch):
         cols = np.arange(lo, min(lo + batch, n_items))
         ids, scores = model.similar_items(cols, settings.similar_n)
-        pipe = r.pipeline(transaction=False)
-        for item, (items, sc) in zip(vocab.items[cols], _rows(ids, scores, vocab.items), strict=True):
-            pipe.set(keys.similar(version, str(item)), encode(items, sc))
-        pipe.execute()
+        r.mset(_encoded([keys.similar(version, str(t)) for t in vocab.items[cols]], ids, scores, vocab.items))
         progress("similar items", int(cols[-1]) + 1, n_items)
     popularity = bundle.popularity()
     order = np.argsort(-popularity, kind="stable")
     cats, details = _catalog_maps(catalog)
     pipe = r.pipeline(transaction=False)
     top = order[: settings.top_n]
-    pipe.set(keys.popular(version), encode(vocab.items[top].tolist(), popularity[top].tolist()))
+    pipe.set(keys.popular(version), encode(vocab.items[top].tolist(), popularity[top]))
     by_cat: dict[str, list[int]] = {}
     for col in order:
         cat = cats.get(str(vocab.items[col]))
         if cat is not None and len(by_cat.setdefault(cat, [])) < settings.top_n:
             by_cat[cat].append(int(col))
     for cat, members in by_cat.items():
-        pipe.set(keys.popular(version, cat), encode(vocab.items[members].tolist(), popularity[members].tolist()))
+        pipe.set(keys.popular(version, cat), encode(vocab.items[members].tolist(), popularity[members]))
     pipe.set(keys.categories(version), json.dumps(sorted(by_cat)))
     for lo in range(0, len(details), batch):
         chunk = dict(list(details.items())[lo : lo + batch])
