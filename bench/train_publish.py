@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -30,16 +29,16 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from recommender.config import Settings  # noqa: E402
-from recommender.ingest import ingest_file  # noqa: E402
-from recommender.lifecycle import publish_model, train_and_register  # noqa: E402
-from recommender.matrix import confidence  # noqa: E402
-from recommender.promotion import promote  # noqa: E402
-from recommender.tracking import experiment_id  # noqa: E402
-from recommender.synthetic import ShopSpec, generate, write_shop  # noqa: E402
-from recommender.training import TrainConfig, default_weighting, load_dataset  # noqa: E402
+from recommender.config import Settings
+from recommender.ingest import ingest_file
+from recommender.lifecycle import publish_model, train_and_register
+from recommender.matrix import confidence
+from recommender.promotion import promote
+from recommender.synthetic import ShopSpec, generate, write_shop
+from recommender.tracking import experiment_id
+from recommender.training import TrainConfig, default_weighting, load_dataset
 
 PARAMS = {"factors": 64, "iterations": 15}
 
@@ -51,8 +50,10 @@ def raw_library(settings: Settings) -> float:
     data = load_dataset(settings)
     weighting = default_weighting(settings)
     split = data.split
-    matrices = [confidence(data.inter, mask, weighting)
-                for mask in (split.train, split.train_val, np.ones(len(data.inter), bool))]
+    matrices = [
+        confidence(data.inter, mask, weighting)
+        for mask in (split.train, split.train_val, np.ones(len(data.inter), bool))
+    ]
     started = time.perf_counter()
     for matrix in matrices[:2]:
         model = AlternatingLeastSquares(factors=64, iterations=15, regularization=0.05, alpha=2.0, random_state=0)
@@ -77,8 +78,12 @@ def project_path(settings: Settings) -> dict[str, float]:
     promoted = time.perf_counter()
     publish_model(settings)
     done = time.perf_counter()
-    return {"train": trained - started, "promote": promoted - trained, "publish": done - promoted,
-            "total": (trained - started) + (done - promoted)}
+    return {
+        "train": trained - started,
+        "promote": promoted - trained,
+        "publish": done - promoted,
+        "total": (trained - started) + (done - promoted),
+    }
 
 
 def prepare(args: argparse.Namespace, home: Path) -> Settings:
@@ -114,26 +119,45 @@ def main() -> None:
     parser.add_argument("--redis-url", default=os.environ.get("RECSYS_REDIS_URL"))
     parser.add_argument("--memory-only", action="store_true", help="only the peak-memory child run")
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--prepare", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:  # the memory probe: the project path alone in a fresh process
         project_path(Settings(home=args.child, redis_url=args.redis_url))
         return
+    if args.prepare:  # generate + ingest in a child, so this process stays small
+        prepare(args, args.prepare)
+        return
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp, _redis(args.redis_url, Path(tmp)) as url:
         args.redis_url = url
         home = Path(tmp)
-        settings = prepare(args, home)
+        common = [
+            "--events",
+            str(args.events),
+            "--users",
+            str(args.users),
+            "--items",
+            str(args.items),
+            "--redis-url",
+            url,
+        ]
+        subprocess.run([sys.executable, __file__, "--prepare", str(home), *common], check=True)
+        settings = Settings(home=home, redis_url=url)
         result: dict[str, object] = {"events": args.events, "users": args.users, "items": args.items}
         if not args.memory_only:
             raw = raw_library(settings)
             project = project_path(settings)
-            result.update({"raw_seconds": round(raw, 2), "project_seconds": {k: round(v, 2) for k, v in project.items()},
-                           "ratio": round(project["total"] / raw, 3)})
-        cmd = [sys.executable, __file__, "--child", str(home), "--events", str(args.events)]
-        if args.redis_url:
-            cmd += ["--redis-url", args.redis_url]
-        subprocess.run(cmd, check=True)
-        peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-        result["project_peak_rss_gb"] = round(peak_kb / 1024**2, 2)
+            result.update(
+                {
+                    "raw_seconds": round(raw, 2),
+                    "project_seconds": {k: round(v, 2) for k, v in project.items()},
+                    "ratio": round(project["total"] / raw, 3),
+                }
+            )
+        child = subprocess.Popen([sys.executable, __file__, "--child", str(home), *common])
+        _, status, usage = os.wait4(child.pid, 0)  # this child's own peak, not the max over all children
+        if status != 0:
+            raise SystemExit(f"project path failed (status {status})")
+        result["project_peak_rss_gb"] = round(usage.ru_maxrss / 1024**2, 2)
     print(json.dumps(result))
 
 

@@ -356,6 +356,19 @@ def _print_lookup(out: object, title: str, as_json: bool) -> None:
     typer.echo(f"{title} [{out.source}, {out.version}]: " + ", ".join(out.items))
 
 
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Bind address (default RECSYS_API_HOST).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default RECSYS_API_PORT).")] = None,
+    workers: Annotated[int | None, typer.Option(min=1, help="uvicorn workers (default RECSYS_API_WORKERS).")] = None,
+) -> None:
+    """Run the recommendation API (and the shop page at /shop/)."""
+    from serving.server import serve as run
+
+    cfg = settings()
+    run(cfg, host or cfg.api_host, port or cfg.api_port, workers or cfg.api_workers, notify=note)
+
+
 def note(message: str) -> None:
     """A notice on stderr."""
     err.print(f"[dim]{message}[/]", highlight=False, soft_wrap=True)

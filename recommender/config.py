@@ -16,6 +16,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 DEV_SECRET = "dev-insecure-change-me"
 """Default HMAC secret: fine on a laptop, refused in production mode."""
 
+ROLES = ("read", "admin")
 DEFAULT_EVENT_WEIGHTS: dict[str, float] = {"view": 1.0, "add_to_cart": 4.0, "purchase": 8.0}
 
 
@@ -68,6 +69,19 @@ class Settings(BaseSettings):
     keep_versions: int = Field(default=2, ge=2, description="Published versions kept (active + previous ...).")
     publish_batch: int = Field(default=5_000, ge=1)
 
+    # the API
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(default=8000, ge=1, le=65535)
+    api_workers: int = Field(default=1, ge=1, le=64)
+    api_keys: str = Field(default="", description="Comma-separated key:role pairs; roles: read, admin.")
+    open_reads: bool | None = Field(default=None, description="Shop endpoints without a key (default: no keys set).")
+    redis_timeout: float = Field(default=0.25, gt=0, description="Seconds per Redis call in the API.")
+    redis_retry_after: float = Field(default=1.0, ge=0, description="Seconds the API serves fallback before retrying.")
+    fallback_refresh_seconds: float = Field(default=30.0, gt=0)
+    max_n: int = Field(default=100, ge=1, le=1000)
+    max_events_per_request: int = Field(default=1000, ge=1)
+    events_stream_maxlen: int = Field(default=1_000_000, ge=1000)
+
     @model_validator(mode="after")
     def _refuse_default_secret(self) -> Settings:
         if self.env == "production" and self.hmac_secret.get_secret_value() == DEV_SECRET:
@@ -75,9 +89,25 @@ class Settings(BaseSettings):
                 "RECSYS_ENV=production with the default RECSYS_HMAC_SECRET: "
                 "set RECSYS_HMAC_SECRET to a long random value (e.g. `openssl rand -hex 32`)."
             )
+        self.parsed_api_keys()  # fail early on a malformed RECSYS_API_KEYS
         if not self.event_weights:
             raise ValueError("RECSYS_EVENT_WEIGHTS must name at least one event type.")
         return self
+
+    def parsed_api_keys(self) -> dict[str, str]:
+        """``RECSYS_API_KEYS`` as {key: role}."""
+        keys: dict[str, str] = {}
+        for pair in filter(None, (p.strip() for p in self.api_keys.split(","))):
+            key, sep, role = pair.rpartition(":")
+            if not sep or not key or role not in ROLES:
+                raise ValueError(f"RECSYS_API_KEYS: {pair.split(':')[-1]!r} is not key:role with role in {ROLES}")
+            keys[key] = role
+        return keys
+
+    @property
+    def reads_open(self) -> bool:
+        """Whether shop endpoints answer without a key."""
+        return (not self.parsed_api_keys()) if self.open_reads is None else self.open_reads
 
     @property
     def home_abs(self) -> Path:

@@ -31,6 +31,11 @@ class Keys:
         """SET: every version a publish has started writing (to find and clean up partial ones)."""
         return f"{self.prefix}:versions:started"
 
+    @property
+    def events(self) -> str:
+        """STREAM: events accepted by the API (pseudonymized, validated), drained by ingest."""
+        return f"{self.prefix}:events"
+
     def ns(self, version: str) -> str:
         """Prefix of all keys of ``version``."""
         return f"{self.prefix}:v:{version}:"

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import scipy.sparse as sp
 
 SECONDS_PER_DAY = 86_400.0
@@ -59,8 +59,8 @@ class Interactions:
     """All events of a snapshot as codes, sorted by time."""
 
     vocab: Vocabulary
-    user: np.ndarray  # int64 row per event
-    item: np.ndarray  # int64 column per event
+    user: np.ndarray  # int32 row per event
+    item: np.ndarray  # int32 column per event
     event_type: np.ndarray  # int code per event, into ``event_types``
     ts: np.ndarray  # float64 unix seconds per event
     event_types: tuple[str, ...] = ()
@@ -78,19 +78,29 @@ def interactions_from_events(events: pa.Table) -> Interactions:
     """Encode an events table (as stored) into :class:`Interactions`."""
     if events.num_rows == 0:
         raise ValueError("the snapshot holds no events: ingest some first (`recsys ingest FILE`)")
-    user_codes, users = pd.factorize(events.column("user_id").to_pandas(), sort=True)
-    item_codes, items = pd.factorize(events.column("item_id").to_pandas(), sort=True)
-    type_codes, types = pd.factorize(events.column("event_type").to_pandas(), sort=True)
+    user_codes, users = _sorted_codes(events.column("user_id"))
+    item_codes, items = _sorted_codes(events.column("item_id"))
+    type_codes, types = _sorted_codes(events.column("event_type"))
     ts = events.column("timestamp").cast(pa.int64()).to_numpy() / 1e6
     order = np.lexsort((item_codes, user_codes, ts))  # by time, ties broken by ids: deterministic
     return Interactions(
-        vocab=Vocabulary(users=np.asarray(users, dtype=object), items=np.asarray(items, dtype=object)),
-        user=user_codes[order].astype(np.int64),
-        item=item_codes[order].astype(np.int64),
-        event_type=type_codes[order].astype(np.int64),
+        vocab=Vocabulary(users=users, items=items),
+        user=user_codes[order],
+        item=item_codes[order],
+        event_type=type_codes[order],
         ts=ts[order],
         event_types=tuple(str(t) for t in types),
     )
+
+
+def _sorted_codes(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
+    """int32 codes into the sorted distinct values (Arrow dictionary encoding: no Python objects per row)."""
+    encoded = column.combine_chunks().dictionary_encode()
+    order = pc.sort_indices(encoded.dictionary).to_numpy()
+    rank = np.empty(len(order), dtype=np.int32)
+    rank[order] = np.arange(len(order), dtype=np.int32)
+    codes = rank[encoded.indices.to_numpy(zero_copy_only=False)]
+    return codes, np.asarray(encoded.dictionary.take(pa.array(order)).to_pylist(), dtype=object)
 
 
 @dataclass(frozen=True)
@@ -145,7 +155,7 @@ def leave_last_out(inter: Interactions, min_items: int = 3) -> Split:
     Users with fewer than ``min_items`` distinct items are only trained on.
     """
     n_users, n_items = inter.shape
-    key = inter.user * n_items + inter.item
+    key = inter.user.astype(np.int64) * n_items + inter.item
     pair_key, first = np.unique(key, return_index=True)  # events are time-sorted: first touch
     pair_user = pair_key // n_items
     order = np.lexsort((first, pair_user))  # per user, items in the order first touched

@@ -52,8 +52,9 @@ class Published:
 
 def encode(items: list[str] | np.ndarray, scores: list[float] | np.ndarray) -> bytes:
     """The JSON value of one list: ``{"items": [...], "scores": [...]}``."""
-    return orjson.dumps({"items": items, "scores": np.asarray(scores, dtype=np.float64).round(6)},
-                        option=orjson.OPT_SERIALIZE_NUMPY)
+    return orjson.dumps(
+        {"items": items, "scores": np.asarray(scores, dtype=np.float64).round(6)}, option=orjson.OPT_SERIALIZE_NUMPY
+    )
 
 
 def decode(value: str | bytes | None) -> tuple[list[str], list[float]]:

@@ -93,12 +93,13 @@ class Store:
         """One column of a table's current snapshot."""
         return table.scan(selected_fields=(name,)).to_arrow().column(name)
 
-    def read_events(self, snapshot_id: int | None = None) -> pa.Table:
-        """All events at ``snapshot_id`` (the current snapshot when None)."""
+    def read_events(self, snapshot_id: int | None = None, columns: tuple[str, ...] | None = None) -> pa.Table:
+        """Events at ``snapshot_id`` (the current snapshot when None), all or some ``columns``."""
         table = self.events()
         if snapshot_id is not None and table.snapshot_by_id(snapshot_id) is None:
             raise LookupError(f"no snapshot {snapshot_id} in {table.name()}; see `recsys snapshots`")
-        return table.scan(snapshot_id=snapshot_id).to_arrow().cast(EVENT_SCHEMA)
+        schema = pa.schema([EVENT_SCHEMA.field(c) for c in columns]) if columns else EVENT_SCHEMA
+        return table.scan(snapshot_id=snapshot_id, selected_fields=columns or ("*",)).to_arrow().cast(schema)
 
     def read_items(self) -> pa.Table:
         """The item catalog."""

@@ -24,6 +24,7 @@ from recommender.matrix import Interactions, Split, Weighting, confidence, inter
 from recommender.models import make_model
 from recommender.store import Store
 
+TRAINING_COLUMNS = ("user_id", "item_id", "event_type", "timestamp")
 StepFn = Callable[[str], None]
 """``step(description)``: called as each long step starts."""
 
@@ -94,7 +95,7 @@ def load_dataset(settings: Settings, snapshot_id: int | None = None, store: Stor
     snapshot = snapshot_id if snapshot_id is not None else store.current_snapshot_id()
     if snapshot is None:
         raise LookupError("the events table is empty: run `recsys ingest FILE` first")
-    events: pa.Table = store.read_events(snapshot)
+    events: pa.Table = store.read_events(snapshot, columns=TRAINING_COLUMNS)
     inter = interactions_from_events(events)
     split = leave_last_out(inter)
     if len(split.users) == 0:

@@ -1,0 +1,251 @@
+"""What the API does per request, as plain async functions over an async Redis client.
+
+The route handlers in ``serving/`` each call one method of :class:`RecommendationService`.
+It reads only what publishing precomputed (via the active-version pointer), filters and
+fills lists cheaply, and keeps answering from an in-process copy of the popular lists when
+Redis is down or slow (``source: fallback``), retrying Redis by itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import pandas as pd
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from recommender.config import Settings
+from recommender.events import CANONICAL, validate_events
+from recommender.keys import Keys
+from recommender.privacy import pseudonymize
+from recommender.publish import decode
+
+Item = dict[str, Any]
+
+
+class RedisUnavailableError(Exception):
+    """Redis did not answer in time (or the service is waiting before retrying it)."""
+
+
+class InvalidEventsError(ValueError):
+    """Some posted events failed validation; ``errors`` says which and why."""
+
+    def __init__(self, errors: list[dict[str, Any]]) -> None:
+        super().__init__(f"{len(errors)} invalid event(s)")
+        self.errors = errors
+
+
+@dataclass
+class Listing:
+    """One answer: items with scores (and details when asked), where they came from."""
+
+    items: list[Item]
+    source: str
+    model_version: str | None
+    recommendation_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+
+@dataclass
+class Fallback:
+    """In-process copy of the popular lists of the active version."""
+
+    version: str | None = None
+    model_version: str | None = None
+    popular: tuple[list[str], list[float]] = ([], [])
+    by_category: dict[str, tuple[list[str], list[float]]] = field(default_factory=dict)
+    details: dict[str, Item] = field(default_factory=dict)
+    refreshed_at: float = 0.0
+
+
+def _split_csv(value: str | None, limit: int) -> list[str]:
+    return [v.strip() for v in (value or "").split(",") if v.strip()][:limit]
+
+
+class RecommendationService:
+    """Reads published lists for the API; one instance per process."""
+
+    def __init__(self, redis: Redis, settings: Settings) -> None:
+        self.redis = redis
+        self.settings = settings
+        self.keys = Keys(settings.redis_prefix)
+        self.fallback = Fallback()
+        self._down_until = 0.0
+        self._model_versions: dict[str, str] = {}
+
+    # ---- Redis access with a timeout and a short circuit breaker ------------------
+    async def _call(self, coro: Any) -> Any:
+        if time.monotonic() < self._down_until:
+            coro.close()
+            raise RedisUnavailableError("waiting before retrying Redis")
+        try:
+            async with asyncio.timeout(self.settings.redis_timeout):  # unlike 3.11's wait_for, never eats a cancel
+                return await coro
+        except (RedisError, OSError, TimeoutError) as exc:
+            self._down_until = time.monotonic() + self.settings.redis_retry_after
+            raise RedisUnavailableError(str(exc) or type(exc).__name__) from exc
+
+    async def _active(self) -> str | None:
+        version = await self._call(self.redis.get(self.keys.active))
+        return None if version is None else str(version)
+
+    async def _model_version(self, version: str) -> str | None:
+        if version not in self._model_versions:
+            value = await self._call(self.redis.hget(self.keys.meta(version), "model_version"))
+            self._model_versions = {version: str(value)} if value is not None else {}
+            return None if value is None else str(value)
+        return self._model_versions[version]
+
+    # ---- requests ----------------------------------------------------------------
+    async def recommendations(
+        self, user_id: str, n: int, exclude: str | None = None, category: str | None = None, details: bool = False
+    ) -> Listing:
+        """A user's top-n: personalized, popular (cold user) or fallback (Redis down)."""
+        excluded = set(_split_csv(exclude, 1000))
+        user = pseudonymize(user_id, self.settings.hmac_secret.get_secret_value())
+        try:
+            version = await self._active()
+            if version is None:
+                return Listing([], "popular", None)
+            own, popular = await self._call(
+                self.redis.mget(self.keys.user(version, user), self.keys.popular(version, category))
+            )
+            ids, scores = decode(own)
+            source = "personalized" if ids else "popular"
+            fill_ids, fill_scores = decode(popular)
+            if ids:  # fillers after a personalized list carry no model score
+                fill_scores = [0.0] * len(fill_ids)
+            need_details = details or category is not None
+            info = await self._details(version, ids + fill_ids) if need_details else {}
+            model_version = await self._model_version(version)
+        except RedisUnavailableError:
+            return self._from_fallback(n, excluded, category, details)
+        items = _merge([(ids, scores), (fill_ids, fill_scores)], n, excluded, category, info, details)
+        return Listing(items, source, model_version)
+
+    async def similar(self, item_id: str, n: int, details: bool = False) -> Listing:
+        """Items similar to ``item_id`` (empty for an unknown item)."""
+        try:
+            version = await self._active()
+            if version is None:
+                return Listing([], "similar", None)
+            ids, scores = decode(await self._call(self.redis.get(self.keys.similar(version, item_id))))
+            info = await self._details(version, ids) if details else {}
+            model_version = await self._model_version(version)
+        except RedisUnavailableError:
+            return self._from_fallback(n, {item_id}, None, details)
+        return Listing(_merge([(ids, scores)], n, set(), None, info, details), "similar", model_version)
+
+    async def popular(self, n: int, category: str | None = None, details: bool = False) -> Listing:
+        """Popular items overall or in a category."""
+        try:
+            version = await self._active()
+            if version is None:
+                return Listing([], "popular", None)
+            ids, scores = decode(await self._call(self.redis.get(self.keys.popular(version, category))))
+            info = await self._details(version, ids) if details else {}
+            model_version = await self._model_version(version)
+        except RedisUnavailableError:
+            return self._from_fallback(n, set(), category, details)
+        return Listing(_merge([(ids, scores)], n, set(), None, info, details), "popular", model_version)
+
+    async def _details(self, version: str, ids: list[str]) -> dict[str, Item]:
+        if not ids:
+            return {}
+        unique = list(dict.fromkeys(ids))
+        values = await self._call(self.redis.hmget(self.keys.items(version), unique))
+        return {i: orjson.loads(v) for i, v in zip(unique, values, strict=True) if v is not None}
+
+    def _from_fallback(self, n: int, excluded: set[str], category: str | None, details: bool) -> Listing:
+        fb = self.fallback
+        lists = fb.by_category.get(category, ([], [])) if category else fb.popular
+        items = _merge([lists], n, excluded, category, fb.details, details)
+        return Listing(items, "fallback", fb.model_version)
+
+    async def accept_events(self, events: list[dict[str, Any]]) -> int:
+        """Validate like ingest; append all to the events stream, or raise :class:`InvalidEventsError`."""
+        limit = self.settings.max_events_per_request
+        if len(events) > limit:
+            raise InvalidEventsError([{"index": None, "reason": f"{len(events)} events is over the limit of {limit}"}])
+        frame = pd.DataFrame(
+            [{k: (None if e.get(k) is None else str(e.get(k))) for k in CANONICAL} for e in events],
+            columns=list(CANONICAL),
+        ).assign(position=range(len(events)))
+        checked = validate_events(frame, self.settings)
+        if len(checked.bad):
+            reasons = zip(checked.bad["position"], checked.bad["reason"], strict=True)
+            raise InvalidEventsError([{"index": int(p), "reason": str(r)} for p, r in reasons])
+        pipe = self.redis.pipeline(transaction=False)
+        for row in checked.good.drop_columns(["source", "ingest_id"]).to_pylist():
+            fields = {k: _field(v) for k, v in row.items() if v is not None}
+            pipe.xadd(self.keys.events, fields, maxlen=self.settings.events_stream_maxlen, approximate=True)  # type: ignore[arg-type]
+        await self._call(pipe.execute())
+        return checked.good.num_rows
+
+    async def ready(self) -> dict[str, Any]:
+        """Readiness: Redis reachable and an active version present."""
+        try:
+            self._down_until = 0.0
+            version = await self._active()
+        except RedisUnavailableError as exc:
+            return {"ready": False, "redis": "unreachable", "detail": str(exc)}
+        if version is None:
+            return {"ready": False, "redis": "ok", "detail": "nothing published yet: run `recsys publish`"}
+        return {"ready": True, "redis": "ok", "version": version, "model_version": await self._model_version(version)}
+
+    async def refresh_fallback(self) -> bool:
+        """Copy the active version's popular lists into memory; False when Redis is unavailable."""
+        try:
+            self._down_until = 0.0
+            version = await self._active()
+            if version is None or version == self.fallback.version:
+                return version is not None
+            popular, categories = await self._call(
+                self.redis.mget(self.keys.popular(version), self.keys.categories(version))
+            )
+            names = orjson.loads(categories) if categories else []
+            lists = await self._call(self.redis.mget([self.keys.popular(version, c) for c in names])) if names else []
+            by_category = {c: decode(v) for c, v in zip(names, lists, strict=True)}
+            ids = decode(popular)[0] + [i for lst in by_category.values() for i in lst[0]]
+            details = await self._details(version, ids)
+            model_version = await self._model_version(version)
+        except RedisUnavailableError:
+            return False
+        self.fallback = Fallback(version, model_version, decode(popular), by_category, details, time.time())
+        return True
+
+
+def _field(value: Any) -> str:
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).isoformat()
+    return str(value)
+
+
+def _merge(
+    lists: list[tuple[list[str], list[float]]],
+    n: int,
+    excluded: set[str],
+    category: str | None,
+    info: dict[str, Item],
+    details: bool,
+) -> list[Item]:
+    """First ``n`` distinct items across ``lists`` in order, minus excluded / other categories."""
+    out: list[Item] = []
+    seen = set(excluded)
+    for ids, scores in lists:
+        for item_id, score in zip(ids, scores, strict=True):
+            if len(out) == n:
+                return out
+            if item_id in seen or (category and info.get(item_id, {}).get("category") != category):
+                continue
+            seen.add(item_id)
+            entry: Item = {"item_id": item_id, "score": score}
+            if details:
+                entry.update(info.get(item_id, {}))
+            out.append(entry)
+    return out

@@ -1,0 +1,83 @@
+"""The recommendation API: ``create_app`` only assembles; the logic is in ``recommender.service``."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi.staticfiles import StaticFiles
+from redis.asyncio import ConnectionPool, Redis
+
+from recommender.config import Settings, get_settings
+from recommender.redis_conn import running_embedded
+from recommender.service import RecommendationService, RedisUnavailableError
+from serving.routes import events, health, items, recommendations
+from serving.telemetry import MetricsMiddleware, set_model_version
+
+STATIC = Path(__file__).with_name("static")
+
+
+def redis_for(settings: Settings) -> Redis:
+    """An async client with a bounded pool and short timeouts."""
+    url = settings.redis_url or running_embedded(settings)
+    if url is None:
+        raise RuntimeError("no Redis: set RECSYS_REDIS_URL, or start the API with `recsys serve` (embedded Valkey)")
+    pool = ConnectionPool.from_url(
+        url,
+        max_connections=256,
+        decode_responses=True,
+        socket_timeout=settings.redis_timeout,
+        socket_connect_timeout=settings.redis_timeout,
+    )
+    return Redis(connection_pool=pool)
+
+
+async def _refresh_forever(service: RecommendationService, every: float) -> None:
+    while True:
+        if await service.refresh_fallback():
+            set_model_version(service.fallback.model_version)
+        await asyncio.sleep(every)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the app (``uvicorn --factory serving.app:create_app``)."""
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        redis = redis_for(settings)
+        app.state.service = RecommendationService(redis, settings)
+        refresher = asyncio.create_task(_refresh_forever(app.state.service, settings.fallback_refresh_seconds))
+        try:
+            yield
+        finally:
+            refresher.cancel()
+            await asyncio.wait([refresher], timeout=5)
+            await redis.aclose()
+
+    app = FastAPI(
+        title="recsys recommendation API",
+        version="1",
+        description="Precomputed recommendations from Redis. Send `X-API-Key` unless reads are open.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.add_middleware(MetricsMiddleware)
+    for module in (recommendations, items, events, health):
+        app.include_router(module.router)
+
+    @app.exception_handler(RedisUnavailableError)
+    async def redis_down(request: Request, exc: RedisUnavailableError) -> JSONResponse:
+        return JSONResponse({"detail": "Redis unavailable; retry later"}, status_code=503)
+
+    app.mount("/shop", StaticFiles(directory=STATIC, html=True), name="shop")
+
+    @app.get("/", include_in_schema=False)
+    async def root() -> RedirectResponse:
+        return RedirectResponse("/shop/")
+
+    return app

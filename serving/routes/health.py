@@ -1,0 +1,34 @@
+"""Health, readiness and Prometheus metrics."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response, status
+
+from serving.deps import ServiceDep
+from serving.schemas import Ready
+from serving.telemetry import render_metrics, set_model_version
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    """The process is up."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz", response_model=Ready, responses={503: {"model": Ready}})
+async def readyz(service: ServiceDep, response: Response) -> Ready:
+    """Redis reachable and an active version present (503 otherwise)."""
+    state = await service.ready()
+    set_model_version(state.get("model_version"))
+    if not state["ready"]:
+        response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    return Ready(**state)
+
+
+@router.get("/metrics", include_in_schema=False)
+async def metrics() -> Response:
+    """Prometheus exposition (aggregated across workers in multiprocess mode)."""
+    body, content_type = render_metrics()
+    return Response(body, media_type=content_type)

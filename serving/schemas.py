@@ -1,0 +1,88 @@
+"""Response and request models (they drive the OpenAPI docs at /docs)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class ItemScore(BaseModel):
+    """One recommended item; catalog fields appear with ``details=true``."""
+
+    model_config = ConfigDict(extra="allow", json_schema_extra={"examples": [{"item_id": "i42", "score": 0.83}]})
+
+    item_id: str
+    score: float
+
+
+class Recommendations(BaseModel):
+    """A user's list."""
+
+    user_id: str
+    items: list[ItemScore]
+    source: Literal["personalized", "popular", "fallback", "session"]
+    model_version: str | None
+    recommendation_id: str
+
+
+class ItemList(BaseModel):
+    """Similar or popular items."""
+
+    items: list[ItemScore]
+    source: Literal["similar", "popular", "fallback"]
+    model_version: str | None
+    recommendation_id: str
+
+
+class EventIn(BaseModel):
+    """A shop event in the canonical schema (validated like ingest; raw user ids are hashed)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"user_id": "u1", "item_id": "i42", "event_type": "view", "timestamp": "2026-11-26T10:00:00Z"},
+                {
+                    "user_id": "u1",
+                    "item_id": "i42",
+                    "event_type": "add_to_cart",
+                    "timestamp": 1795687200,
+                    "quantity": 1,
+                    "price": 19.9,
+                    "recommendation_id": "3f2a...",
+                },
+            ]
+        },
+    )
+
+    user_id: str = Field(max_length=256)
+    item_id: str = Field(max_length=256)
+    event_type: str = Field(max_length=64)
+    timestamp: str | float = Field(description="ISO-8601 or unix seconds")
+    event_id: str | None = Field(default=None, max_length=256)
+    session_id: str | None = Field(default=None, max_length=256)
+    quantity: int | None = None
+    price: float | None = None
+    recommendation_id: str | None = Field(default=None, max_length=256)
+
+
+class Accepted(BaseModel):
+    """How many events were appended to the stream."""
+
+    accepted: int
+
+
+class Ready(BaseModel):
+    """Readiness detail."""
+
+    model_config = ConfigDict(extra="allow")
+
+    ready: bool
+    redis: str
+
+
+class Problem(BaseModel):
+    """An error."""
+
+    detail: Any

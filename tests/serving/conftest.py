@@ -1,0 +1,72 @@
+"""A published model in a real Valkey, and the API over it (TestClient and a live uvicorn)."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+import uvicorn
+from fastapi.testclient import TestClient
+
+from recommender.config import Settings
+from recommender.ingest import ingest_file
+from recommender.lifecycle import publish_model, train_and_register
+from recommender.promotion import promote
+from recommender.synthetic import ShopSpec, generate, write_shop
+from recommender.training import TrainConfig
+from serving.app import create_app
+from tests.conftest import SMALL_SHOP_ARGS
+
+SECRET = "api-secret"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def publish_small_shop(settings: Settings, shop_dir: Path) -> None:
+    """Ingest a small synthetic shop, train, promote and publish it."""
+    events, catalog = write_shop(generate(ShopSpec(**SMALL_SHOP_ARGS)), shop_dir)
+    ingest_file(events, settings, catalog=catalog)
+    out = train_and_register(settings, TrainConfig(family="als", params={"factors": 16, "iterations": 5}))
+    promote(settings, "production", out.model_version)
+    publish_model(settings)
+
+
+@pytest.fixture(scope="module")
+def api_settings(tmp_path_factory: pytest.TempPathFactory, redis_server: str) -> Settings:
+    """Settings on db 1 of the session's Valkey, with one published version."""
+    url = redis_server.rsplit("/", 1)[0] + "/1"
+    redis.Redis.from_url(url).flushdb()
+    home = tmp_path_factory.mktemp("api")
+    settings = Settings(home=home / "home", hmac_secret=SECRET, redis_url=url)
+    publish_small_shop(settings, home / "shop")
+    return settings
+
+
+@pytest.fixture
+def client(api_settings: Settings) -> Iterator[TestClient]:
+    with TestClient(create_app(api_settings)) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def live_url(api_settings: Settings) -> Iterator[str]:
+    """The API served by a real uvicorn on a free port."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(api_settings), port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=10)

