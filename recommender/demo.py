@@ -10,18 +10,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from recommender.config import Settings
-from recommender.ingest import IngestSummary, ProgressFn, ingest_file
+from recommender.ingest import IngestSummary, ingest_file
 from recommender.keys import Keys
-from recommender.lifecycle import Notify, TrainOutcome, train_and_register
+from recommender.lifecycle import TrainOutcome, train_and_register
 from recommender.lookup import Lookup, similar_items, user_recommendations
 from recommender.privacy import pseudonymize
+from recommender.progress import ProgressFn, StepFn
 from recommender.promotion import Decision, promote
 from recommender.publish import Published, publish
 from recommender.redis_conn import connect
 from recommender.store import Store
 from recommender.synthetic import ShopSpec, generate, write_shop
 from recommender.tracking import load_bundle
-from recommender.training import StepFn, TrainConfig
+from recommender.training import TrainConfig
 
 DEMO_SHOP = ShopSpec(users=3_000, items=600, events=120_000, seed=42, days=60)
 DEMO_USERS = ("u1", "u2", "u3")
@@ -44,7 +45,7 @@ class DemoResult:
 
 
 def run_demo(
-    settings: Settings, progress: ProgressFn, step: StepFn, notify: Notify, spec: ShopSpec = DEMO_SHOP
+    settings: Settings, progress: ProgressFn, step: StepFn, notify: StepFn, spec: ShopSpec = DEMO_SHOP
 ) -> DemoResult:
     """Run the whole path in ``RECSYS_HOME`` and read the result back from Redis."""
     shop_dir = settings.home_abs / "demo" / "shop"

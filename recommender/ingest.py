@@ -12,7 +12,7 @@ import json
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,11 +25,9 @@ from recommender.catalog import read_catalog_csv
 from recommender.config import Settings
 from recommender.events import QUARANTINE_SCHEMA, validate_events
 from recommender.privacy import pseudonymize
+from recommender.progress import ProgressFn, no_progress
 from recommender.readers import Malformed, RawBatch, read_events
 from recommender.store import Store
-
-ProgressFn = Callable[[str, int, int | None], None]
-"""``progress(stage, done, total)``: called as long steps advance."""
 
 
 @dataclass
@@ -58,10 +56,6 @@ class IngestSummary:
     def to_json(self) -> str:
         """One machine-readable line."""
         return json.dumps({**asdict(self), "reconciles": self.reconciles}, sort_keys=True)
-
-
-def _noop(stage: str, done: int, total: int | None) -> None:
-    return None
 
 
 def _quarantine_rows(bad: pd.DataFrame, kind: str, source: str, ingest_id: str) -> pa.Table:
@@ -129,7 +123,7 @@ def ingest_batches(
     settings: Settings,
     *,
     store: Store | None = None,
-    progress: ProgressFn = _noop,
+    progress: ProgressFn = no_progress,
     now: datetime | None = None,
 ) -> IngestSummary:
     """Validate and store raw batches as one ingest (one events snapshot)."""
@@ -196,7 +190,7 @@ def ingest_file(
     *,
     catalog: Path | None = None,
     store: Store | None = None,
-    progress: ProgressFn = _noop,
+    progress: ProgressFn = no_progress,
 ) -> IngestSummary:
     """Ingest one file (and optionally an item catalog CSV) as one snapshot."""
     store = store or Store(settings)

@@ -2,29 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from recommender.config import Settings
 from recommender.keys import Keys
 from recommender.lookup import Lookup, similar_items, user_recommendations
 from recommender.privacy import pseudonymize
+from recommender.progress import ProgressFn, StepFn, no_progress, silent
 from recommender.promotion import Decision, rollback
-from recommender.publish import ProgressFn, Published, publish
+from recommender.publish import Published, publish
 from recommender.redis_conn import connect
 from recommender.store import Store
 from recommender.tracking import PRODUCTION, Tracked, load_bundle, log_training
-from recommender.training import StepFn, TrainConfig, train
-
-Notify = Callable[[str], None]
-
-
-def _silent(message: str) -> None:
-    return None
-
-
-def _no_progress(stage: str, done: int, total: int | None) -> None:
-    return None
+from recommender.training import TrainConfig, train
 
 
 @dataclass(frozen=True)
@@ -39,7 +29,7 @@ class TrainOutcome:
     metrics: dict[str, float]
 
 
-def train_and_register(settings: Settings, config: TrainConfig, step: StepFn = _silent) -> TrainOutcome:
+def train_and_register(settings: Settings, config: TrainConfig, step: StepFn = silent) -> TrainOutcome:
     """Train, evaluate, log to MLflow and register as ``candidate``."""
     trained = train(settings, config, step)
     step("logging the run and registering the model in MLflow")
@@ -58,8 +48,8 @@ def publish_model(
     settings: Settings,
     alias: str | None = PRODUCTION,
     version: str | None = None,
-    progress: ProgressFn = _no_progress,
-    notify: Notify = _silent,
+    progress: ProgressFn = no_progress,
+    notify: StepFn = silent,
     reuse: bool = False,
 ) -> Published:
     """Load a registered version's bundle and publish it to Redis."""
@@ -70,21 +60,21 @@ def publish_model(
 
 
 def rollback_and_republish(
-    settings: Settings, reason: str, progress: ProgressFn = _no_progress, notify: Notify = _silent
+    settings: Settings, reason: str, progress: ProgressFn = no_progress, notify: StepFn = silent
 ) -> tuple[Decision, Published]:
     """Move ``production`` back one version and serve it (a kept copy is flipped to instantly)."""
     decision = rollback(settings, reason)
     return decision, publish_model(settings, None, decision.version, progress, notify, reuse=True)
 
 
-def recommend(settings: Settings, raw_user_id: str, n: int, notify: Notify = _silent) -> Lookup:
+def recommend(settings: Settings, raw_user_id: str, n: int, notify: StepFn = silent) -> Lookup:
     """A user's published recommendations (raw id in, hashed as at ingest)."""
     with connect(settings, notify) as r:
         user = pseudonymize(raw_user_id, settings.hmac_secret.get_secret_value())
         return user_recommendations(r, Keys(settings.redis_prefix), user, n)
 
 
-def similar(settings: Settings, item_id: str, n: int, notify: Notify = _silent) -> Lookup:
+def similar(settings: Settings, item_id: str, n: int, notify: StepFn = silent) -> Lookup:
     """Published similar items of ``item_id``."""
     with connect(settings, notify) as r:
         return similar_items(r, Keys(settings.redis_prefix), item_id, n)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 
@@ -23,12 +23,7 @@ import redis
 from recommender.bundle import Bundle
 from recommender.config import Settings
 from recommender.keys import Keys
-
-ProgressFn = Callable[[str, int, int | None], None]
-
-
-def _noop(stage: str, done: int, total: int | None) -> None:
-    return None
+from recommender.progress import ProgressFn, no_progress
 
 
 @dataclass(frozen=True)
@@ -91,7 +86,7 @@ def write_version(
     bundle: Bundle,
     settings: Settings,
     catalog: pa.Table | None,
-    progress: ProgressFn = _noop,
+    progress: ProgressFn = no_progress,
 ) -> dict[str, int]:
     """Write every list of ``version``; returns counts. Does not flip anything."""
     model, vocab = bundle.model, bundle.vocab
@@ -179,7 +174,7 @@ def publish(
     bundle: Bundle,
     model_version: str,
     catalog: pa.Table | None = None,
-    progress: ProgressFn = _noop,
+    progress: ProgressFn = no_progress,
     reuse: bool = False,
 ) -> Published:
     """Publish ``bundle`` as a new version (or, with ``reuse``, flip back to a kept copy of it)."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -130,29 +131,32 @@ class RecommendationService:
 
     async def similar(self, item_id: str, n: int, details: bool = False) -> Listing:
         """Items similar to ``item_id`` (empty for an unknown item)."""
-        try:
-            version = await self._active()
-            if version is None:
-                return Listing([], "similar", None)
-            ids, scores = decode(await self._call(self.redis.get(self.keys.similar(version, item_id))))
-            info = await self._details(version, ids) if details else {}
-            model_version = await self._model_version(version)
-        except RedisUnavailableError:
-            return self._from_fallback(n, {item_id}, None, details)
-        return Listing(_merge([(ids, scores)], n, set(), None, info, details), "similar", model_version)
+        return await self._one_list(lambda v: self.keys.similar(v, item_id), "similar", n, details, {item_id}, None)
 
     async def popular(self, n: int, category: str | None = None, details: bool = False) -> Listing:
         """Popular items overall or in a category."""
+        return await self._one_list(lambda v: self.keys.popular(v, category), "popular", n, details, set(), category)
+
+    async def _one_list(
+        self,
+        key_of: Callable[[str], str],
+        source: str,
+        n: int,
+        details: bool,
+        excluded: set[str],
+        category: str | None,
+    ) -> Listing:
+        """One published list as is; the fallback copy (minus ``excluded``, in ``category``) when Redis is away."""
         try:
             version = await self._active()
             if version is None:
-                return Listing([], "popular", None)
-            ids, scores = decode(await self._call(self.redis.get(self.keys.popular(version, category))))
+                return Listing([], source, None)
+            ids, scores = decode(await self._call(self.redis.get(key_of(version))))
             info = await self._details(version, ids) if details else {}
             model_version = await self._model_version(version)
         except RedisUnavailableError:
-            return self._from_fallback(n, set(), category, details)
-        return Listing(_merge([(ids, scores)], n, set(), None, info, details), "popular", model_version)
+            return self._from_fallback(n, excluded, category, details)
+        return Listing(_merge([(ids, scores)], n, set(), None, info, details), source, model_version)
 
     async def _details(self, version: str, ids: list[str]) -> dict[str, Item]:
         if not ids:

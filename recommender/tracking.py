@@ -21,7 +21,6 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt
 import mlflow
-import pandas as pd
 from mlflow.data.dataset_source_registry import resolve_dataset_source
 from mlflow.data.meta_dataset import MetaDataset
 from mlflow.tracking import MlflowClient
@@ -207,9 +206,3 @@ def load_bundle(
             ) from exc
     model = mlflow.pyfunc.load_model(f"models:/{settings.model_name}/{model_version}")
     return model.unwrap_python_model().bundle, model_version
-
-
-def runs_frame(settings: Settings) -> pd.DataFrame:
-    """All runs of the experiment (for reports and tests)."""
-    client(settings)
-    return mlflow.search_runs(experiment_names=[settings.experiment])

@@ -10,7 +10,6 @@ the same run, so every run says how far above it the model is.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,15 +21,10 @@ from recommender.config import Settings
 from recommender.evaluation import EvalResult, evaluate
 from recommender.matrix import Interactions, Split, Weighting, confidence, interactions_from_events, leave_last_out
 from recommender.models import make_model
+from recommender.progress import StepFn, silent
 from recommender.store import Store
 
 TRAINING_COLUMNS = ("user_id", "item_id", "event_type", "timestamp")
-StepFn = Callable[[str], None]
-"""``step(description)``: called as each long step starts."""
-
-
-def _quiet(description: str) -> None:
-    return None
 
 
 @dataclass(frozen=True)
@@ -127,7 +121,7 @@ def fit_and_score(
     return evaluate(model, matrix, data.split.users, targets, k=k)
 
 
-def train(settings: Settings, config: TrainConfig, step: StepFn = _quiet, data: Dataset | None = None) -> Trained:
+def train(settings: Settings, config: TrainConfig, step: StepFn = silent, data: Dataset | None = None) -> Trained:
     """Evaluate ``config`` on the validation and test items, then refit on all the data."""
     weighting = config.weighting or default_weighting(settings)
     seconds: dict[str, float] = {}

