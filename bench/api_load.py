@@ -16,6 +16,7 @@ import json
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -70,6 +71,11 @@ def wrk(url_pattern: str, seconds: int, connections: int, script: Path) -> dict[
     return {"rps": rps, "p99_ms": round(p99_ms, 2), "errors": errors}
 
 
+def _median(runs: list[dict[str, float]]) -> dict[str, float]:
+    """Per-key median over rounds (throughput on 2 cores is noisy: uvicorn's workers share load unevenly)."""
+    return {k: float(statistics.median(r[k] for r in runs)) for k in runs[0]}
+
+
 def start(cmd: list[str], env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 60
@@ -96,6 +102,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=50)
+    parser.add_argument("--repeat", type=int, default=3, help="interleaved rounds; medians are reported")
     args = parser.parse_args()
     if not shutil.which("wrk"):
         raise SystemExit("wrk not found: apt-get install wrk")
@@ -144,14 +151,18 @@ def main() -> None:
         results: dict[str, object] = {"workers": args.workers, "seconds": args.seconds, "connections": args.connections}
         try:
             load = (args.seconds, args.connections, script)
-            results["bare"] = wrk(f"http://127.0.0.1:{bare_port}/bare/u%d", *load)
-            results["api"] = wrk(f"http://127.0.0.1:{api_port}/v1/users/u%d/recommendations", *load)
-            results["api_filters"] = wrk(
-                f"http://127.0.0.1:{api_port}/v1/users/u%d/recommendations?exclude=i1,i2,i3&category=c01", *load
-            )
+            targets = {
+                "bare": f"http://127.0.0.1:{bare_port}/bare/u%d",
+                "api": f"http://127.0.0.1:{api_port}/v1/users/u%d/recommendations",
+                "api_filters": f"http://127.0.0.1:{api_port}/v1/users/u%d/recommendations?exclude=i1,i2,i3&category=c01",
+            }
+            rounds = [{name: wrk(url, *load) for name, url in targets.items()} for _ in range(args.repeat)]
+            for name in targets:
+                results[name] = _median([r[name] for r in rounds])
+            results["rounds"] = rounds
             server.stop()  # Redis away: the fallback path
             time.sleep(0.5)
-            results["api_fallback"] = wrk(f"http://127.0.0.1:{api_port}/v1/users/u%d/recommendations", *load)
+            results["api_fallback"] = wrk(targets["api"], *load)
         finally:
             api.terminate()
             bare.terminate()

@@ -375,7 +375,12 @@ def note(message: str) -> None:
 
 
 @app.command()
-def demo(as_json: JsonOpt = False) -> None:
+def demo(
+    serve_api: Annotated[
+        bool, typer.Option("--serve/--no-serve", help="Serve the API afterwards until Ctrl-C.")
+    ] = True,
+    as_json: JsonOpt = False,
+) -> None:
     """Run the main job on a synthetic shop in RECSYS_HOME: ingest, train, gate, publish, serve."""
     from recommender.demo import run_demo
 
@@ -412,7 +417,16 @@ def demo(as_json: JsonOpt = False) -> None:
     lines += [f"  recommend {u} [{r.source}]: {', '.join(r.items)}" for u, r in result.recommendations.items()]
     lines.append(f"  similar to i1: {', '.join(result.similar.items)}")
     lines.append(f"MLflow UI on this data: {result.mlflow_ui}")
+    if serve_api:
+        lines.append(
+            f"shop page: http://{cfg.api_host}:{cfg.api_port}/shop/   API docs: "
+            f"http://{cfg.api_host}:{cfg.api_port}/docs   (Ctrl-C stops the API)"
+        )
     typer.echo("\n".join(lines))
+    if serve_api:
+        from serving.server import serve as run
+
+        run(cfg, cfg.api_host, cfg.api_port, cfg.api_workers, notify=note)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -78,6 +78,7 @@ class Settings(BaseSettings):
     redis_timeout: float = Field(default=0.25, gt=0, description="Seconds per Redis call in the API.")
     redis_retry_after: float = Field(default=1.0, ge=0, description="Seconds the API serves fallback before retrying.")
     fallback_refresh_seconds: float = Field(default=30.0, gt=0)
+    active_cache_seconds: float = Field(default=1.0, ge=0, description="How long the API trusts its active version.")
     max_n: int = Field(default=100, ge=1, le=1000)
     max_events_per_request: int = Field(default=1000, ge=1)
     events_stream_maxlen: int = Field(default=1_000_000, ge=1000)

@@ -78,6 +78,8 @@ class RecommendationService:
         self.fallback = Fallback()
         self._down_until = 0.0
         self._model_versions: dict[str, str] = {}
+        self._active_version: str | None = None
+        self._active_read_at = -1e9
 
     # ---- Redis access with a timeout and a short circuit breaker ------------------
     async def _call(self, coro: Any) -> Any:
@@ -91,9 +93,18 @@ class RecommendationService:
             self._down_until = time.monotonic() + self.settings.redis_retry_after
             raise RedisUnavailableError(str(exc) or type(exc).__name__) from exc
 
-    async def _active(self) -> str | None:
-        version = await self._call(self.redis.get(self.keys.active))
-        return None if version is None else str(version)
+    async def _active(self, fresh: bool = False) -> str | None:
+        """The active version, re-read at most every ``RECSYS_ACTIVE_CACHE_SECONDS`` (or now, if ``fresh``).
+
+        Serving a just-replaced version for up to that long is safe: a flip keeps the previous
+        version complete in Redis (``RECSYS_KEEP_VERSIONS`` >= 2).
+        """
+        now = time.monotonic()
+        if fresh or now - self._active_read_at > self.settings.active_cache_seconds:
+            version = await self._call(self.redis.get(self.keys.active))
+            self._active_version = None if version is None else str(version)
+            self._active_read_at = now
+        return self._active_version
 
     async def _model_version(self, version: str) -> str | None:
         if version not in self._model_versions:
@@ -113,12 +124,12 @@ class RecommendationService:
             version = await self._active()
             if version is None:
                 return Listing([], "popular", None)
-            own, popular = await self._call(
-                self.redis.mget(self.keys.user(version, user), self.keys.popular(version, category))
-            )
-            ids, scores = decode(own)
+            ids, scores = decode(await self._call(self.redis.get(self.keys.user(version, user))))
             source = "personalized" if ids else "popular"
-            fill_ids, fill_scores = decode(popular)
+            fill_ids: list[str] = []
+            fill_scores: list[float] = []
+            if len(ids) < n or excluded or category is not None:  # the list alone may not be enough
+                fill_ids, fill_scores = decode(await self._call(self.redis.get(self.keys.popular(version, category))))
             if ids:  # fillers after a personalized list carry no model score
                 fill_scores = [0.0] * len(fill_ids)
             need_details = details or category is not None
@@ -195,7 +206,7 @@ class RecommendationService:
         """Readiness: Redis reachable and an active version present."""
         try:
             self._down_until = 0.0
-            version = await self._active()
+            version = await self._active(fresh=True)
         except RedisUnavailableError as exc:
             return {"ready": False, "redis": "unreachable", "detail": str(exc)}
         if version is None:
@@ -206,7 +217,7 @@ class RecommendationService:
         """Copy the active version's popular lists into memory; False when Redis is unavailable."""
         try:
             self._down_until = 0.0
-            version = await self._active()
+            version = await self._active(fresh=True)
             if version is None or version == self.fallback.version:
                 return version is not None
             popular, categories = await self._call(

@@ -1,4 +1,8 @@
-"""Dependencies shared by the routes: settings, the service, and API-key auth."""
+"""Dependencies shared by the routes: settings, the service, and API-key auth.
+
+All are ``async def``: FastAPI runs plain ``def`` dependencies in a thread pool, which costs
+more than the work they do.
+"""
 
 from __future__ import annotations
 
@@ -14,13 +18,13 @@ from recommender.service import RecommendationService
 api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="API key (see RECSYS_API_KEYS).")
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     """The app's settings."""
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_service(request: Request) -> RecommendationService:
+async def get_service(request: Request) -> RecommendationService:
     """The process's recommendation service."""
     service: RecommendationService = request.app.state.service
     return service
@@ -41,7 +45,7 @@ def role_of(key: str | None, settings: Settings) -> str | None:
     return found
 
 
-def require_read(settings: SettingsDep, key: Annotated[str | None, Security(api_key_header)] = None) -> None:
+async def require_read(settings: SettingsDep, key: Annotated[str | None, Security(api_key_header)] = None) -> None:
     """Shop endpoints: a read or admin key, unless reads are open."""
     if settings.reads_open:
         return
@@ -49,7 +53,16 @@ def require_read(settings: SettingsDep, key: Annotated[str | None, Security(api_
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "missing or unknown X-API-Key")
 
 
-def require_admin(settings: SettingsDep, key: Annotated[str | None, Security(api_key_header)] = None) -> None:
+async def shop_service(
+    request: Request, key: Annotated[str | None, Security(api_key_header)] = None
+) -> RecommendationService:
+    """The service, once the caller may read (one dependency for the hot routes)."""
+    service: RecommendationService = request.app.state.service
+    await require_read(service.settings, key)
+    return service
+
+
+async def require_admin(settings: SettingsDep, key: Annotated[str | None, Security(api_key_header)] = None) -> None:
     """Admin endpoints: an admin key, always."""
     role = role_of(key, settings)
     if role is None:
@@ -58,5 +71,6 @@ def require_admin(settings: SettingsDep, key: Annotated[str | None, Security(api
         raise HTTPException(status.HTTP_403_FORBIDDEN, "this endpoint needs an admin key")
 
 
+ShopServiceDep = Annotated[RecommendationService, Depends(shop_service)]
 ReadAccess = Depends(require_read)
 AdminAccess = Depends(require_admin)

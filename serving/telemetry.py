@@ -57,6 +57,8 @@ class MetricsMiddleware:
 
     def __init__(self, app: Any) -> None:
         self.app = app
+        self._counters: dict[tuple[str, str, str], Any] = {}  # labelled children, looked up once
+        self._histograms: dict[str, Any] = {}
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -74,5 +76,8 @@ class MetricsMiddleware:
             await self.app(scope, receive, record)
         finally:
             route = getattr(scope.get("route"), "path", "unmatched")
-            REQUESTS.labels(route, scope["method"], str(status["code"])).inc()
-            LATENCY.labels(route).observe(time.perf_counter() - started)
+            key = (route, scope["method"], str(status["code"]))
+            counter = self._counters.get(key) or self._counters.setdefault(key, REQUESTS.labels(*key))
+            histogram = self._histograms.get(route) or self._histograms.setdefault(route, LATENCY.labels(route))
+            counter.inc()
+            histogram.observe(time.perf_counter() - started)

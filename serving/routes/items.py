@@ -8,7 +8,7 @@ from fastapi import APIRouter, Path
 
 from serving.deps import ReadAccess, ServiceDep, SettingsDep
 from serving.routes.recommendations import Category, Details, N
-from serving.schemas import ItemList
+from serving.schemas import FastJSON, ItemList
 from serving.telemetry import count_source
 
 router = APIRouter(prefix="/v1", tags=["items"], dependencies=[ReadAccess])
@@ -21,18 +21,18 @@ async def similar_items(
     settings: SettingsDep,
     n: N = 10,
     details: Details = False,
-) -> ItemList:
+) -> FastJSON:
     """Items most similar to one item (empty for an unknown item)."""
     found = await service.similar(item_id, min(n, settings.max_n), details)
     count_source(found.source)
-    return ItemList(**found.__dict__)
+    return FastJSON(found.__dict__)
 
 
 @router.get("/popular", response_model=ItemList)
 async def popular_items(
     service: ServiceDep, settings: SettingsDep, n: N = 10, category: Category = None, details: Details = False
-) -> ItemList:
+) -> FastJSON:
     """Popular items, overall or within a category."""
     found = await service.popular(min(n, settings.max_n), category, details)
     count_source(found.source)
-    return ItemList(**found.__dict__)
+    return FastJSON(found.__dict__)

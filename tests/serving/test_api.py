@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import orjson
 import pytest
 import redis
@@ -11,6 +13,7 @@ from recommender.config import Settings
 from recommender.keys import Keys
 from recommender.privacy import pseudonymize
 from serving.app import create_app
+from serving.schemas import ItemList, Recommendations
 from tests.serving.conftest import SECRET
 
 KEYS = Keys("recsys")
@@ -25,6 +28,7 @@ def published(settings: Settings, key_of: str) -> list[str]:
 
 def test_known_user_gets_their_published_list(client: TestClient, api_settings: Settings) -> None:
     body = client.get("/v1/users/u1/recommendations", params={"n": 5}).json()
+    Recommendations.model_validate(body)  # the documented response model
     assert body["source"] == "personalized" and body["model_version"] == "1" and body["user_id"] == "u1"
     assert [i["item_id"] for i in body["items"]] == published(api_settings, "u1")[:5]
     assert len(body["recommendation_id"]) == 32
@@ -65,6 +69,7 @@ def test_details_carry_catalog_fields(client: TestClient) -> None:
 
 def test_similar_and_popular(client: TestClient) -> None:
     similar = client.get("/v1/items/i1/similar", params={"n": 5}).json()
+    ItemList.model_validate(similar)
     assert similar["source"] == "similar" and len(similar["items"]) == 5
     assert "i1" not in [i["item_id"] for i in similar["items"]]
     assert client.get("/v1/items/unknown-item/similar").json()["items"] == []
@@ -168,10 +173,10 @@ def test_admin_role_is_enforced() -> None:
 
     settings = Settings(api_keys="shop-key:read,ops-key:admin")
     with pytest.raises(HTTPException) as missing:
-        require_admin(settings, None)
+        asyncio.run(require_admin(settings, None))
     with pytest.raises(HTTPException) as wrong_role:
-        require_admin(settings, "shop-key")
+        asyncio.run(require_admin(settings, "shop-key"))
     assert (missing.value.status_code, wrong_role.value.status_code) == (401, 403)
-    require_admin(settings, "ops-key")
+    asyncio.run(require_admin(settings, "ops-key"))
     with pytest.raises(ValueError, match="key:role"):
         Settings(api_keys="just-a-key")
