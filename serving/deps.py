@@ -53,15 +53,6 @@ async def require_read(settings: SettingsDep, key: Annotated[str | None, Securit
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "missing or unknown X-API-Key")
 
 
-async def shop_service(
-    request: Request, key: Annotated[str | None, Security(api_key_header)] = None
-) -> RecommendationService:
-    """The service, once the caller may read (one dependency for the hot routes)."""
-    service: RecommendationService = request.app.state.service
-    await require_read(service.settings, key)
-    return service
-
-
 async def require_admin(settings: SettingsDep, key: Annotated[str | None, Security(api_key_header)] = None) -> None:
     """Admin endpoints: an admin key, always."""
     role = role_of(key, settings)
@@ -71,6 +62,5 @@ async def require_admin(settings: SettingsDep, key: Annotated[str | None, Securi
         raise HTTPException(status.HTTP_403_FORBIDDEN, "this endpoint needs an admin key")
 
 
-ShopServiceDep = Annotated[RecommendationService, Depends(shop_service)]
 ReadAccess = Depends(require_read)
 AdminAccess = Depends(require_admin)

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path
 
 from serving.deps import ReadAccess, ServiceDep, SettingsDep
-from serving.routes.recommendations import Category, Details, N
+from serving.params import Category, Details, N
 from serving.schemas import FastJSON, ItemList
 from serving.telemetry import count_source
 

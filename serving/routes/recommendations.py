@@ -2,33 +2,30 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from fastapi import APIRouter, HTTPException, Request, status
 
-from fastapi import APIRouter, Path, Query
-
-from serving.deps import ShopServiceDep
-from serving.schemas import FastJSON, Recommendations
+from recommender.service import RecommendationService
+from serving.deps import require_read
+from serving.params import MAX_TEXT, OPENAPI_PARAMETERS, parse_list_query
+from serving.schemas import FastJSON, Problem, Recommendations
 from serving.telemetry import count_source
 
 router = APIRouter(prefix="/v1", tags=["recommendations"])
 
-UserId = Annotated[str, Path(min_length=1, max_length=256, description="Raw user id; hashed as at ingest.")]
-N = Annotated[int, Query(ge=1, le=1000, description="How many items (capped by RECSYS_MAX_N).")]
-Exclude = Annotated[str | None, Query(max_length=20_000, description="Comma-separated item ids to leave out.")]
-Category = Annotated[str | None, Query(max_length=256, description="Only items of this catalog category.")]
-Details = Annotated[bool, Query(description="Add catalog fields (title, category, price, in_stock).")]
 
-
-@router.get("/users/{user_id}/recommendations", response_model=Recommendations)
-async def user_recommendations(
-    user_id: UserId,
-    service: ShopServiceDep,
-    n: N = 10,
-    exclude: Exclude = None,
-    category: Category = None,
-    details: Details = False,
-) -> FastJSON:
+@router.get(
+    "/users/{user_id}/recommendations",
+    response_model=Recommendations,
+    openapi_extra={"parameters": OPENAPI_PARAMETERS},
+    responses={401: {"model": Problem}, 422: {"model": Problem}},
+)
+async def user_recommendations(request: Request, user_id: str) -> FastJSON:
     """Top-n items for a user: personalized, popular for unknown users, fallback when Redis is down."""
-    found = await service.recommendations(user_id, min(n, service.settings.max_n), exclude, category, details)
+    service: RecommendationService = request.app.state.service
+    await require_read(service.settings, request.headers.get("x-api-key"))
+    if len(user_id) > MAX_TEXT:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "user_id is longer than 256 characters")
+    q = parse_list_query(request.query_params, service.settings.max_n)
+    found = await service.recommendations(user_id, q.n, q.exclude, q.category, q.details)
     count_source(found.source)
     return FastJSON({"user_id": user_id, **found.__dict__})
