@@ -8,7 +8,6 @@ Redis is down or slow (``source: fallback``), retrying Redis by itself.
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
 from collections.abc import Callable
@@ -69,7 +68,11 @@ def _split_csv(value: str | None, limit: int) -> list[str]:
 
 
 class RecommendationService:
-    """Reads published lists for the API; one instance per process."""
+    """Reads published lists for the API; one instance per process.
+
+    ``redis`` must carry socket and connect timeouts (``RECSYS_REDIS_TIMEOUT``): they are what
+    bounds every call, and a timeout counts as Redis being unavailable.
+    """
 
     def __init__(self, redis: Redis, settings: Settings) -> None:
         self.redis = redis
@@ -86,9 +89,8 @@ class RecommendationService:
         if time.monotonic() < self._down_until:
             coro.close()
             raise RedisUnavailableError("waiting before retrying Redis")
-        try:
-            async with asyncio.timeout(self.settings.redis_timeout):  # unlike 3.11's wait_for, never eats a cancel
-                return await coro
+        try:  # the client's socket timeouts bound each call (see serving.app.redis_for)
+            return await coro
         except (RedisError, OSError, TimeoutError) as exc:
             self._down_until = time.monotonic() + self.settings.redis_retry_after
             raise RedisUnavailableError(str(exc) or type(exc).__name__) from exc
