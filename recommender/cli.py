@@ -144,6 +144,24 @@ def ingest(
 
 
 @app.command()
+def drain(as_json: JsonOpt = False) -> None:
+    """Store the events the API accepted (the Redis stream) as one snapshot; acknowledge after the commit."""
+    from recommender.redis_conn import connect
+    from recommender.stream import drain_stream
+
+    cfg = settings()
+    with connect(cfg, note) as r, progress_bar(as_json) as update:
+        summary = drain_stream(cfg, r, progress=update)  # type: ignore[arg-type]
+    if as_json:
+        typer.echo(summary.to_json())
+        return
+    typer.echo(
+        f"drained {summary.read:,} events from the stream: stored {summary.stored:,}, "
+        f"duplicates {summary.duplicates:,}, quarantined {summary.quarantined:,}; snapshot {summary.snapshot_id}"
+    )
+
+
+@app.command()
 def snapshots(as_json: JsonOpt = False) -> None:
     """List the versions of the events table (the ids that training can read)."""
     from recommender.store import Store

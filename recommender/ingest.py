@@ -141,7 +141,24 @@ def ingest_batches(
             bads.append(_malformed_frame(batch.malformed, secret))
         summary.read += batch.count
         progress("validate", summary.read, None)
+    return store_checked(summary, goods, bads, store, progress, started)
 
+
+def store_checked(
+    summary: IngestSummary,
+    goods: list[pa.Table],
+    bads: list[pd.DataFrame],
+    store: Store,
+    progress: ProgressFn = no_progress,
+    started: float | None = None,
+) -> IngestSummary:
+    """Deduplicate validated rows and commit them (and the quarantine) as one snapshot.
+
+    ``goods`` are tables in the events schema, ``bads`` quarantine frames; ``summary.read`` must
+    already count every row read, so the summary reconciles.
+    """
+    started = time.monotonic() if started is None else started
+    source = summary.source
     bad = pd.concat(bads, ignore_index=True) if bads else pd.DataFrame(columns=["position", "reason", "user_id", "raw"])
     summary.quarantined = len(bad)
     summary.reasons = dict(Counter(r for cell in bad["reason"] for r in str(cell).split(";")))
