@@ -60,8 +60,9 @@ class Bundle:
         known = rows >= 0
         out: list[tuple[list[str], list[float], bool]] = []
         ids, scores = self.model.recommend(rows[known], self.user_items, n) if known.any() else (None, None)
-        pop = np.argsort(-self.popularity(), kind="stable")[:n]
-        fallback = ([str(self.vocab.items[i]) for i in pop], self.popularity()[pop].astype(float).tolist(), False)
+        popularity = self.popularity()
+        pop = np.argsort(-popularity, kind="stable")[:n]
+        fallback = ([str(self.vocab.items[i]) for i in pop], popularity[pop].astype(float).tolist(), False)
         k = 0
         for is_known in known:
             if not is_known:

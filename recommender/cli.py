@@ -12,7 +12,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before numpy: implicit warns and slows down otherwise
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # keep stderr for our own progress
@@ -24,6 +24,9 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 
 from recommender.config import Settings, get_settings
+
+if TYPE_CHECKING:
+    from recommender.lookup import Lookup
 
 app = typer.Typer(help="E-commerce recommendation MLOps system.", no_args_is_help=True, add_completion=False)
 
@@ -362,10 +365,7 @@ def similar(
     _print_lookup(out, f"items similar to {item_id}", as_json)
 
 
-def _print_lookup(out: object, title: str, as_json: bool) -> None:
-    from recommender.lookup import Lookup
-
-    assert isinstance(out, Lookup)
+def _print_lookup(out: Lookup, title: str, as_json: bool) -> None:
     if as_json:
         echo_json({"items": out.items, "scores": out.scores, "source": out.source, "version": out.version})
         return

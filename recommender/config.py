@@ -6,8 +6,10 @@ so importing this module (or building ``Settings``) has no side effects.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
+from types import MappingProxyType
 from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr, model_validator
@@ -95,15 +97,9 @@ class Settings(BaseSettings):
             raise ValueError("RECSYS_EVENT_WEIGHTS must name at least one event type.")
         return self
 
-    def parsed_api_keys(self) -> dict[str, str]:
-        """``RECSYS_API_KEYS`` as {key: role}."""
-        keys: dict[str, str] = {}
-        for pair in filter(None, (p.strip() for p in self.api_keys.split(","))):
-            key, sep, role = pair.rpartition(":")
-            if not sep or not key or role not in ROLES:
-                raise ValueError(f"RECSYS_API_KEYS: {pair.split(':')[-1]!r} is not key:role with role in {ROLES}")
-            keys[key] = role
-        return keys
+    def parsed_api_keys(self) -> Mapping[str, str]:
+        """``RECSYS_API_KEYS`` as {key: role} (parsed once; the API asks on every request)."""
+        return parse_api_keys(self.api_keys)
 
     @property
     def reads_open(self) -> bool:
@@ -139,6 +135,18 @@ class Settings(BaseSettings):
     def iceberg_warehouse(self) -> str:
         """Warehouse location; a local folder under ``RECSYS_HOME`` unless set."""
         return self.warehouse or (self.home_abs / "warehouse").as_uri()
+
+
+@lru_cache(maxsize=8)
+def parse_api_keys(text: str) -> Mapping[str, str]:
+    """Comma-separated ``key:role`` pairs as a read-only {key: role}."""
+    keys: dict[str, str] = {}
+    for pair in filter(None, (p.strip() for p in text.split(","))):
+        key, sep, role = pair.rpartition(":")
+        if not sep or not key or role not in ROLES:
+            raise ValueError(f"RECSYS_API_KEYS: {pair.split(':')[-1]!r} is not key:role with role in {ROLES}")
+        keys[key] = role
+    return MappingProxyType(keys)
 
 
 @lru_cache(maxsize=1)

@@ -12,16 +12,14 @@ from pathlib import Path
 from recommender.config import Settings
 from recommender.ingest import IngestSummary, ingest_file
 from recommender.keys import Keys
-from recommender.lifecycle import TrainOutcome, train_and_register
+from recommender.lifecycle import TrainOutcome, publish_model, train_and_register
 from recommender.lookup import Lookup, similar_items, user_recommendations
 from recommender.privacy import pseudonymize
 from recommender.progress import ProgressFn, StepFn
 from recommender.promotion import Decision, promote
-from recommender.publish import Published, publish
+from recommender.publish import Published
 from recommender.redis_conn import connect
-from recommender.store import Store
 from recommender.synthetic import ShopSpec, generate, write_shop
-from recommender.tracking import load_bundle
 from recommender.training import TrainConfig
 
 DEMO_SHOP = ShopSpec(users=3_000, items=600, events=120_000, seed=42, days=60)
@@ -57,10 +55,9 @@ def run_demo(
     staging = promote(settings, "staging", trained.model_version)
     production = promote(settings, "production", trained.model_version)
     step("publishing the production model to Redis")
-    bundle, version = load_bundle(settings)
+    published = publish_model(settings, progress=progress, notify=notify)
     secret = settings.hmac_secret.get_secret_value()
     with connect(settings, notify) as r:
-        published = publish(r, settings, bundle, version, Store(settings).read_items(), progress)
         keys = Keys(settings.redis_prefix)
         recs = {u: user_recommendations(r, keys, pseudonymize(u, secret), 5) for u in DEMO_USERS}
         sim = similar_items(r, keys, DEMO_ITEM, 5)

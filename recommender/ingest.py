@@ -107,14 +107,8 @@ def _new_only(rows: pa.Table, key: str, existing: pa.ChunkedArray) -> pa.Table:
     if rows.num_rows == 0:
         return rows
     fresh = rows.filter(pc.invert(pc.is_in(rows.column(key), value_set=existing.combine_chunks())))
-    _, first = _unique_first(fresh.column(key))
-    return fresh.take(first)
-
-
-def _unique_first(column: pa.ChunkedArray) -> tuple[int, pa.Array]:
-    codes = pd.Series(column.to_numpy(zero_copy_only=False))
-    first = (~codes.duplicated()).to_numpy().nonzero()[0]
-    return len(first), pa.array(first)
+    keys = pd.Series(fresh.column(key).to_numpy(zero_copy_only=False))
+    return fresh.take(pa.array((~keys.duplicated()).to_numpy().nonzero()[0]))
 
 
 def ingest_batches(

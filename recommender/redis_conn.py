@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import redis
 
 from recommender.config import Settings
+from recommender.progress import StepFn, silent
 
 STATE_FILE = "server.json"
 
@@ -66,7 +67,7 @@ def embedded_server(settings: Settings, port: int | None = None) -> Iterator[str
 
 
 @contextmanager
-def redis_url(settings: Settings, notify: Callable[[str], None] = lambda _m: None) -> Iterator[str]:
+def redis_url(settings: Settings, notify: StepFn = silent) -> Iterator[str]:
     """The Redis URL to use: the setting, a running embedded server, or a new embedded one."""
     if settings.redis_url:
         yield settings.redis_url
@@ -83,7 +84,7 @@ def redis_url(settings: Settings, notify: Callable[[str], None] = lambda _m: Non
 
 
 @contextmanager
-def connect(settings: Settings, notify: Callable[[str], None] = lambda _m: None) -> Iterator[redis.Redis]:
+def connect(settings: Settings, notify: StepFn = silent) -> Iterator[redis.Redis]:
     """A synchronous client (RESP3, decoded strings) on :func:`redis_url`."""
     with redis_url(settings, notify) as url:
         client = redis.Redis.from_url(url, decode_responses=True, socket_timeout=30)
