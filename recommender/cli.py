@@ -11,6 +11,7 @@ import json
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -26,7 +27,9 @@ from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElaps
 from recommender.config import Settings, get_settings
 
 if TYPE_CHECKING:
+    from recommender.demo import DemoResult
     from recommender.lookup import Lookup
+    from recommender.stack import StackInfo
 
 app = typer.Typer(help="E-commerce recommendation MLOps system.", no_args_is_help=True, add_completion=False)
 
@@ -392,59 +395,98 @@ def note(message: str) -> None:
     err.print(f"[dim]{message}[/]", highlight=False, soft_wrap=True)
 
 
+def stack_lines(info: StackInfo) -> list[str]:
+    """Where to look, for a person."""
+    return [
+        f"Airflow UI   {info.airflow}   (login {info.airflow_user} / {info.airflow_password})",
+        f"MLflow UI    {info.mlflow}",
+        f"shop page    {info.shop}   (API docs {info.api}/docs)",
+        f"logs         {info.logs}",
+    ]
+
+
+@app.command()
+def up(as_json: JsonOpt = False) -> None:
+    """Start the local stack (Redis, MLflow, Airflow, the API) and keep it up until Ctrl-C."""
+    from recommender.stack import StackError, interrupt_on_sigterm, local_stack
+
+    cfg = settings()
+    interrupt_on_sigterm()
+    try:
+        with local_stack(cfg, notify=note) as running:
+            if as_json:
+                echo_json(asdict(running.info))
+            else:
+                typer.echo("\n".join(["stack up, Ctrl-C stops all of it:", *stack_lines(running.info)]))
+            fail(running.wait())
+    except StackError as exc:
+        fail(str(exc))
+    except KeyboardInterrupt:
+        note("stopped everything the stack started")
+
+
 @app.command()
 def demo(
     serve_api: Annotated[
-        bool, typer.Option("--serve/--no-serve", help="Serve the API afterwards until Ctrl-C.")
+        bool, typer.Option("--serve/--no-serve", help="Keep the stack up afterwards until Ctrl-C.")
     ] = True,
     as_json: JsonOpt = False,
 ) -> None:
-    """Run the main job on a synthetic shop in RECSYS_HOME: ingest, train, gate, publish, serve."""
-    from recommender.demo import run_demo
+    """The main job: the stack up, a synthetic shop ingested and a model trained through Airflow, served."""
+    from recommender.airflow_api import AirflowError
+    from recommender.demo import run_demo, stack_for
+    from recommender.stack import StackError, interrupt_on_sigterm
 
     cfg = settings()
-    with progress_bar(as_json) as update:
-        result = run_demo(cfg, update, step=lambda d: note(f"-> {d}"), notify=note)  # type: ignore[arg-type]
-    s, t, k = result.ingest, result.trained, cfg.k
-    if as_json:
-        echo_json(
-            {
-                "ingest": json.loads(s.to_json()),
-                "run_id": t.run_id,
-                "model_version": t.model_version,
-                "metrics": t.metrics,
-                "production": result.production.to_dict(),
-                "published": result.published.to_dict(),
-                "recommendations": {u: r.items for u, r in result.recommendations.items()},
-                "similar": result.similar.items,
-            }
-        )
-        return
-    m = t.metrics
+    interrupt_on_sigterm()
+    try:
+        with stack_for(cfg, notify=note) as (info, running):
+            result = run_demo(cfg, info, step=lambda d: note(f"-> {d}"))
+            if as_json:
+                echo_json(
+                    {
+                        "stack": asdict(info),
+                        "ingest_run": asdict(result.ingest),
+                        "retrain_run": asdict(result.retrain),
+                        "retrain_trigger": result.retrain_trigger,
+                        "trained": result.trained,
+                        "decision": result.decision,
+                        "recommendations": result.recommendations,
+                        "similar": result.similar,
+                        "mlflow_run_url": result.mlflow_run_url,
+                    }
+                )
+            else:
+                typer.echo("\n".join(demo_lines(cfg, result)))
+            if serve_api and running is not None:
+                note("the stack stays up until Ctrl-C")
+                fail(running.wait())
+    except (StackError, AirflowError) as exc:
+        fail(str(exc))
+    except KeyboardInterrupt:
+        note("stopped everything the stack started")
+
+
+def demo_lines(cfg: Settings, result: DemoResult) -> list[str]:
+    """The demo's report, for a person."""
+    t, k = result.trained, cfg.k
+    m = t["metrics"]
     lines = [
         f"RECSYS_HOME = {cfg.home_abs}",
-        f"shop: {result.shop_dir}",
-        f"ingest: read {s.read:,}, stored {s.stored:,}, duplicates {s.duplicates:,}, quarantined {s.quarantined:,}; "
-        f"snapshot {s.snapshot_id}",
-        f"train: {t.family} run {t.run_id} -> {cfg.model_name} v{t.model_version}; test NDCG@{k} "
-        f"{m[f'test_ndcg_at_{k}']:.4f} vs popularity {m[f'baseline_test_ndcg_at_{k}']:.4f}, "
-        f"HR@{k} {m[f'test_hr_at_{k}']:.4f} vs {m[f'baseline_test_hr_at_{k}']:.4f}",
-        f"gate: {result.production.decision}: {result.production.reason}",
-        f"published {result.published.version} ({result.published.users:,} users, {result.published.items:,} items)",
+        f"landed: {', '.join(Path(p).name for p in result.landed)}",
+        f"ingest_interactions run {result.ingest.run_id}: {result.ingest.state}",
+        f"retrain_recommender run {result.retrain.run_id} (started by {result.retrain_trigger}): "
+        f"{result.retrain.state}",
+        f"  {t['family']} on snapshot {t['snapshot_id']} -> {cfg.model_name} v{t['model_version']}: test NDCG@{k} "
+        f"{m.get(f'test_ndcg_at_{k}', float('nan')):.4f} vs popularity {m.get(f'baseline_test_ndcg_at_{k}', 0):.4f}",
+        f"  gate: {result.decision['decision']}: {result.decision['reason']}",
     ]
-    lines += [f"  recommend {u} [{r.source}]: {', '.join(r.items)}" for u, r in result.recommendations.items()]
-    lines.append(f"  similar to i1: {', '.join(result.similar.items)}")
-    lines.append(f"MLflow UI on this data: {result.mlflow_ui}")
-    if serve_api:
-        lines.append(
-            f"shop page: http://{cfg.api_host}:{cfg.api_port}/shop/   API docs: "
-            f"http://{cfg.api_host}:{cfg.api_port}/docs   (Ctrl-C stops the API)"
-        )
-    typer.echo("\n".join(lines))
-    if serve_api:
-        from serving.server import serve as run
-
-        run(cfg, cfg.api_host, cfg.api_port, cfg.api_workers, notify=note)
+    for user, body in result.recommendations.items():
+        items = ", ".join(i["item_id"] for i in body["items"])
+        lines.append(f"  GET /v1/users/{user}/recommendations [{body['source']}, v{body['model_version']}]: {items}")
+    lines.append(f"  GET /v1/items/i1/similar: {', '.join(i['item_id'] for i in result.similar['items'])}")
+    lines.append(f"MLflow run   {result.mlflow_run_url}")
+    return lines + stack_lines(result.stack)
 
 
 if __name__ == "__main__":  # pragma: no cover

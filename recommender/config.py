@@ -85,6 +85,14 @@ class Settings(BaseSettings):
     max_events_per_request: int = Field(default=1000, ge=1)
     events_stream_maxlen: int = Field(default=1_000_000, ge=1000)
 
+    # orchestration and the local stack (`recsys up`)
+    landing_dir: Path | None = Field(default=None, description="Folder the ingest DAG picks files up from.")
+    mlflow_port: int = Field(default=5000, ge=1, le=65535)
+    airflow_port: int = Field(default=8080, ge=1, le=65535)
+    airflow_parallelism: int = Field(default=4, ge=1, le=64, description="Airflow task slots (4 suits 2 cores).")
+    api_url: str | None = Field(default=None, description="The API the retrain's smoke check asks (None: skip).")
+    smoke_users: int = Field(default=5, ge=1, le=1000, description="Users the smoke check reads back.")
+
     @model_validator(mode="after")
     def _refuse_default_secret(self) -> Settings:
         if self.env == "production" and self.hmac_secret.get_secret_value() == DEV_SECRET:
@@ -130,6 +138,11 @@ class Settings(BaseSettings):
     def artifact_root(self) -> Path:
         """Where a local tracking store keeps artifacts."""
         return self.home_abs / "mlartifacts"
+
+    @property
+    def landing(self) -> Path:
+        """The landing folder (``RECSYS_HOME/landing`` unless set)."""
+        return (self.landing_dir or self.home_abs / "landing").expanduser().resolve()
 
     @property
     def iceberg_warehouse(self) -> str:

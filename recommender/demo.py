@@ -1,65 +1,118 @@
-"""The main job, end to end on a synthetic shop: ``make demo`` / ``recsys demo``.
+"""The main job (``make demo`` / ``recsys demo``), through the real stack and Airflow's REST API.
 
-generate -> ingest -> train (tracked, registered as candidate) -> staging -> gate ->
-production -> publish to Redis -> read recommendations back.
+``recsys up`` (or the stack already up for this ``RECSYS_HOME``) -> a synthetic shop dropped in
+the landing folder -> ``ingest_interactions`` triggered as the UI's Trigger button does -> its
+``interactions`` Asset starts ``retrain_recommender`` (train, MLflow run + registry, gate,
+publish, smoke check) -> recommendations read back from the API.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
+from datetime import UTC, datetime
+from typing import Any
 
+import httpx
+
+from recommender.airflow_api import AirflowClient, DagRun
 from recommender.config import Settings
-from recommender.ingest import IngestSummary, ingest_file
-from recommender.keys import Keys
-from recommender.lifecycle import TrainOutcome, publish_model, train_and_register
-from recommender.lookup import Lookup, similar_items, user_recommendations
-from recommender.privacy import pseudonymize
-from recommender.progress import ProgressFn, StepFn
-from recommender.promotion import Decision, promote
-from recommender.publish import Published
-from recommender.redis_conn import connect
+from recommender.progress import StepFn, silent
+from recommender.stack import Running, StackInfo, local_stack, running_stack
+from recommender.store import Store
 from recommender.synthetic import ShopSpec, generate, write_shop
-from recommender.training import TrainConfig
 
 DEMO_SHOP = ShopSpec(users=3_000, items=600, events=120_000, seed=42, days=60)
 DEMO_USERS = ("u1", "u2", "u3")
 DEMO_ITEM = "i1"
+DAG_IDS = ("ingest_interactions", "retrain_recommender", "promote_model")
 
 
 @dataclass(frozen=True)
 class DemoResult:
-    """What the demo produced."""
+    """What the demo produced, and where to look at it."""
 
-    shop_dir: Path
-    ingest: IngestSummary
-    trained: TrainOutcome
-    staging: Decision
-    production: Decision
-    published: Published
-    recommendations: dict[str, Lookup]
-    similar: Lookup
-    mlflow_ui: str
+    stack: StackInfo
+    landed: list[str]
+    ingest: DagRun
+    retrain: DagRun
+    retrain_trigger: str  # asset | manual (when the shop was already ingested)
+    trained: dict[str, Any]
+    decision: dict[str, Any]
+    recommendations: dict[str, dict[str, Any]]
+    similar: dict[str, Any]
+
+    @property
+    def mlflow_run_url(self) -> str:
+        """The training run in the MLflow UI."""
+        t = self.trained
+        return f"{self.stack.mlflow}/#/experiments/{t['experiment_id']}/runs/{t['run_id']}"
 
 
-def run_demo(
-    settings: Settings, progress: ProgressFn, step: StepFn, notify: StepFn, spec: ShopSpec = DEMO_SHOP
-) -> DemoResult:
-    """Run the whole path in ``RECSYS_HOME`` and read the result back from Redis."""
-    shop_dir = settings.home_abs / "demo" / "shop"
-    step("generating a synthetic shop")
-    events, catalog = write_shop(generate(spec), shop_dir)
-    step("ingesting it")
-    summary = ingest_file(events, settings, catalog=catalog, progress=progress)
-    trained = train_and_register(settings, TrainConfig(family="als", seed=settings.seed, k=settings.k), step)
-    staging = promote(settings, "staging", trained.model_version)
-    production = promote(settings, "production", trained.model_version)
-    step("publishing the production model to Redis")
-    published = publish_model(settings, progress=progress, notify=notify)
-    secret = settings.hmac_secret.get_secret_value()
-    with connect(settings, notify) as r:
-        keys = Keys(settings.redis_prefix)
-        recs = {u: user_recommendations(r, keys, pseudonymize(u, secret), 5) for u in DEMO_USERS}
-        sim = similar_items(r, keys, DEMO_ITEM, 5)
-    ui = f"{Path('.venv/bin/mlflow')} ui --backend-store-uri {settings.tracking_uri} --port 5000"
-    return DemoResult(shop_dir, summary, trained, staging, production, published, recs, sim, ui)
+@contextmanager
+def stack_for(settings: Settings, notify: StepFn = silent) -> Iterator[tuple[StackInfo, Running | None]]:
+    """The stack already up for this ``RECSYS_HOME``, or a new one (stopped on exit)."""
+    info = running_stack(settings)
+    if info is not None:
+        notify(f"using the stack already up (pid {info.pid})")
+        yield info, None
+        return
+    with local_stack(settings, notify) as running:
+        yield running.info, running
+
+
+def drop_shop(settings: Settings, spec: ShopSpec = DEMO_SHOP) -> list[str]:
+    """Generate a shop and move its files into the landing folder (whole files only: rename is atomic)."""
+    shop = settings.home_abs / "demo" / "shop"
+    events, catalog = write_shop(generate(spec), shop)
+    settings.landing.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    landed = []
+    for path in (catalog, events):
+        staged = settings.landing / f".{path.name}.part"
+        shutil.copyfile(path, staged)
+        target = settings.landing / f"demo-{stamp}-{path.name}"
+        os.replace(staged, target)
+        landed.append(str(target))
+    return landed
+
+
+def _api_get(settings: Settings, url: str) -> dict[str, Any]:
+    keys = [k for k, role in settings.parsed_api_keys().items() if role in ("read", "admin")]
+    headers = {"X-API-Key": keys[0]} if keys and not settings.reads_open else {}
+    response = httpx.get(url, headers=headers, timeout=10)
+    response.raise_for_status()
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def run_demo(settings: Settings, info: StackInfo, step: StepFn = silent, spec: ShopSpec = DEMO_SHOP) -> DemoResult:
+    """Drop a shop in the landing folder, run ingest and retrain through Airflow, read the API."""
+    mark, dropped_at = Store(settings).current_snapshot_id(), datetime.now(UTC).isoformat()
+    step("generating a synthetic shop into the landing folder")
+    landed = drop_shop(settings, spec)
+    airflow = AirflowClient(info.airflow, info.airflow_user, info.airflow_password)
+    for dag_id in DAG_IDS:
+        airflow.wait_for_dag(dag_id)
+        airflow.unpause(dag_id)
+    step("triggering ingest_interactions (as the UI's Trigger button does)")
+    ingest = airflow.wait(airflow.trigger("ingest_interactions"), notify=step)
+    # the shop may have been picked up by this run or by a scheduled one queued before it
+    announced = Store(settings).stored_since(mark) > 0
+    if announced:
+        step("the interactions Asset was updated: waiting for the retrain it starts")
+        retrain = airflow.next_run("retrain_recommender", after=dropped_at)
+    else:
+        step("nothing new was stored (this shop was ingested before): triggering retrain_recommender by hand")
+        retrain = airflow.trigger("retrain_recommender")
+    retrain = airflow.wait(retrain, notify=step)
+    trained = airflow.xcom(retrain, "train_and_evaluate")
+    decision = airflow.xcom(retrain, "gate_and_promote")
+    recs = {u: _api_get(settings, f"{info.api}/v1/users/{u}/recommendations?n=5") for u in DEMO_USERS}
+    similar = _api_get(settings, f"{info.api}/v1/items/{DEMO_ITEM}/similar?n=5")
+    return DemoResult(
+        info, landed, ingest, retrain, "asset" if announced else "manual", trained, decision, recs, similar
+    )

@@ -53,9 +53,13 @@ class IngestSummary:
         """True when every row read is accounted for."""
         return self.read == self.stored + self.duplicates + self.quarantined
 
+    def to_dict(self) -> dict[str, object]:
+        """Plain fields plus ``reconciles``."""
+        return {**asdict(self), "reconciles": self.reconciles}
+
     def to_json(self) -> str:
         """One machine-readable line."""
-        return json.dumps({**asdict(self), "reconciles": self.reconciles}, sort_keys=True)
+        return json.dumps(self.to_dict(), sort_keys=True)
 
 
 def _quarantine_rows(bad: pd.DataFrame, kind: str, source: str, ingest_id: str) -> pa.Table:
@@ -194,6 +198,23 @@ def store_checked(
     return summary
 
 
+def _store_catalog(
+    items: pa.Table, bad_items: pd.DataFrame, catalog: Path, ingest_id: str, store: Store
+) -> tuple[int, int]:
+    """Quarantine a catalog's bad rows and upsert its items; returns (items, quarantined)."""
+    quarantine = _quarantine_rows(bad_items, "catalog", str(catalog), ingest_id)
+    new = _new_only(quarantine, "quarantine_id", store.column(store.quarantine(), "quarantine_id"))
+    if new.num_rows:
+        store.quarantine().append(new)
+    return store.upsert_items(items), len(bad_items)
+
+
+def ingest_catalog(catalog: Path, settings: Settings, *, store: Store | None = None) -> tuple[int, int]:
+    """Ingest an item catalog CSV alone; returns (items upserted, rows quarantined)."""
+    items, bad_items = read_catalog_csv(catalog, settings.max_field_length)
+    return _store_catalog(items, bad_items, catalog, uuid.uuid4().hex, store or Store(settings))
+
+
 def ingest_file(
     path: Path,
     settings: Settings,
@@ -209,10 +230,7 @@ def ingest_file(
     items, bad_items = read_catalog_csv(catalog, settings.max_field_length) if catalog else (None, None)
     summary = ingest_batches(read_events(path, fmt), str(path), settings, store=store, progress=progress)
     if items is not None and bad_items is not None and catalog is not None:
-        quarantine = _quarantine_rows(bad_items, "catalog", str(catalog), summary.ingest_id)
-        new = _new_only(quarantine, "quarantine_id", store.column(store.quarantine(), "quarantine_id"))
-        if new.num_rows:
-            store.quarantine().append(new)
-        summary.catalog_items = store.upsert_items(items)
-        summary.catalog_quarantined = len(bad_items)
+        summary.catalog_items, summary.catalog_quarantined = _store_catalog(
+            items, bad_items, catalog, summary.ingest_id, store
+        )
     return summary

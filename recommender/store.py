@@ -121,6 +121,13 @@ class Store:
             )
         return out
 
+    def stored_since(self, snapshot_id: int | None) -> int:
+        """Events committed by ingests after ``snapshot_id`` (all of them for None)."""
+        snaps = self.snapshots()
+        ids = [s.snapshot_id for s in snaps]
+        later = snaps[ids.index(snapshot_id) + 1 :] if snapshot_id in ids else snaps
+        return sum(int(s.properties.get(f"{PROP_PREFIX}stored", 0)) for s in later)
+
     def current_snapshot_id(self) -> int | None:
         """Id of the events table's current snapshot (None while empty)."""
         snap = self.events().current_snapshot()

@@ -12,6 +12,7 @@ import subprocess
 import tempfile
 import warnings
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
 
@@ -33,6 +34,8 @@ from recommender.training import Trained
 
 CANDIDATE, STAGING, PRODUCTION = "candidate", "staging", "production"
 MODEL_CODE = Path(__file__).with_name("pyfunc_model.py")
+EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
+"""Opens the experiment on its training runs in the MLflow UI (not the GenAI trace views)."""
 REQUIREMENTS = ("implicit", "numpy", "scipy", "pandas", "pyarrow", "mlflow")
 
 
@@ -71,7 +74,7 @@ def experiment_id(settings: Settings, name: str | None = None) -> str:
     if found is not None:
         return str(found.experiment_id)
     location = None if settings.mlflow_tracking_uri else (settings.artifact_root / name).as_uri()
-    return str(c.create_experiment(name, artifact_location=location))
+    return str(c.create_experiment(name, artifact_location=location, tags=EXPERIMENT_TAGS))
 
 
 def git_commit() -> str:
@@ -127,6 +130,7 @@ def log_training(
     """Log one training as an MLflow run; register the model and give it the ``candidate`` alias."""
     exp = experiment_id(settings)
     cfg, data = trained.config, trained.data
+    run_name = run_name or f"{cfg.family}-{datetime.now(UTC):%Y%m%d-%H%M%S}"  # readable in the MLflow UI
     tags = {"git_commit": git_commit(), "snapshot_id": str(data.snapshot_id), "model_family": cfg.family}
     with mlflow.start_run(
         experiment_id=exp, run_name=run_name, tags=tags, parent_run_id=parent_run_id, nested=parent_run_id is not None

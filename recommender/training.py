@@ -74,7 +74,9 @@ class Trained:
             ("baseline_val", self.baseline_val),
             ("baseline_test", self.baseline_test),
         ):
-            out.update({f"{prefix}_{k}": v for k, v in result.metrics.items()})
+            # HR and NDCG at every curve cut-off too, so runs with different k compare (and gate) on the same keys
+            curve = {m: v for acc in result.curve.values() for m, v in acc.items() if m.startswith(("hr_", "ndcg_"))}
+            out.update({f"{prefix}_{m}": v for m, v in {**curve, **result.metrics}.items()})
         k = self.config.k
         for split in ("val", "test"):
             base = out[f"baseline_{split}_ndcg_at_{k}"]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +14,20 @@ import redis
 from recommender.config import Settings
 
 REPO = Path(__file__).resolve().parents[1]
+CHROMIUM = os.environ.get("RECSYS_CHROMIUM", shutil.which("chromium") or "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-component-update",
+    "--disable-sync",
+]
+needs_chromium = pytest.mark.skipif(
+    not Path(CHROMIUM).exists(), reason=f"no Chromium at {CHROMIUM} (apt-get install chromium)"
+)
 SMALL_SHOP_ARGS = {"users": 400, "items": 150, "events": 12_000, "seed": 11, "days": 30}
 
 
@@ -28,6 +44,13 @@ def real_data() -> Path:
     if not (path / "amazon-beauty-5core" / "Beauty.txt").is_file():
         pytest.skip(f"real data not found at {path} (set RECSYS_REAL_DATA)")
     return path
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def write(path: Path, text: str) -> Path:

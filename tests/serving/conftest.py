@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -20,15 +19,9 @@ from recommender.promotion import promote
 from recommender.synthetic import ShopSpec, generate, write_shop
 from recommender.training import TrainConfig
 from serving.app import create_app
-from tests.conftest import SMALL_SHOP_ARGS
+from tests.conftest import SMALL_SHOP_ARGS, free_port
 
 SECRET = "api-secret"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def publish_small_shop(settings: Settings, shop_dir: Path) -> None:

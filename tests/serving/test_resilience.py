@@ -13,7 +13,7 @@ from recommender.config import Settings
 from recommender.keys import Keys
 from recommender.lifecycle import publish_model
 from serving.app import create_app
-from tests.serving.conftest import free_port
+from tests.conftest import free_port
 
 
 def test_fallback_while_redis_is_down_and_recovery_after(api_settings: Settings, tmp_path: Path) -> None:

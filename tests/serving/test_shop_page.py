@@ -2,34 +2,18 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 
-import pytest
 import redis
 from playwright.sync_api import sync_playwright
 
 from recommender.config import Settings
 from recommender.keys import Keys
 from recommender.privacy import pseudonymize
+from tests.conftest import CHROMIUM, CHROMIUM_ARGS, needs_chromium
 from tests.serving.conftest import SECRET
 
-CHROMIUM = os.environ.get("RECSYS_CHROMIUM", shutil.which("chromium") or "/usr/bin/chromium")
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
-pytestmark = pytest.mark.skipif(
-    not Path(CHROMIUM).exists(), reason=f"no Chromium at {CHROMIUM} (apt-get install chromium)"
-)
+pytestmark = needs_chromium
 
 
 def test_shop_page_shows_recommendations_and_sends_events(
@@ -38,7 +22,7 @@ def test_shop_page_shows_recommendations_and_sends_events(
     r = redis.Redis.from_url(str(api_settings.redis_url), decode_responses=True)
     before = r.xlen(Keys().events)
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page()
         page.goto(f"{live_url}/shop/")
         page.wait_for_selector("#recs .card")

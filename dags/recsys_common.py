@@ -1,0 +1,32 @@
+"""What the DAGs share: the ``interactions`` Asset, retry policy, and settings for a task.
+
+Not a DAG file (listed in ``.airflowignore``); imports stay light so parsing a DAG is cheap.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import Asset
+
+if TYPE_CHECKING:
+    from recommender.config import Settings
+
+INTERACTIONS = Asset(name="interactions", uri="recsys://interactions")
+"""Updated whenever an ingest stored new events; the retrain is scheduled on it."""
+
+SERVICE_RETRIES: dict[str, Any] = {
+    "retries": 3,
+    "retry_delay": timedelta(seconds=10),
+    "retry_exponential_backoff": True,
+    "max_retry_delay": timedelta(minutes=5),
+}
+"""For tasks that talk to Redis, MLflow or the API: they ride out a restart of any of them."""
+
+
+def settings() -> Settings:
+    """The system's settings, read from the environment the task runs in."""
+    from recommender.config import Settings
+
+    return Settings()

@@ -1,0 +1,182 @@
+"""The steps the Airflow DAGs run: plain values in, JSON-able dicts out (XCom carries ids, never data).
+
+Each DAG task calls exactly one function here; the work itself lives in the modules these call.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from itertools import islice
+from typing import Any
+
+import httpx
+
+from recommender.config import Settings
+from recommender.keys import Keys
+from recommender.landing import ingest_landing
+from recommender.lifecycle import publish_model, rollback_and_republish, train_and_register
+from recommender.lookup import active_version
+from recommender.matrix import Weighting
+from recommender.models import MODELS
+from recommender.promotion import promote
+from recommender.publish import decode
+from recommender.redis_conn import connect
+from recommender.store import Store
+from recommender.stream import drain_stream
+from recommender.training import TrainConfig
+
+WEIGHTING_FIELDS = ("half_life_days", "bm25", "log_scale")
+
+
+class SmokeCheckError(RuntimeError):
+    """The published answer is not what was just published."""
+
+
+def drain_events(settings: Settings) -> dict[str, object]:
+    """Store the API's event stream (ack after commit); returns the ingest summary."""
+    with connect(settings) as r:
+        return drain_stream(settings, r).to_dict()
+
+
+def ingest_landed_files(settings: Settings) -> dict[str, object]:
+    """Ingest the files waiting in the landing folder; returns per-file outcomes and totals."""
+    return ingest_landing(settings).to_dict()
+
+
+def snapshot_mark(settings: Settings) -> int | None:
+    """The events table's current snapshot (None while empty): where an ingest run starts from."""
+    return Store(settings).current_snapshot_id()
+
+
+def stored_since(settings: Settings, mark: int | None) -> int:
+    """Events stored after ``mark``, by any attempt of any task (retries included)."""
+    return Store(settings).stored_since(mark)
+
+
+def current_snapshot(settings: Settings, requested: int | None = None) -> int:
+    """``requested`` if the events table has it, else the newest snapshot."""
+    store = Store(settings)
+    if requested is not None:
+        if requested not in {s.snapshot_id for s in store.snapshots()}:
+            raise LookupError(f"snapshot {requested} is not in the events table; see `recsys snapshots`")
+        return requested
+    snapshot = store.current_snapshot_id()
+    if snapshot is None:
+        raise LookupError("the events table is empty: ingest something first")
+    return snapshot
+
+
+def train_config(settings: Settings, params: Mapping[str, Any], snapshot_id: int | None = None) -> TrainConfig:
+    """A training request from flat parameters (a DAG's trigger form): null means the default.
+
+    Keys: ``model``; the family's own hyperparameters (``factors``, ``iterations``, ...; others are
+    ignored, so one form serves every family); ``event_weights``, ``half_life_days``, ``bm25``,
+    ``log_scale``; ``k``; ``seed``.
+    """
+    family = str(params.get("model") or "als")
+    if family not in MODELS:
+        raise ValueError(f"unknown model {family!r}; choose one of {', '.join(MODELS)}")
+    hyper = {k: params[k] for k in MODELS[family].defaults if params.get(k) is not None}
+    weights = params.get("event_weights") or dict(settings.event_weights)
+    weighting = Weighting(
+        event_weights={str(k): float(v) for k, v in weights.items()},
+        **{k: params[k] for k in WEIGHTING_FIELDS if params.get(k) is not None},
+    )
+    return TrainConfig(
+        family=family,
+        params=hyper,
+        seed=int(params["seed"]) if params.get("seed") is not None else settings.seed,
+        snapshot_id=snapshot_id,
+        k=int(params["k"]) if params.get("k") is not None else settings.k,
+        weighting=weighting,
+    )
+
+
+def train_candidate(settings: Settings, params: Mapping[str, Any], snapshot_id: int) -> dict[str, Any]:
+    """Train and evaluate on ``snapshot_id``, track the run, register the model as ``candidate``."""
+    config = train_config(settings, params, snapshot_id)
+    out = train_and_register(settings, config)
+    k = config.k
+    headline = {m: v for m, v in out.metrics.items() if m.endswith(f"_at_{k}") or m.endswith("lift_over_baseline")}
+    return {
+        "run_id": out.run_id,
+        "experiment_id": out.experiment_id,
+        "model_version": out.model_version,
+        "snapshot_id": out.snapshot_id,
+        "family": out.family,
+        "metrics": headline,
+    }
+
+
+def stage(settings: Settings, version: str) -> dict[str, object]:
+    """Point ``staging`` at ``version``."""
+    return promote(settings, "staging", version).to_dict()
+
+
+def gate_and_promote(settings: Settings, version: str, auto_promote: bool = True) -> dict[str, object]:
+    """Run the quality gate and, when it passes, point ``production`` at ``version``.
+
+    With ``auto_promote`` off the version stays in staging for a human (the ``promote_model`` DAG).
+    """
+    if not auto_promote:
+        reason = "auto_promote is off: promote it with the promote_model DAG"
+        return {"version": version, "to": "production", "decision": "held", "reason": reason, "promoted": False}
+    return promote(settings, "production", version).to_dict()
+
+
+def human_decision(
+    settings: Settings, action: str, version: str | None, reason: str, force: bool = False
+) -> dict[str, object]:
+    """``promote`` a version to production through the gate (``force`` overrides), or ``rollback``."""
+    if action == "rollback":
+        decision, published = rollback_and_republish(settings, reason)
+        return {**decision.to_dict(), "published": published.to_dict()}
+    if action != "promote":
+        raise ValueError(f"action must be promote or rollback, not {action!r}")
+    if not version:
+        raise ValueError("promote needs a version")
+    return promote(settings, "production", version, force=force, reason=reason if force else None).to_dict()
+
+
+def publish_version(settings: Settings, version: str) -> dict[str, object]:
+    """Publish registered ``version`` to Redis and make it the served one."""
+    return publish_model(settings, alias=None, version=version).to_dict()
+
+
+def smoke_check(settings: Settings, model_version: str, wait_seconds: float = 10.0) -> dict[str, object]:
+    """Read back what the shop will see: the active version and a few users' lists in Redis, and the API.
+
+    Raises :class:`SmokeCheckError` when the served model is not ``model_version`` or a list is empty.
+    The API is asked only when ``RECSYS_API_URL`` is set.
+    """
+    keys = Keys(settings.redis_prefix)
+    with connect(settings) as r:
+        version = active_version(r, keys)
+        served = r.hget(keys.meta(version), "model_version") if version else None
+        if served != model_version:
+            raise SmokeCheckError(f"Redis serves model version {served!r}, not {model_version!r}")
+        sample = islice(r.scan_iter(match=keys.user(str(version), "*"), count=1000), settings.smoke_users)
+        users = [key.rsplit(":", 1)[1] for key in sample]
+        lengths = {u[:8]: len(decode(r.get(keys.user(str(version), u)))[0]) for u in users}
+    if not users or min(lengths.values()) == 0:
+        raise SmokeCheckError(f"published version {version} has empty user lists: {lengths}")
+    report: dict[str, object] = {"version": version, "model_version": model_version, "user_list_lengths": lengths}
+    if settings.api_url:
+        report["api"] = _api_serves(settings.api_url, model_version, wait_seconds)
+    return report
+
+
+def _api_serves(url: str, model_version: str, wait_seconds: float) -> dict[str, object]:
+    """Poll the API's ``/readyz`` until it serves ``model_version`` (it caches the active version briefly)."""
+    deadline = time.monotonic() + wait_seconds
+    body: dict[str, object] = {}
+    while time.monotonic() < deadline:
+        try:
+            body = httpx.get(f"{url.rstrip('/')}/readyz", timeout=5).json()
+        except (httpx.HTTPError, ValueError) as exc:
+            body = {"error": str(exc)}
+        if body.get("model_version") == model_version:
+            return body
+        time.sleep(0.5)
+    raise SmokeCheckError(f"the API at {url} does not serve model version {model_version}: {body}")
