@@ -36,10 +36,11 @@ PARAMS = {
     "model": Param(
         "als",
         type="string",
-        enum=["als", "bpr", "itemknn", "popular"],
+        enum=["auto", "als", "bpr", "itemknn", "popular"],
         title="Model family",
-        description="als: matrix factorization; bpr: pairwise ranking; itemknn: item-item neighbours; "
-        "popular: the baseline itself.",
+        description="auto: search families, hyperparameters and weightings on the validation item "
+        "(budget below; the fields further down are then ignored); als: matrix factorization; "
+        "bpr: pairwise ranking; itemknn: item-item neighbours; popular: the baseline itself.",
     ),
     "factors": Param(
         None,
@@ -99,8 +100,22 @@ PARAMS = {
         None,
         type=OPTIONAL_NUMBER,
         exclusiveMinimum=0,
-        title="Recency half-life (days)",
+        title="Time decay half-life (days)",
         description="An event this many days older than the newest counts half. Empty: no decay.",
+    ),
+    "recency_half_life": Param(
+        None,
+        type=OPTIONAL_NUMBER,
+        exclusiveMinimum=0,
+        title="Per-user recency half-life (events)",
+        description="A user's event this many events before their latest counts half. Empty: off.",
+    ),
+    "budget_seconds": Param(
+        None,
+        type=OPTIONAL_NUMBER,
+        exclusiveMinimum=0,
+        title="Search budget in seconds (auto)",
+        description="Time the automatic selection may search. Empty: RECSYS_SEARCH_SECONDS (420).",
     ),
     "bm25": Param(
         False,

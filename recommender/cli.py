@@ -219,21 +219,35 @@ def echo_json(data: object) -> None:
 
 @app.command()
 def train(
-    model: Annotated[str, typer.Option("--model", help="als, bpr, itemknn or popular.")] = "als",
+    model: Annotated[str, typer.Option("--model", help="als, bpr, itemknn, popular, or auto (search).")] = "als",
     param: Annotated[list[str] | None, typer.Option(help="Hyperparameter key=value (repeatable).")] = None,
     snapshot: Annotated[int | None, typer.Option(help="Snapshot id to train on (default: the latest).")] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed (default RECSYS_SEED).")] = None,
     half_life_days: Annotated[float | None, typer.Option(help="Time decay of event weights, in days.")] = None,
     bm25: Annotated[bool, typer.Option(help="BM25-weight the confidence matrix.")] = False,
+    recency_half_life: Annotated[
+        float | None, typer.Option(help="Per-user recency: weight halves every this many of the user's events.")
+    ] = None,
+    budget_seconds: Annotated[
+        float | None, typer.Option(help="--model auto: search time budget (default RECSYS_SEARCH_SECONDS).")
+    ] = None,
+    trials: Annotated[
+        int | None, typer.Option(help="--model auto: most trials (default RECSYS_SEARCH_TRIALS).")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Train on a snapshot, evaluate against popularity, track in MLflow, register as candidate."""
-    from recommender.lifecycle import train_and_register
+    from recommender.lifecycle import select_and_register, train_and_register
     from recommender.matrix import Weighting
     from recommender.training import TrainConfig
 
     cfg = settings()
-    weighting = Weighting(event_weights=dict(cfg.event_weights), half_life_days=half_life_days, bm25=bm25)
+    weighting = Weighting(
+        event_weights=dict(cfg.event_weights),
+        half_life_days=half_life_days,
+        recency_half_life=recency_half_life,
+        bm25=bm25,
+    )
     config = TrainConfig(
         family=model,
         params=parse_params(param or []),
@@ -244,12 +258,16 @@ def train(
     )
     try:
         with err.status("training", spinner="dots") as status:
-            out = train_and_register(cfg, config, step=status.update)
+            if model == "auto":
+                out = select_and_register(cfg, snapshot, budget_seconds, trials, step=note)
+            else:
+                out = train_and_register(cfg, config, step=status.update)
     except (LookupError, ValueError) as exc:
         fail(str(exc))
     k = cfg.k
     summary = {
         "run_id": out.run_id,
+        "selection_run_id": out.selection_run_id,
         "model_version": out.model_version,
         "snapshot_id": out.snapshot_id,
         "family": out.family,
@@ -388,6 +406,30 @@ def serve(
 
     cfg = settings()
     run(cfg, host or cfg.api_host, port or cfg.api_port, workers or cfg.api_workers, notify=note)
+
+
+@app.command()
+def explain(
+    user_id: Annotated[str, typer.Argument(help="Raw user id (hashed as at ingest).")],
+    item_id: Annotated[str, typer.Argument(help="The recommended item to explain.")],
+    n: Annotated[int, typer.Option("-n", min=1, max=100, help="Past items to show.")] = 10,
+    as_json: JsonOpt = False,
+) -> None:
+    """Which of the user's past items contributed most to an item's score (production model)."""
+    from recommender.lifecycle import explain as run
+
+    try:
+        out = run(settings(), user_id, item_id, n)
+    except LookupError as exc:
+        fail(str(exc))
+    if as_json:
+        echo_json(asdict(out))
+        return
+    typer.echo(f"{item_id} for {user_id}: model v{out.model_version} ({out.family}; {out.method})")
+    if not out.known_user:
+        typer.echo("  unknown user: they get popular items, nothing of theirs to explain")
+    for past, contribution in out.contributions:
+        typer.echo(f"  {past:<24} {contribution:+.4f}")
 
 
 def note(message: str) -> None:

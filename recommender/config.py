@@ -51,6 +51,8 @@ class Settings(BaseSettings):
     k: int = Field(default=10, ge=1, le=1000, description="Cut-off of the reported metrics.")
     seed: int = 0
     train_threads: int = Field(default=0, ge=0, description="implicit threads (0: all cores).")
+    search_seconds: float = Field(default=420.0, gt=0, description="Time budget of `--model auto`'s search.")
+    search_trials: int = Field(default=300, ge=1, description="Most trials `--model auto` runs.")
 
     # MLflow
     mlflow_tracking_uri: str | None = Field(

@@ -8,6 +8,7 @@ popular items), and the per-user table feeds segment reports.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -65,6 +66,42 @@ def beyond_accuracy(recommended: np.ndarray, popularity: np.ndarray, k: int) -> 
     }
 
 
+HISTORY_BUCKETS = (0, 5, 10, 20, np.inf)
+"""Users by the number of distinct items in their history: 1-4, 5-9, 10-19, 20+."""
+
+
+def head_threshold(popularity: np.ndarray, share: float = 0.2) -> float:
+    """Interactions an item needs to be among the most popular ``share`` of the items that have any."""
+    seen = popularity[popularity > 0]
+    return float(np.quantile(seen, 1.0 - share)) if len(seen) else np.inf
+
+
+def segments(per_user: pd.DataFrame, k: int) -> pd.DataFrame:
+    """HR@k and NDCG@k per segment: history length buckets, and popular (head) vs long-tail targets."""
+    hit = (per_user["rank"] >= 0) & (per_user["rank"] < k)
+    ndcg = np.where(hit, 1.0 / np.log2(per_user["rank"].clip(lower=0) + 2.0), 0.0)
+    frame = per_user.assign(hit=hit.astype(float), ndcg=ndcg)
+    edges = list(HISTORY_BUCKETS)
+    labels = [
+        f"history_{int(lo)}+" if hi == np.inf else f"history_{int(lo)}-{int(hi) - 1}"
+        for lo, hi in itertools.pairwise(edges)
+    ]
+    frame["history_bucket"] = pd.cut(frame["history"], bins=edges, right=False, labels=labels)
+    frame["target_kind"] = np.where(frame["target_head"], "target_popular", "target_long_tail")
+    rows = []
+    for column in ("history_bucket", "target_kind"):
+        for name, group in frame.groupby(column, observed=True):
+            rows.append(
+                {
+                    "segment": str(name),
+                    "users": len(group),
+                    f"hr_at_{k}": group["hit"].mean(),
+                    f"ndcg_at_{k}": group["ndcg"].mean(),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
 @dataclass(frozen=True)
 class EvalResult:
     """Metrics (flat, comparable across runs) and the per-user detail behind them."""
@@ -97,6 +134,7 @@ def evaluate(
             "rank": ranks,
             "history": np.diff(user_items.indptr)[users],
             "target_popularity": popularity[targets],
+            "target_head": popularity[targets] >= head_threshold(popularity),
         }
     )
     curve = {kk: accuracy_at(ranks, kk) for kk in sorted(set(ks) | {k})}

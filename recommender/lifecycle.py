@@ -12,9 +12,18 @@ from recommender.progress import ProgressFn, StepFn, no_progress, silent
 from recommender.promotion import Decision, rollback
 from recommender.publish import Published, publish
 from recommender.redis_conn import connect
+from recommender.selection import budget_for, search
 from recommender.store import Store
-from recommender.tracking import PRODUCTION, Tracked, load_bundle, log_training
-from recommender.training import TrainConfig, train
+from recommender.tracking import (
+    PRODUCTION,
+    Tracked,
+    finish_selection_run,
+    load_bundle,
+    log_training,
+    log_trial,
+    start_selection_run,
+)
+from recommender.training import TrainConfig, load_dataset, train
 
 
 @dataclass(frozen=True)
@@ -27,6 +36,8 @@ class TrainOutcome:
     snapshot_id: int
     family: str
     metrics: dict[str, float]
+    selection_run_id: str | None = None
+    """The parent run of an automatic selection (``--model auto``), whose trials are nested under it."""
 
 
 def train_and_register(settings: Settings, config: TrainConfig, step: StepFn = silent) -> TrainOutcome:
@@ -41,6 +52,46 @@ def train_and_register(settings: Settings, config: TrainConfig, step: StepFn = s
         trained.data.snapshot_id,
         config.family,
         trained.metrics(),
+    )
+
+
+def select_and_register(
+    settings: Settings,
+    snapshot_id: int | None = None,
+    budget_seconds: float | None = None,
+    max_trials: int | None = None,
+    step: StepFn = silent,
+) -> TrainOutcome:
+    """``--model auto``: search on the validation item (trials as nested MLflow runs), then train the
+    winner through the usual protocol (test once, refit on all) and register it as ``candidate``."""
+    budget = settings.search_seconds if budget_seconds is None else budget_seconds
+    trials = settings.search_trials if max_trials is None else max_trials
+    step("reading snapshot")
+    data = load_dataset(settings, snapshot_id)
+    parent = start_selection_run(settings, data.snapshot_id, budget_for(data.rows, budget), trials)
+    selection = search(
+        settings,
+        data,
+        budget_seconds=budget,
+        max_trials=trials,
+        seed=settings.seed,
+        k=settings.k,
+        on_trial=lambda t: log_trial(settings, parent, t),
+        step=step,
+    )
+    finish_selection_run(settings, parent, selection)
+    winner = selection.best
+    step(f"winner: {winner.family} (val {selection.metric} {selection.best_value:.4f}); test once, refit on all")
+    trained = train(settings, winner, step, data=data)
+    tracked = log_training(settings, trained, run_name=f"winner-{winner.family}", parent_run_id=parent)
+    return TrainOutcome(
+        tracked.run_id,
+        tracked.experiment_id,
+        tracked.model_version,
+        data.snapshot_id,
+        winner.family,
+        trained.metrics(),
+        parent,
     )
 
 
@@ -78,3 +129,27 @@ def similar(settings: Settings, item_id: str, n: int, notify: StepFn = silent) -
     """Published similar items of ``item_id``."""
     with connect(settings, notify) as r:
         return similar_items(r, Keys(settings.redis_prefix), item_id, n)
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """Why a user got an item: their past items that contributed most."""
+
+    model_version: str
+    family: str
+    method: str
+    known_user: bool
+    contributions: list[tuple[str, float]]
+
+
+def explain(settings: Settings, raw_user_id: str, item_id: str, n: int = 10, alias: str = PRODUCTION) -> Explanation:
+    """Explain ``item_id`` for a user with the model holding ``alias`` (raw user id in, hashed as at ingest)."""
+    bundle, version = load_bundle(settings, alias)
+    user = int(bundle.vocab.user_rows([pseudonymize(raw_user_id, settings.hmac_secret.get_secret_value())])[0])
+    item = int(bundle.vocab.item_cols([item_id])[0])
+    if item < 0:
+        raise LookupError(f"item {item_id!r} is not in model version {version}")
+    model = bundle.model
+    pairs = model.explain(user, bundle.user_items, item, n) if user >= 0 else []
+    named = [(str(bundle.vocab.items[i]), round(c, 6)) for i, c in pairs]
+    return Explanation(version, model.family, model.explanation, user >= 0, named)

@@ -110,6 +110,8 @@ class Weighting:
     event_weights: dict[str, float]
     half_life_days: float | None = None
     """Time decay: an event this many days older than the newest weighs half. None: no decay."""
+    recency_half_life: float | None = None
+    """Per-user recency: a user's event this many events before their latest weighs half. None: off."""
     bm25: bool = False
     bm25_k1: float = 1.2
     bm25_b: float = 0.75
@@ -124,6 +126,10 @@ def confidence(inter: Interactions, mask: np.ndarray, weighting: Weighting) -> s
     if weighting.half_life_days is not None and mask.any():
         age_days = (inter.ts[mask].max() - inter.ts[mask]) / SECONDS_PER_DAY
         weights = weights * np.power(0.5, age_days / max(weighting.half_life_days, 1e-9))
+    if weighting.recency_half_life is not None and mask.any():
+        weights = weights * np.power(
+            0.5, events_before_latest(inter.user[mask], inter.shape[0]) / weighting.recency_half_life
+        )
     matrix = sp.coo_matrix((weights, (inter.user[mask], inter.item[mask])), shape=inter.shape).tocsr()
     matrix.sum_duplicates()
     matrix.eliminate_zeros()
@@ -134,6 +140,16 @@ def confidence(inter: Interactions, mask: np.ndarray, weighting: Weighting) -> s
 
         matrix = bm25_weight(matrix, K1=weighting.bm25_k1, B=weighting.bm25_b).tocsr()
     return matrix.astype(np.float32)
+
+
+def events_before_latest(users: np.ndarray, n_users: int) -> np.ndarray:
+    """For time-ordered events, how many of the same user's events come after each one (0 = latest)."""
+    order = np.argsort(users, kind="stable")  # by user, time order kept within a user
+    counts = np.bincount(users, minlength=n_users)
+    starts = np.cumsum(counts) - counts
+    position = np.empty(len(users), dtype=np.int64)
+    position[order] = np.arange(len(users)) - starts[users[order]]
+    return (counts[users] - 1 - position).astype(np.float64)
 
 
 @dataclass(frozen=True)

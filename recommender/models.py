@@ -66,6 +66,13 @@ class Model(ABC):
     def similar_items(self, items: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
         """Top-``n`` other items for each item column in ``items``."""
 
+    explanation = "none"
+    """How :meth:`explain` attributes a score to the user's past items."""
+
+    def explain(self, user: int, user_items: sp.csr_matrix, item: int, n: int = 10) -> list[tuple[int, float]]:
+        """The user's past items that contributed most to ``item``'s score, largest first."""
+        return []
+
     @abstractmethod
     def _save_state(self, folder: Path) -> None: ...
 
@@ -155,11 +162,24 @@ class ImplicitModel(Model):
             out_ids[r, : len(row_ids)], out_scores[r, : len(row_ids)] = row_ids, row_scores
         return out_ids, out_scores
 
+    explanation = "history weight x dot product of item factors"
+
+    def explain(self, user: int, user_items: sp.csr_matrix, item: int, n: int = 10) -> list[tuple[int, float]]:
+        """Factor models: how much each past item's factors point the same way as the item's."""
+        row = user_items[user]
+        factors = np.asarray(self.model.item_factors)
+        return _top(row.indices, row.data * (factors[row.indices] @ factors[item]), n)
+
     def _save_state(self, folder: Path) -> None:
         self.model.save(str(folder / "implicit.npz"))
 
     def _load_state(self, folder: Path) -> None:
         self.model = type(self._build()).load(str(folder / "implicit.npz"))
+
+
+def _top(items: np.ndarray, contributions: np.ndarray, n: int) -> list[tuple[int, float]]:
+    order = np.argsort(-contributions, kind="stable")[:n]
+    return [(int(items[i]), float(contributions[i])) for i in order]
 
 
 def _pad(ids: np.ndarray, scores: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -173,6 +193,13 @@ class ALSModel(ImplicitModel):
     """Alternating least squares on confidence-weighted implicit feedback (Hu, Koren, Volinsky)."""
 
     family = "als"
+    explanation = "implicit's ALS explain (the user's solve, item by item)"
+
+    def explain(self, user: int, user_items: sp.csr_matrix, item: int, n: int = 10) -> list[tuple[int, float]]:
+        """implicit's ``explain``: each past item's share of the score."""
+        _, contributions, _ = self.model.explain(user, user_items[user], item, N=n)
+        return [(int(i), float(c)) for i, c in contributions]
+
     defaults: ClassVar[dict[str, Any]] = {"factors": 64, "regularization": 0.05, "alpha": 2.0, "iterations": 15}
 
     def _build(self) -> Any:
@@ -218,6 +245,13 @@ class ItemKNNModel(ImplicitModel):
 
     family = "itemknn"
     defaults: ClassVar[dict[str, Any]] = {"K": 100, "similarity": "bm25", "K1": 1.2, "B": 0.75}
+    explanation = "history weight x item-item similarity"
+
+    def explain(self, user: int, user_items: sp.csr_matrix, item: int, n: int = 10) -> list[tuple[int, float]]:
+        """The score is a sum over past items of weight x similarity: each term is a contribution."""
+        row = user_items[user]
+        similarity = self.model.similarity[row.indices][:, [item]].toarray().ravel()
+        return _top(row.indices, row.data * similarity, n)
 
     def _build(self) -> Any:
         from implicit.nearest_neighbours import BM25Recommender, CosineRecommender

@@ -15,7 +15,7 @@ import httpx
 from recommender.config import Settings
 from recommender.keys import Keys
 from recommender.landing import ingest_landing
-from recommender.lifecycle import publish_model, rollback_and_republish, train_and_register
+from recommender.lifecycle import publish_model, rollback_and_republish, select_and_register, train_and_register
 from recommender.lookup import active_version
 from recommender.matrix import Weighting
 from recommender.models import MODELS
@@ -26,7 +26,7 @@ from recommender.store import Store
 from recommender.stream import drain_stream
 from recommender.training import TrainConfig
 
-WEIGHTING_FIELDS = ("half_life_days", "bm25", "log_scale")
+WEIGHTING_FIELDS = ("half_life_days", "recency_half_life", "bm25", "log_scale")
 
 
 class SmokeCheckError(RuntimeError):
@@ -70,9 +70,9 @@ def current_snapshot(settings: Settings, requested: int | None = None) -> int:
 def train_config(settings: Settings, params: Mapping[str, Any], snapshot_id: int | None = None) -> TrainConfig:
     """A training request from flat parameters (a DAG's trigger form): null means the default.
 
-    Keys: ``model``; the family's own hyperparameters (``factors``, ``iterations``, ...; others are
-    ignored, so one form serves every family); ``event_weights``, ``half_life_days``, ``bm25``,
-    ``log_scale``; ``k``; ``seed``.
+    Keys: ``model`` (``auto`` is handled by :func:`train_candidate`); the family's own hyperparameters
+    (``factors``, ``iterations``, ...; others are ignored, so one form serves every family);
+    ``event_weights``, ``half_life_days``, ``recency_half_life``, ``bm25``, ``log_scale``; ``k``; ``seed``.
     """
     family = str(params.get("model") or "als")
     if family not in MODELS:
@@ -95,9 +95,13 @@ def train_config(settings: Settings, params: Mapping[str, Any], snapshot_id: int
 
 def train_candidate(settings: Settings, params: Mapping[str, Any], snapshot_id: int) -> dict[str, Any]:
     """Train and evaluate on ``snapshot_id``, track the run, register the model as ``candidate``."""
-    config = train_config(settings, params, snapshot_id)
-    out = train_and_register(settings, config)
-    k = config.k
+    if params.get("model") == "auto":
+        out = select_and_register(settings, snapshot_id, params.get("budget_seconds"))
+        k = settings.k
+    else:
+        config = train_config(settings, params, snapshot_id)
+        out = train_and_register(settings, config)
+        k = config.k
     headline = {m: v for m, v in out.metrics.items() if m.endswith(f"_at_{k}") or m.endswith("lift_over_baseline")}
     return {
         "run_id": out.run_id,
@@ -105,6 +109,7 @@ def train_candidate(settings: Settings, params: Mapping[str, Any], snapshot_id: 
         "model_version": out.model_version,
         "snapshot_id": out.snapshot_id,
         "family": out.family,
+        "selection_run_id": out.selection_run_id,
         "metrics": headline,
     }
 

@@ -223,6 +223,9 @@ class Running:
 @contextmanager
 def local_stack(settings: Settings, notify: StepFn = silent) -> Iterator[Running]:
     """Start the whole stack; yields it running; stops all of it on exit."""
+    running = running_stack(settings)
+    if running is not None:
+        raise StackError(f"a stack is already up for this RECSYS_HOME (pid {running.pid}); stop it first")
     ports = {"RECSYS_API_PORT": settings.api_port, "RECSYS_MLFLOW_PORT": settings.mlflow_port}
     ports["RECSYS_AIRFLOW_PORT"] = settings.airflow_port
     busy = [f"{port} ({name})" for name, port in ports.items() if not port_free(port)]

@@ -22,14 +22,17 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt
 import mlflow
+import pandas as pd
 from mlflow.data.dataset_source_registry import resolve_dataset_source
 from mlflow.data.meta_dataset import MetaDataset
+from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
 from recommender.bundle import Bundle
 from recommender.config import Settings
-from recommender.evaluation import EvalResult
+from recommender.evaluation import EvalResult, segments
 from recommender.pyfunc import SIGNATURE
+from recommender.selection import Selection, Trial
 from recommender.training import Trained
 
 CANDIDATE, STAGING, PRODUCTION = "candidate", "staging", "production"
@@ -117,6 +120,7 @@ def _tables(trained: Trained, folder: Path) -> None:
             user=vocab.users[result.per_user["user"]], target=vocab.items[result.per_user["target"]]
         )
         table.to_csv(folder / f"evaluation_{name}.csv", index=False)
+        segments(result.per_user, trained.config.k).to_csv(folder / f"segments_{name}.csv", index=False)
     (folder / "metrics.json").write_text(json.dumps(trained.metrics(), indent=2, sort_keys=True))
 
 
@@ -210,3 +214,63 @@ def load_bundle(
             ) from exc
     model = mlflow.pyfunc.load_model(f"models:/{settings.model_name}/{model_version}")
     return model.unwrap_python_model().bundle, model_version
+
+
+def start_selection_run(settings: Settings, snapshot_id: int, budget_seconds: float, max_trials: int) -> str:
+    """Open the parent run of an automatic selection; trials and the winner are nested under it."""
+    c = client(settings)
+    run = c.create_run(
+        experiment_id(settings),
+        run_name=f"auto-{datetime.now(UTC):%Y%m%d-%H%M%S}",
+        tags={"git_commit": git_commit(), "snapshot_id": str(snapshot_id), "model_family": "auto"},
+    )
+    run_id = str(run.info.run_id)
+    for key, value in {"family": "auto", "budget_seconds": budget_seconds, "max_trials": max_trials}.items():
+        c.log_param(run_id, key, value)
+    c.log_param(run_id, "snapshot_id", snapshot_id)
+    return run_id
+
+
+def log_trial(settings: Settings, parent_run_id: str, trial: Trial) -> None:
+    """One search trial as a nested run: its params and validation metrics (no artifacts)."""
+    c = client(settings)
+    parent = c.get_run(parent_run_id)
+    run = c.create_run(
+        parent.info.experiment_id,
+        run_name=f"trial-{trial.number:03d}-{trial.family}",
+        tags={"mlflow.parentRunId": parent_run_id, "model_family": trial.family, "trial": str(trial.number)},
+    )
+    now = int(datetime.now(UTC).timestamp() * 1000)
+    metrics = {f"val_{k}": v for k, v in trial.metrics.items()} | {"seconds_trial": trial.seconds}
+    c.log_batch(
+        run.info.run_id,
+        metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()],
+        params=[Param(k, str(v)) for k, v in trial.flat_params.items()],
+    )
+    c.set_terminated(run.info.run_id)
+
+
+def finish_selection_run(settings: Settings, run_id: str, selection: Selection) -> None:
+    """Record the search's outcome (best validation metric, every trial as a table) and close the run."""
+    c = client(settings)
+    best = max(selection.trials, key=lambda t: t.metrics[selection.metric])
+    c.log_batch(
+        run_id,
+        metrics=[
+            Metric(f"best_val_{selection.metric}", selection.best_value, int(datetime.now(UTC).timestamp() * 1000), 0),
+            Metric("trials", float(len(selection.trials)), int(datetime.now(UTC).timestamp() * 1000), 0),
+            Metric("seconds_search", selection.seconds, int(datetime.now(UTC).timestamp() * 1000), 0),
+        ],
+        params=[Param(f"best.{k}", str(v)) for k, v in best.flat_params.items()],
+    )
+    table = pd.DataFrame(
+        [
+            {"trial": t.number, **t.flat_params, **{f"val_{k}": v for k, v in t.metrics.items()}}
+            for t in selection.trials
+        ]
+    )
+    with tempfile.TemporaryDirectory(dir=_tmp(settings)) as tmp:
+        path = Path(tmp) / "trials.csv"
+        table.sort_values(f"val_{selection.metric}", ascending=False).to_csv(path, index=False)
+        c.log_artifact(run_id, str(path), artifact_path="selection")
+    c.set_terminated(run_id)

@@ -53,6 +53,9 @@ def test_full_path_through_the_cli(env: Path) -> None:
     recs = run("recommend", "u1", "-n", "3")
     assert recs["source"] == "personalized" and len(recs["items"]) == 3 and recs["version"] == published["version"]
     assert run("similar", "i1", "-n", "2")["source"] == "similar"
+    why = run("explain", "u1", recs["items"][0], "-n", "3")
+    assert why["known_user"] and why["family"] == "itemknn" and 1 <= len(why["contributions"]) <= 3
+    assert why["contributions"][0][1] > 0
 
 
 def test_errors_are_one_line_and_non_zero(env: Path) -> None:
