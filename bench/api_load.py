@@ -31,7 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from recommender.config import Settings
 from recommender.keys import Keys
-from tests.serving.conftest import free_port, publish_small_shop
+from tests.conftest import free_port
+from tests.serving.conftest import publish_small_shop
 
 BARE_APP = """
 import os

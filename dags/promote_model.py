@@ -6,7 +6,7 @@ from typing import Any
 
 from airflow.sdk import Param, dag, task
 from airflow.sdk.exceptions import AirflowSkipException
-from recsys_common import SERVICE_RETRIES, settings
+from recsys_common import SERVICE_RETRIES, optional, settings
 
 DOC = """
 ### Promote or roll back a model version
@@ -28,11 +28,8 @@ PARAMS = {
         title="Action",
         description="promote: version -> production through the gate; rollback: previous production.",
     ),
-    "version": Param(
-        None,
-        type=["null", "string"],
-        title="Model version",
-        description="The registered version to promote (see the MLflow UI). Ignored by rollback.",
+    "version": optional(
+        "string", "Model version", "The registered version to promote (see the MLflow UI). Ignored by rollback."
     ),
     "reason": Param("", type="string", minLength=3, title="Reason", description="Recorded on the model version."),
     "force": Param(

@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import Asset
+from airflow.sdk import Asset, Param
 
 if TYPE_CHECKING:
     from recommender.config import Settings
@@ -30,3 +30,8 @@ def settings() -> Settings:
     from recommender.config import Settings
 
     return Settings()
+
+
+def optional(kind: str, title: str, description: str, **schema: Any) -> Param:
+    """A form field that may stay empty (null: the default the description names)."""
+    return Param(None, type=["null", kind], title=title, description=description, **schema)

@@ -7,7 +7,7 @@ from typing import Any
 
 from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, task
 from airflow.sdk.exceptions import AirflowSkipException
-from recsys_common import INTERACTIONS, SERVICE_RETRIES, settings
+from recsys_common import INTERACTIONS, SERVICE_RETRIES, optional, settings
 
 log = logging.getLogger(__name__)
 
@@ -30,8 +30,6 @@ Empty fields keep the defaults.
 6. **smoke_check**: Redis and the API serve the new version with non-empty lists.
 """
 
-OPTIONAL_INT = ["null", "integer"]
-OPTIONAL_NUMBER = ["null", "number"]
 PARAMS = {
     "model": Param(
         "als",
@@ -42,80 +40,35 @@ PARAMS = {
         "(budget below; the fields further down are then ignored); als: matrix factorization; "
         "bpr: pairwise ranking; itemknn: item-item neighbours; popular: the baseline itself.",
     ),
-    "factors": Param(
-        None,
-        type=OPTIONAL_INT,
-        minimum=1,
-        maximum=1024,
-        title="Factors (ALS, BPR)",
-        description="Latent dimensions. Empty: 64.",
+    "factors": optional("integer", "Factors (ALS, BPR)", "Latent dimensions. Empty: 64.", minimum=1, maximum=1024),
+    "iterations": optional(
+        "integer", "Iterations (ALS, BPR)", "Empty: 15 for ALS, 100 for BPR.", minimum=1, maximum=1000
     ),
-    "iterations": Param(
-        None,
-        type=OPTIONAL_INT,
-        minimum=1,
-        maximum=1000,
-        title="Iterations (ALS, BPR)",
-        description="Empty: 15 for ALS, 100 for BPR.",
+    "regularization": optional(
+        "number", "Regularization (ALS, BPR)", "L2 penalty. Empty: 0.05 for ALS, 0.01 for BPR.", minimum=0
     ),
-    "regularization": Param(
-        None,
-        type=OPTIONAL_NUMBER,
-        minimum=0,
-        title="Regularization (ALS, BPR)",
-        description="L2 penalty. Empty: 0.05 for ALS, 0.01 for BPR.",
+    "alpha": optional(
+        "number", "Confidence alpha (ALS)", "Scales the confidence of observed interactions. Empty: 2.0.", minimum=0
     ),
-    "alpha": Param(
-        None,
-        type=OPTIONAL_NUMBER,
-        minimum=0,
-        title="Confidence alpha (ALS)",
-        description="Scales the confidence of observed interactions. Empty: 2.0.",
+    "learning_rate": optional("number", "Learning rate (BPR)", "Empty: 0.05.", minimum=0),
+    "K": optional("integer", "Neighbours (item-KNN)", "Similar items kept per item. Empty: 100.", minimum=1),
+    "similarity": optional("string", "Similarity (item-KNN)", "Empty: bm25.", enum=[None, "bm25", "cosine"]),
+    "event_weights": optional(
+        "object",
+        "Event-type weights",
+        'e.g. {"view": 1, "add_to_cart": 4, "purchase": 8}. Empty: RECSYS_EVENT_WEIGHTS.',
     ),
-    "learning_rate": Param(
-        None, type=OPTIONAL_NUMBER, minimum=0, title="Learning rate (BPR)", description="Empty: 0.05."
-    ),
-    "K": Param(
-        None,
-        type=OPTIONAL_INT,
-        minimum=1,
-        maximum=5000,
-        title="Neighbours (item-KNN)",
-        description="Similar items kept per item. Empty: 100.",
-    ),
-    "similarity": Param(
-        None,
-        type=["null", "string"],
-        enum=[None, "bm25", "cosine"],
-        title="Similarity (item-KNN)",
-        description="Empty: bm25.",
-    ),
-    "event_weights": Param(
-        None,
-        type=["null", "object"],
-        title="Event-type weights",
-        description='e.g. {"view": 1, "add_to_cart": 4, "purchase": 8}. Empty: RECSYS_EVENT_WEIGHTS.',
-    ),
-    "half_life_days": Param(
-        None,
-        type=OPTIONAL_NUMBER,
+    "half_life_days": optional(
+        "number",
+        "Time decay half-life (days)",
+        "An event this many days older than the newest counts half. Empty: no decay.",
         exclusiveMinimum=0,
-        title="Time decay half-life (days)",
-        description="An event this many days older than the newest counts half. Empty: no decay.",
     ),
-    "recency_half_life": Param(
-        None,
-        type=OPTIONAL_NUMBER,
+    "recency_half_life": optional(
+        "number",
+        "Per-user recency half-life (events)",
+        "A user's event this many events before their latest counts half. Empty: off.",
         exclusiveMinimum=0,
-        title="Per-user recency half-life (events)",
-        description="A user's event this many events before their latest counts half. Empty: off.",
-    ),
-    "budget_seconds": Param(
-        None,
-        type=OPTIONAL_NUMBER,
-        exclusiveMinimum=0,
-        title="Search budget in seconds (auto)",
-        description="Time the automatic selection may search. Empty: RECSYS_SEARCH_SECONDS (420).",
     ),
     "bm25": Param(
         False,
@@ -123,20 +76,22 @@ PARAMS = {
         title="BM25-weight the matrix",
         description="Damp heavy users and popular items before fitting.",
     ),
-    "k": Param(
-        None,
-        type=OPTIONAL_INT,
+    "budget_seconds": optional(
+        "number",
+        "Search budget in seconds (auto)",
+        "Time the automatic selection may search. Empty: RECSYS_SEARCH_SECONDS (420).",
+        exclusiveMinimum=0,
+    ),
+    "k": optional(
+        "integer",
+        "Metric cut-off k",
+        "HR@k, NDCG@k, ... are reported at this k (and at 1, 5, 10, 20, 50). Empty: RECSYS_K.",
         minimum=1,
         maximum=1000,
-        title="Metric cut-off k",
-        description="HR@k, NDCG@k, ... are reported at this k (and at 1, 5, 10, 20, 50). Empty: RECSYS_K.",
     ),
-    "seed": Param(None, type=OPTIONAL_INT, minimum=0, title="Random seed", description="Empty: RECSYS_SEED."),
-    "snapshot_id": Param(
-        None,
-        type=OPTIONAL_INT,
-        title="Snapshot id",
-        description="Train on this Iceberg snapshot (see `recsys snapshots`). Empty: the newest.",
+    "seed": optional("integer", "Random seed", "Empty: RECSYS_SEED.", minimum=0),
+    "snapshot_id": optional(
+        "integer", "Snapshot id", "Train on this Iceberg snapshot (see `recsys snapshots`). Empty: the newest."
     ),
     "auto_promote": Param(
         True,
