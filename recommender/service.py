@@ -8,8 +8,8 @@ Redis is down or slow (``source: fallback``), retrying Redis by itself.
 
 from __future__ import annotations
 
+import os
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -48,7 +48,7 @@ class Listing:
     items: list[Item]
     source: str
     model_version: str | None
-    recommendation_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    recommendation_id: str = field(default_factory=lambda: os.urandom(16).hex())  # 128 random bits, no UUID object
 
 
 @dataclass

@@ -53,7 +53,7 @@ def parse_list_query(params: QueryParams, max_n: int) -> ListQuery:
     return ListQuery(min(n, max_n), exclude, category or None, raw_details in TRUE)
 
 
-OPENAPI_PARAMETERS: list[dict[str, Any]] = [  # added to the auto-documented path parameter
+OPENAPI_PARAMETERS: list[dict[str, Any]] = [  # the hot route's parameters, documented by hand
     {
         "name": "user_id",
         "in": "path",

@@ -32,9 +32,13 @@ SOURCES = Counter("recsys_recommendation_source_total", "Where served lists came
 MODEL_VERSION = Gauge("recsys_active_model_version", "Registry version being served", multiprocess_mode="livemax")
 
 
+_SOURCE_COUNTERS: dict[str, Any] = {}
+
+
 def count_source(source: str) -> None:
-    """Count one served list by its source."""
-    SOURCES.labels(source).inc()
+    """Count one served list by its source (labelled children looked up once)."""
+    counter = _SOURCE_COUNTERS.get(source) or _SOURCE_COUNTERS.setdefault(source, SOURCES.labels(source))
+    counter.inc()
 
 
 def set_model_version(version: str | None) -> None:

@@ -19,9 +19,10 @@ router = APIRouter(prefix="/v1", tags=["recommendations"])
     openapi_extra={"parameters": OPENAPI_PARAMETERS},
     responses={401: {"model": Problem}, 422: {"model": Problem}},
 )
-async def user_recommendations(request: Request, user_id: str) -> FastJSON:
+async def user_recommendations(request: Request) -> FastJSON:
     """Top-n items for a user: personalized, popular for unknown users, fallback when Redis is down."""
     service: RecommendationService = request.app.state.service
+    user_id: str = request.path_params["user_id"]  # read by hand like the query: no per-request param solving
     await require_read(service.settings, request.headers.get("x-api-key"))
     if len(user_id) > MAX_TEXT:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "user_id is longer than 256 characters")
