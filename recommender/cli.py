@@ -432,6 +432,29 @@ def explain(
         typer.echo(f"  {past:<24} {contribution:+.4f}")
 
 
+@app.command()
+def forget(
+    user_id: Annotated[str | None, typer.Argument(help="Raw user id (hashed as at ingest).")] = None,
+    pending: Annotated[bool, typer.Option(help="Also complete deletions requested through the API.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Forget a user: Redis at once, a tombstone, their stored events and every older snapshot."""
+    from recommender.forget import forget_pending, forget_user
+
+    cfg = settings()
+    if user_id is None and not pending:
+        fail("give USER_ID, or --pending to complete the API's queued deletions")
+    reports = ([forget_user(cfg, user_id)] if user_id else []) + (forget_pending(cfg) if pending else [])
+    if as_json:
+        echo_json([r.to_dict() for r in reports])
+        return
+    for r in reports:
+        typer.echo(
+            f"forgot {r.user_id[:12]}...: {r.redis_lists} Redis lists, {r.stream_entries} stream entries, "
+            + ", ".join(f"{k} {v}" for k, v in r.store.items())
+        )
+
+
 def note(message: str) -> None:
     """A notice on stderr."""
     err.print(f"[dim]{message}[/]", highlight=False, soft_wrap=True)

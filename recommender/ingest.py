@@ -40,6 +40,8 @@ class IngestSummary:
     stored: int = 0
     duplicates: int = 0
     quarantined: int = 0
+    forgotten: int = 0
+    """Rows of users who asked to be forgotten (tombstoned): dropped, never stored."""
     quarantine_new: int = 0
     reasons: dict[str, int] = field(default_factory=dict)
     snapshot_id: int | None = None
@@ -51,7 +53,7 @@ class IngestSummary:
     @property
     def reconciles(self) -> bool:
         """True when every row read is accounted for."""
-        return self.read == self.stored + self.duplicates + self.quarantined
+        return self.read == self.stored + self.duplicates + self.quarantined + self.forgotten
 
     def to_dict(self) -> dict[str, object]:
         """Plain fields plus ``reconciles``."""
@@ -158,6 +160,13 @@ def store_checked(
     started = time.monotonic() if started is None else started
     source = summary.source
     bad = pd.concat(bads, ignore_index=True) if bads else pd.DataFrame(columns=["position", "reason", "user_id", "raw"])
+    forgotten = store.forgotten_users()
+    if len(forgotten):  # a tombstoned user's late events are dropped, good or bad alike
+        before = sum(g.num_rows for g in goods)
+        goods = [g.filter(pc.invert(pc.is_in(g.column("user_id"), value_set=forgotten))) for g in goods]
+        gone = bad["user_id"].isin(forgotten.to_pylist())
+        summary.forgotten = before - sum(g.num_rows for g in goods) + int(gone.sum())
+        bad = bad[~gone]
     summary.quarantined = len(bad)
     summary.reasons = dict(Counter(r for cell in bad["reason"] for r in str(cell).split(";")))
     quarantine = _quarantine_rows(bad, "event", source, summary.ingest_id)

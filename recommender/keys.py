@@ -36,6 +36,11 @@ class Keys:
         """STREAM: events accepted by the API (pseudonymized, validated), drained by ingest."""
         return f"{self.prefix}:events"
 
+    @property
+    def forget_pending(self) -> str:
+        """SET: pseudonyms whose deletion was requested through the API, for the forget_user DAG."""
+        return f"{self.prefix}:forget:pending"
+
     def ns(self, version: str) -> str:
         """Prefix of all keys of ``version``."""
         return f"{self.prefix}:v:{version}:"

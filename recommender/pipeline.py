@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 
 from recommender.config import Settings
+from recommender.forget import forget_pending, forget_user
 from recommender.keys import Keys
 from recommender.landing import ingest_landing
 from recommender.lifecycle import publish_model, rollback_and_republish, select_and_register, train_and_register
@@ -147,6 +148,12 @@ def human_decision(
 def publish_version(settings: Settings, version: str) -> dict[str, object]:
     """Publish registered ``version`` to Redis and make it the served one."""
     return publish_model(settings, alias=None, version=version).to_dict()
+
+
+def forget_users(settings: Settings, raw_user_id: str | None = None) -> list[dict[str, object]]:
+    """Forget ``raw_user_id`` (when given) and every deletion requested through the API."""
+    reports = [forget_user(settings, raw_user_id)] if raw_user_id else []
+    return [r.to_dict() for r in reports + forget_pending(settings)]
 
 
 def smoke_check(settings: Settings, model_version: str, wait_seconds: float = 10.0) -> dict[str, object]:

@@ -8,6 +8,7 @@ Redis is down or slow (``source: fallback``), retrying Redis by itself.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from collections.abc import Callable
@@ -17,11 +18,13 @@ from typing import Any
 
 import orjson
 import pandas as pd
+import redis
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from recommender.config import Settings
 from recommender.events import CANONICAL, validate_events
+from recommender.forget import ForgetReport, request_forget
 from recommender.keys import Keys
 from recommender.privacy import pseudonymize
 from recommender.publish import decode
@@ -183,6 +186,19 @@ class RecommendationService:
         lists = fb.by_category.get(category, ([], [])) if category else fb.popular
         items = _merge([lists], n, excluded, category, fb.details, details)
         return Listing(items, "fallback", fb.model_version)
+
+    async def forget(self, user_id: str) -> ForgetReport:
+        """Remove a user from Redis now and queue the store's part (raises RedisUnavailableError)."""
+        user = pseudonymize(user_id, self.settings.hmac_secret.get_secret_value())
+
+        def run() -> ForgetReport:  # a rare admin call: the sync client in a thread, generous timeout
+            with redis.Redis.from_url(str(self.settings.redis_url), decode_responses=True, socket_timeout=10) as r:
+                return request_forget(r, self.keys, user)
+
+        try:
+            return await asyncio.to_thread(run)
+        except (RedisError, OSError) as exc:
+            raise RedisUnavailableError(str(exc)) from exc
 
     async def accept_events(self, events: list[dict[str, Any]]) -> int:
         """Validate like ingest; append all to the events stream, or raise :class:`InvalidEventsError`."""

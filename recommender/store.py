@@ -15,6 +15,7 @@ from functools import cached_property
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.fs as pafs
 from pyiceberg.catalog import Catalog, load_catalog
 from pyiceberg.exceptions import NoSuchTableError
 from pyiceberg.io.pyarrow import pyarrow_to_schema
@@ -29,6 +30,9 @@ from recommender.config import Settings
 from recommender.events import EVENT_SCHEMA, QUARANTINE_SCHEMA
 
 PROP_PREFIX = "recsys."
+TOMBSTONE_SCHEMA = pa.schema(
+    [pa.field("user_id", pa.large_string(), nullable=False), pa.field("forgotten_at", pa.timestamp("us", tz="UTC"))]
+)
 
 
 @dataclass(frozen=True)
@@ -39,6 +43,25 @@ class SnapshotInfo:
     committed_at: datetime
     operation: str
     properties: dict[str, str]
+
+
+def _expire_and_purge(table: Table) -> tuple[int, int]:
+    """Expire every snapshot but the current one, then delete data files it does not reference."""
+    table = table.refresh()
+    current = table.current_snapshot()
+    if current is None:
+        return 0, 0
+    old = [snap.snapshot_id for snap in table.snapshots() if snap.snapshot_id != current.snapshot_id]
+    if old:
+        table.maintenance.expire_snapshots().by_ids(old).commit()
+    live = set(table.refresh().inspect.files().column("file_path").to_pylist())
+    fs, root = pafs.FileSystem.from_uri(table.location() + "/data")
+    purged = 0
+    for info in fs.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True)):
+        if info.type == pafs.FileType.File and not any(path.endswith(info.path) for path in live):
+            fs.delete_file(info.path)
+            purged += 1
+    return len(old), purged
 
 
 def iceberg_schema(schema: pa.Schema) -> Schema:
@@ -88,7 +111,15 @@ class Store:
         """The item catalog (latest row per item)."""
         return self._table("items", ITEM_SCHEMA)
 
+    def tombstones(self) -> Table:
+        """Pseudonyms of users who asked to be forgotten: never stored or trained on again."""
+        return self._table("tombstones", TOMBSTONE_SCHEMA)
+
     # ---- reads -------------------------------------------------------------------
+    def forgotten_users(self) -> pa.Array:
+        """Every tombstoned pseudonym."""
+        return self.column(self.tombstones(), "user_id").combine_chunks()
+
     def column(self, table: Table, name: str) -> pa.ChunkedArray:
         """One column of a table's current snapshot."""
         return table.scan(selected_fields=(name,)).to_arrow().column(name)
@@ -148,6 +179,26 @@ class Store:
         if events.num_rows:
             table.append(events.cast(EVENT_SCHEMA), snapshot_properties=props)
         return self.current_snapshot_id()
+
+    def add_tombstone(self, user_id: str) -> None:
+        """Record that ``user_id`` (a pseudonym) is forgotten; idempotent."""
+        if user_id not in set(self.forgotten_users().to_pylist()):
+            row = {"user_id": [user_id], "forgotten_at": [datetime.now(UTC)]}
+            self.tombstones().append(pa.table(row, schema=TOMBSTONE_SCHEMA))
+
+    def delete_user(self, user_id: str) -> dict[str, int]:
+        """Delete a pseudonym's rows from events and quarantine, expire every older snapshot and purge
+        the data files no remaining snapshot references, so no snapshot can bring the rows back."""
+        if not user_id.isalnum():
+            raise ValueError("delete_user takes a pseudonym (hex), not a raw id")
+        removed = {}
+        for name, table in (("events", self.events()), ("quarantine", self.quarantine())):
+            predicate = f"user_id == '{user_id}'"
+            removed[f"{name}_rows"] = table.scan(row_filter=predicate, selected_fields=("user_id",)).to_arrow().num_rows
+            if removed[f"{name}_rows"]:
+                table.delete(predicate)
+            removed[f"{name}_snapshots_expired"], removed[f"{name}_files_purged"] = _expire_and_purge(table)
+        return removed
 
     def upsert_items(self, items: pa.Table) -> int:
         """Merge catalog rows by ``item_id`` (newest wins) in one overwrite commit; returns row count."""

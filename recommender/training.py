@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from recommender.bundle import Bundle
 from recommender.config import Settings
@@ -92,6 +93,9 @@ def load_dataset(settings: Settings, snapshot_id: int | None = None, store: Stor
     if snapshot is None:
         raise LookupError("the events table is empty: run `recsys ingest FILE` first")
     events: pa.Table = store.read_events(snapshot, columns=TRAINING_COLUMNS)
+    forgotten = store.forgotten_users()
+    if len(forgotten):  # an older snapshot may predate a deletion: tombstones win
+        events = events.filter(pc.invert(pc.is_in(events.column("user_id"), value_set=forgotten)))
     inter = interactions_from_events(events)
     split = leave_last_out(inter)
     if len(split.users) == 0:

@@ -15,7 +15,7 @@ from redis.asyncio import ConnectionPool, Redis
 from recommender.config import Settings, get_settings
 from recommender.redis_conn import running_embedded
 from recommender.service import RecommendationService, RedisUnavailableError
-from serving.routes import events, health, items, recommendations
+from serving.routes import events, health, items, recommendations, users
 from serving.telemetry import MetricsMiddleware, set_model_version
 
 STATIC = Path(__file__).with_name("static")
@@ -67,7 +67,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.add_middleware(MetricsMiddleware)
-    for module in (recommendations, items, events, health):
+    for module in (recommendations, items, events, users, health):
         app.include_router(module.router)
 
     @app.exception_handler(RedisUnavailableError)

@@ -87,6 +87,14 @@ class Accepted(BaseModel):
     accepted: int
 
 
+class Forgotten(BaseModel):
+    """What left Redis at once, and what happens to the stored data."""
+
+    redis_lists: int
+    stream_entries: int
+    store: str
+
+
 class Ready(BaseModel):
     """Readiness detail."""
 
