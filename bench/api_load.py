@@ -104,6 +104,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--repeat", type=int, default=3, help="interleaved rounds; medians are reported")
+    parser.add_argument("--session-items", type=int, default=None, help="RECSYS_SESSION_ITEMS for the API (0: off)")
     args = parser.parse_args()
     if not shutil.which("wrk"):
         raise SystemExit("wrk not found: apt-get install wrk")
@@ -145,7 +146,11 @@ def main() -> None:
         metrics_dir.mkdir()
         api = start(
             [*uvicorn, "--factory", "serving.app:create_app", "--port", str(api_port)],
-            {**env, "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)},
+            {
+                **env,
+                "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
+                **({} if args.session_items is None else {"RECSYS_SESSION_ITEMS": str(args.session_items)}),
+            },
             api_port,
         )
         bare = start([*uvicorn, "bare_app:app", "--port", str(bare_port), "--app-dir", str(home)], env, bare_port)

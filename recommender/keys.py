@@ -41,6 +41,10 @@ class Keys:
         """SET: pseudonyms whose deletion was requested through the API, for the forget_user DAG."""
         return f"{self.prefix}:forget:pending"
 
+    def session(self, user_id: str) -> str:
+        """STRING: JSON list of a user's most recent items, newest first (expires after a quiet spell)."""
+        return f"{self.prefix}:session:{user_id}"
+
     def ns(self, version: str) -> str:
         """Prefix of all keys of ``version``."""
         return f"{self.prefix}:v:{version}:"

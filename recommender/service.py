@@ -28,6 +28,7 @@ from recommender.forget import ForgetReport, request_forget
 from recommender.keys import Keys
 from recommender.privacy import pseudonymize
 from recommender.publish import decode
+from recommender.session import blend, updated_session
 
 Item = dict[str, Any]
 
@@ -129,12 +130,22 @@ class RecommendationService:
             version = await self._active()
             if version is None:
                 return Listing([], "popular", None)
-            ids, scores = decode(await self._call(self.redis.get(self.keys.user(version, user))))
+            if self.settings.session_items:  # the precomputed list and the session in one round trip
+                stored, session = await self._call(
+                    self.redis.mget(self.keys.user(version, user), self.keys.session(user))
+                )
+            else:
+                stored, session = await self._call(self.redis.get(self.keys.user(version, user))), None
+            ids, scores = decode(stored)
             source = "personalized" if ids else "popular"
             fill_ids: list[str] = []
             fill_scores: list[float] = []
-            if len(ids) < n or excluded or category is not None:  # the list alone may not be enough
+            if len(ids) < n or excluded or category is not None or session:  # the list alone may not be enough
                 fill_ids, fill_scores = decode(await self._call(self.redis.get(self.keys.popular(version, category))))
+            if session:
+                ids, scores, fill_ids, fill_scores, source = await self._with_session(
+                    version, orjson.loads(session), (ids, scores), (fill_ids, fill_scores), source, n
+                )
             if ids:  # fillers after a personalized list carry no model score
                 fill_scores = [0.0] * len(fill_ids)
             need_details = details or category is not None
@@ -144,6 +155,23 @@ class RecommendationService:
             return self._from_fallback(n, excluded, category, details)
         items = _merge([(ids, scores), (fill_ids, fill_scores)], n, excluded, category, info, details)
         return Listing(items, source, model_version)
+
+    async def _with_session(
+        self,
+        version: str,
+        recent: list[str],
+        stored: tuple[list[str], list[float]],
+        popular: tuple[list[str], list[float]],
+        source: str,
+        n: int,
+    ) -> tuple[list[str], list[float], list[str], list[float], str]:
+        """Blend the user's list (popular for a cold user) with the similar lists of their recent items."""
+        values = await self._call(self.redis.mget([self.keys.similar(version, i) for i in recent]))
+        base = stored if stored[0] else popular
+        ids, scores = blend(base, [decode(v) for v in values], recent, self.settings.session_weight)
+        fill = [i for i in popular[0] if i not in set(recent)]
+        changed = ids[:n] != [i for i in base[0] if i not in set(recent)][:n]
+        return ids, scores, fill, [0.0] * len(fill), "session" if changed else source
 
     async def similar(self, item_id: str, n: int, details: bool = False) -> Listing:
         """Items similar to ``item_id`` (empty for an unknown item)."""
@@ -213,12 +241,28 @@ class RecommendationService:
         if len(checked.bad):
             reasons = zip(checked.bad["position"], checked.bad["reason"], strict=True)
             raise InvalidEventsError([{"index": int(p), "reason": str(r)} for p, r in reasons])
+        rows = checked.good.drop_columns(["source", "ingest_id"]).to_pylist()
         pipe = self.redis.pipeline(transaction=False)
-        for row in checked.good.drop_columns(["source", "ingest_id"]).to_pylist():
+        for row in rows:
             fields = {k: _field(v) for k, v in row.items() if v is not None}
             pipe.xadd(self.keys.events, fields, maxlen=self.settings.events_stream_maxlen, approximate=True)  # type: ignore[arg-type]
         await self._call(pipe.execute())
+        if self.settings.session_items:
+            await self._remember(rows)
         return checked.good.num_rows
+
+    async def _remember(self, rows: list[dict[str, Any]]) -> None:
+        """Push the accepted events' items onto their users' sessions (two round trips per batch)."""
+        by_user: dict[str, list[str]] = {}
+        for row in sorted(rows, key=lambda r: r["timestamp"]):
+            by_user.setdefault(str(row["user_id"]), []).append(str(row["item_id"]))
+        users = list(by_user)
+        current = await self._call(self.redis.mget([self.keys.session(u) for u in users]))
+        pipe = self.redis.pipeline(transaction=False)
+        for user, old in zip(users, current, strict=True):
+            items = updated_session(orjson.loads(old) if old else [], by_user[user], self.settings.session_items)
+            pipe.set(self.keys.session(user), orjson.dumps(items), ex=self.settings.session_ttl_seconds)
+        await self._call(pipe.execute())
 
     async def ready(self) -> dict[str, Any]:
         """Readiness: Redis reachable and an active version present."""
