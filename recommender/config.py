@@ -90,6 +90,15 @@ class Settings(BaseSettings):
     session_ttl_seconds: int = Field(default=1800, ge=1, description="A session ends after this long quiet.")
     session_weight: float = Field(default=1.0, ge=0, description="Weight of the session lists in the blend.")
 
+    # monitoring (the monitor_recommender DAG): bands outside which the data counts as drifted
+    drift_window_days: float = Field(default=14.0, gt=0, description="Window compared on each side.")
+    drift_popularity_psi: float = Field(default=0.5, gt=0, description="PSI of item popularity (top 50 + rest).")
+    drift_event_type_psi: float = Field(default=0.1, gt=0, description="PSI of the event-type mix.")
+    drift_unknown_user_share: float = Field(default=0.8, ge=0, le=1, description="New users' share of events.")
+    drift_unknown_item_share: float = Field(default=0.5, ge=0, le=1, description="New items' share of events.")
+    drift_volume_low: float = Field(default=0.5, ge=0, description="Events per window, current / reference.")
+    drift_volume_high: float = Field(default=2.0, gt=0)
+
     # orchestration and the local stack (`recsys up`)
     landing_dir: Path | None = Field(default=None, description="Folder the ingest DAG picks files up from.")
     mlflow_port: int = Field(default=5000, ge=1, le=65535)

@@ -28,7 +28,7 @@ from recommender.synthetic import ShopSpec, generate, write_shop
 DEMO_SHOP = ShopSpec(users=3_000, items=600, events=120_000, seed=42, days=60)
 DEMO_USERS = ("u1", "u2", "u3")
 DEMO_ITEM = "i1"
-DAG_IDS = ("ingest_interactions", "retrain_recommender", "promote_model", "forget_user")
+DAG_IDS = ("ingest_interactions", "retrain_recommender", "promote_model", "forget_user", "monitor_recommender")
 
 
 @dataclass(frozen=True)

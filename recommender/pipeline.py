@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from itertools import islice
 from typing import Any
 
@@ -20,11 +21,13 @@ from recommender.lifecycle import publish_model, rollback_and_republish, select_
 from recommender.lookup import active_version
 from recommender.matrix import Weighting
 from recommender.models import MODELS
+from recommender.monitoring import check_drift
 from recommender.promotion import promote
 from recommender.publish import decode
 from recommender.redis_conn import connect
 from recommender.store import Store
 from recommender.stream import drain_stream
+from recommender.tracking import log_monitoring, production_snapshot
 from recommender.training import TrainConfig
 
 WEIGHTING_FIELDS = ("half_life_days", "recency_half_life", "bm25", "log_scale")
@@ -154,6 +157,27 @@ def forget_users(settings: Settings, raw_user_id: str | None = None) -> list[dic
     """Forget ``raw_user_id`` (when given) and every deletion requested through the API."""
     reports = [forget_user(settings, raw_user_id)] if raw_user_id else []
     return [r.to_dict() for r in reports + forget_pending(settings)]
+
+
+def monitor(settings: Settings) -> dict[str, Any]:
+    """Drift of the newest data against the production model's training snapshot, logged to MLflow.
+
+    Returns the report with ``skipped`` set when nothing is in production yet.
+    """
+    production = production_snapshot(settings)
+    if production is None:
+        return {"skipped": "nothing in production yet", "drifted": False}
+    version, snapshot = production
+    drift = check_drift(settings, snapshot)
+    with connect(settings) as r:
+        active = active_version(r, Keys(settings.redis_prefix))
+        published_at = r.hget(Keys(settings.redis_prefix).meta(active), "published_at") if active else None
+    if published_at:  # model health: how old the served lists are
+        age = datetime.now(UTC) - datetime.fromisoformat(str(published_at))
+        drift.measures["published_age_hours"] = round(age.total_seconds() / 3600, 3)
+    report = drift.to_dict()
+    report["mlflow_run_id"] = log_monitoring(settings, report, version)
+    return report
 
 
 def smoke_check(settings: Settings, model_version: str, wait_seconds: float = 10.0) -> dict[str, object]:

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -274,3 +275,28 @@ def finish_selection_run(settings: Settings, run_id: str, selection: Selection) 
         table.sort_values(f"val_{selection.metric}", ascending=False).to_csv(path, index=False)
         c.log_artifact(run_id, str(path), artifact_path="selection")
     c.set_terminated(run_id)
+
+
+def production_snapshot(settings: Settings) -> tuple[str, int] | None:
+    """(version, training snapshot id) of the production model, or None when nothing is in production."""
+    c = client(settings)
+    try:
+        version = c.get_model_version_by_alias(settings.model_name, PRODUCTION)
+    except mlflow.exceptions.MlflowException:
+        return None
+    return str(version.version), int(version.tags["snapshot_id"])
+
+
+def log_monitoring(settings: Settings, report: dict[str, Any], model_version: str) -> str:
+    """One run in the ``<experiment>-monitoring`` experiment: the measures as metrics, the report as JSON."""
+    c = client(settings)
+    run = c.create_run(
+        experiment_id(settings, f"{settings.experiment}-monitoring"),
+        run_name=f"drift-{datetime.now(UTC):%Y%m%d-%H%M%S}",
+        tags={"model_version": model_version, "drifted": str(report["drifted"]).lower()},
+    )
+    now = int(datetime.now(UTC).timestamp() * 1000)
+    c.log_batch(run.info.run_id, metrics=[Metric(k, float(v), now, 0) for k, v in report["measures"].items()])
+    c.log_dict(run.info.run_id, report, "monitoring/drift_report.json")
+    c.set_terminated(run.info.run_id)
+    return str(run.info.run_id)

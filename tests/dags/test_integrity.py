@@ -11,7 +11,7 @@ import pytest
 
 from recommender.stack import DAGS
 
-EXPECTED = {"ingest_interactions", "retrain_recommender", "promote_model", "forget_user"}
+EXPECTED = {"ingest_interactions", "retrain_recommender", "promote_model", "forget_user", "monitor_recommender"}
 HEAVY = ("implicit", "mlflow", "pandas", "pyarrow", "pyiceberg", "numpy", "scipy", "redis", "recommender.pipeline")
 
 
@@ -66,7 +66,7 @@ def test_bad_trigger_conf_is_rejected() -> None:
 def test_dag_files_do_not_import_heavy_libraries_at_parse_time() -> None:
     code = (
         f"import sys; sys.path.insert(0, {str(DAGS)!r})\n"
-        "import ingest_interactions, retrain_recommender, promote_model, forget_user\n"
+        "import ingest_interactions, retrain_recommender, promote_model, forget_user, monitor_recommender\n"
         f"print([m for m in {HEAVY!r} if m in sys.modules])"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

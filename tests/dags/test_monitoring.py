@@ -1,0 +1,65 @@
+"""The monitoring DAG fires on a drifted shop (and starts a retrain) and stays quiet on a steady one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pytest
+from mlflow.tracking import MlflowClient
+
+from recommender.config import Settings
+from recommender.ingest import ingest_file
+from recommender.lifecycle import publish_model, train_and_register
+from recommender.promotion import promote
+from recommender.synthetic import ShopSpec, generate
+from recommender.training import TrainConfig
+from tests.dags.conftest import run_dag, task_states
+
+DAYS, DRIFT_DAY = 60, 45
+
+
+def shop_in_two_ingests(settings: Settings, folder: Path, drift_from: int | None) -> None:
+    """Production trained on the first 45 days; the last 15 days arrive afterwards."""
+    events = generate(ShopSpec(users=1500, items=300, events=40_000, seed=5, days=DAYS, drift_from=drift_from)).events
+    ts = pd.to_datetime(events.column("timestamp").to_pandas(), utc=True, format="ISO8601")
+    early = (ts < ts.min() + pd.Timedelta(days=DRIFT_DAY)).to_numpy()
+    folder.mkdir(parents=True)
+    for name, rows in (("early.csv", early), ("late.csv", ~early)):
+        pacsv.write_csv(events.filter(pa.array(rows)), folder / name)
+    ingest_file(folder / "early.csv", settings)
+    out = train_and_register(settings, TrainConfig(family="itemknn"))
+    promote(settings, "production", out.model_version)
+    publish_model(settings)
+    ingest_file(folder / "late.csv", settings)
+
+
+def monitoring_runs(env: dict[str, Any]) -> list[Any]:
+    client = MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"])
+    experiment = client.get_experiment_by_name(f"{env['RECSYS_EXPERIMENT']}-monitoring")
+    return [] if experiment is None else client.search_runs([experiment.experiment_id])
+
+
+@pytest.mark.parametrize(("drift_from", "drifted"), [(DRIFT_DAY, True), (None, False)])
+def test_drift_fails_a_named_task_and_triggers_a_retrain_only_when_the_data_moved(
+    dag_env: dict[str, Any], tmp_path: Path, drift_from: int | None, drifted: bool
+) -> None:
+    shop_in_two_ingests(Settings(), tmp_path / "shop", drift_from)
+
+    run = run_dag("monitor_recommender")
+
+    states = task_states(run)
+    assert states["measure_drift"] == "success"
+    [logged] = monitoring_runs(dag_env)
+    assert logged.data.tags["drifted"] == str(drifted).lower()
+    assert "item_popularity_psi" in logged.data.metrics and "published_age_hours" in logged.data.metrics
+    if drifted:
+        assert run.state == "failed" and states["data_within_thresholds"] == "failed"
+        assert states["trigger_retrain"] == "success"
+        assert logged.data.metrics["item_popularity_psi"] > Settings().drift_popularity_psi
+    else:
+        assert run.state == "success" and states["data_within_thresholds"] == "success"
+        assert states["trigger_retrain"] == "skipped"
