@@ -21,6 +21,9 @@ Daily, and on demand.
    production.
 2. **data_within_thresholds**: **fails** when a measure leaves its band (`RECSYS_DRIFT_*`
    settings), naming each breach, so Airflow's failure alerts and callbacks fire.
+4. **experiment_report**: while a challenger is published, click-through and add-to-cart per
+   variant with Wilson 95% intervals and p-values, logged to the `shop-recommender-experiments`
+   MLflow experiment. Promoting the challenger is a person's call (`promote_model`).
 3. **retrain_wanted** / **trigger_retrain**: on drift (and when the `trigger_retrain` param is
    on) start `retrain_recommender`; skipped otherwise.
 """
@@ -65,6 +68,17 @@ def monitor_recommender() -> None:
         """Go on to the retrain only on drift, and when the param allows it."""
         return bool(report["drifted"]) and bool((params or {}).get("trigger_retrain", True))
 
+    @task
+    def experiment_report() -> dict[str, Any]:
+        """Champion/challenger rates with intervals, logged to MLflow (skipped when no experiment runs)."""
+        from recommender.pipeline import experiment
+
+        out = experiment(settings())
+        if "skipped" in out:
+            raise AirflowSkipException(str(out["skipped"]))
+        return out
+
+    experiment_report()
     report = measure_drift()
     data_within_thresholds(report)  # a leaf: its failure fails the run too
     retrain_wanted(report) >> TriggerDagRunOperator(task_id="trigger_retrain", trigger_dag_id="retrain_recommender")

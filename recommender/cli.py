@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before numpy: implicit warns and slows down otherwise
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # keep stderr for our own progress
@@ -49,7 +49,7 @@ def settings() -> Settings:
 
 def fail(message: str, code: int = 1) -> None:
     """Print one error line and exit non-zero."""
-    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)  # one line, however long
     raise typer.Exit(code)
 
 
@@ -317,6 +317,9 @@ def promote(
 def publish(
     alias: Annotated[str, typer.Option(help="Registry alias to publish.")] = "production",
     version: Annotated[str | None, typer.Option(help="Publish this model version instead of the alias.")] = None,
+    challenger: Annotated[
+        bool, typer.Option(help="Serve it to RECSYS_EXPERIMENT_SHARE of the users next to production.")
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Score all users and write every served list to Redis; flip the active version atomically."""
@@ -325,7 +328,7 @@ def publish(
     cfg = settings()
     try:
         with progress_bar(as_json) as update:
-            out = publish_model(cfg, alias, version, update, notify=note)  # type: ignore[arg-type]
+            out = publish_model(cfg, alias, version, update, notify=note, challenger=challenger)  # type: ignore[arg-type]
     except LookupError as exc:
         fail(str(exc))
     if as_json:
@@ -453,6 +456,45 @@ def forget(
             f"forgot {r.user_id[:12]}...: {r.redis_lists} Redis lists, {r.stream_entries} stream entries, "
             + ", ".join(f"{k} {v}" for k, v in r.store.items())
         )
+
+
+experiment_app = typer.Typer(help="Champion/challenger experiments.", no_args_is_help=True)
+app.add_typer(experiment_app, name="experiment")
+
+
+@experiment_app.command("report")
+def experiment_report(as_json: JsonOpt = False) -> None:
+    """Click-through and add-to-cart per variant with 95% intervals; logged to MLflow."""
+    from recommender.pipeline import experiment
+
+    out = experiment(settings())
+    if as_json:
+        echo_json(out)
+        return
+    if "skipped" in out:
+        typer.echo(str(out["skipped"]))
+        return
+    for name in ("production", "challenger"):
+        v: dict[str, Any] = out[name]
+        ctr, cart = v["click_through"], v["add_to_cart"]
+        typer.echo(
+            f"{name:<10} v{v['model_version']}: served {v['served']:,}, click-through {ctr['rate']:.4f} "
+            f"[{ctr['low']:.4f}, {ctr['high']:.4f}], add-to-cart {cart['rate']:.4f} "
+            f"[{cart['low']:.4f}, {cart['high']:.4f}]"
+        )
+    typer.echo(
+        f"p-values (challenger vs production): click-through {out['click_through_p']:.4f}, "
+        f"add-to-cart {out['add_to_cart_p']:.4f}; promote with the promote_model DAG"
+    )
+
+
+@experiment_app.command("stop")
+def experiment_stop(as_json: JsonOpt = False) -> None:
+    """Stop serving the challenger."""
+    from recommender.pipeline import stop_experiment
+
+    out = stop_experiment(settings())
+    echo_json(out) if as_json else typer.echo(f"stopped challenger {out['stopped']}")
 
 
 def note(message: str) -> None:

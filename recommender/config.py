@@ -86,6 +86,7 @@ class Settings(BaseSettings):
     max_n: int = Field(default=100, ge=1, le=1000)
     max_events_per_request: int = Field(default=1000, ge=1)
     events_stream_maxlen: int = Field(default=1_000_000, ge=1000)
+    experiment_share: float = Field(default=0.1, ge=0, le=1, description="Users on the challenger, if one is live.")
     session_items: int = Field(default=5, ge=0, le=50, description="Recent items blended in (0: off).")
     session_ttl_seconds: int = Field(default=1800, ge=1, description="A session ends after this long quiet.")
     session_weight: float = Field(default=1.0, ge=0, description="Weight of the session lists in the blend.")

@@ -22,6 +22,16 @@ class Keys:
         return f"{self.prefix}:active"
 
     @property
+    def challenger(self) -> str:
+        """STRING: a second published version served to a share of users (champion/challenger), if any."""
+        return f"{self.prefix}:challenger"
+
+    @property
+    def served(self) -> str:
+        """HASH: model_version -> lists served while an experiment runs (the impressions of the report)."""
+        return f"{self.prefix}:experiment:served"
+
+    @property
     def versions(self) -> str:
         """LIST: published versions, newest first (the active one and those kept for rollback)."""
         return f"{self.prefix}:versions"

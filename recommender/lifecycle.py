@@ -102,12 +102,13 @@ def publish_model(
     progress: ProgressFn = no_progress,
     notify: StepFn = silent,
     reuse: bool = False,
+    challenger: bool = False,
 ) -> Published:
-    """Load a registered version's bundle and publish it to Redis."""
+    """Load a registered version's bundle and publish it to Redis (as the challenger, if asked)."""
     bundle, model_version = load_bundle(settings, alias, version)
     catalog = Store(settings).read_items()
     with connect(settings, notify) as r:
-        return publish(r, settings, bundle, model_version, catalog, progress, reuse=reuse)
+        return publish(r, settings, bundle, model_version, catalog, progress, reuse=reuse, challenger=challenger)
 
 
 def rollback_and_republish(

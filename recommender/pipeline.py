@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 
 from recommender.config import Settings
+from recommender.experiments import experiment_report
 from recommender.forget import forget_pending, forget_user
 from recommender.keys import Keys
 from recommender.landing import ingest_landing
@@ -27,7 +28,7 @@ from recommender.publish import decode
 from recommender.redis_conn import connect
 from recommender.store import Store
 from recommender.stream import drain_stream
-from recommender.tracking import log_monitoring, production_snapshot
+from recommender.tracking import log_experiment, log_monitoring, production_snapshot
 from recommender.training import TrainConfig
 
 WEIGHTING_FIELDS = ("half_life_days", "recency_half_life", "bm25", "log_scale")
@@ -178,6 +179,31 @@ def monitor(settings: Settings) -> dict[str, Any]:
     report = drift.to_dict()
     report["mlflow_run_id"] = log_monitoring(settings, report, version)
     return report
+
+
+def experiment(settings: Settings) -> dict[str, Any]:
+    """The champion/challenger report from the stored events, logged to MLflow (``skipped`` when none runs)."""
+    keys = Keys(settings.redis_prefix)
+    with connect(settings) as r:
+        active, challenger = r.mget(keys.active, keys.challenger)
+        if active is None or challenger is None:
+            return {"skipped": "no challenger is published (recsys publish --challenger)"}
+        production_version = str(r.hget(keys.meta(str(active)), "model_version"))
+        challenger_version = str(r.hget(keys.meta(str(challenger)), "model_version"))
+        served = {str(k): int(v) for k, v in r.hgetall(keys.served).items()}
+    events = Store(settings).read_events(columns=("recommendation_id", "event_type"))
+    report = experiment_report(events, served, production_version, challenger_version).to_dict()
+    report["mlflow_run_id"] = log_experiment(settings, report)
+    return report
+
+
+def stop_experiment(settings: Settings) -> dict[str, object]:
+    """Stop serving the challenger (its published copy is cleaned up by the next publish)."""
+    keys = Keys(settings.redis_prefix)
+    with connect(settings) as r:
+        challenger = r.get(keys.challenger)
+        r.delete(keys.challenger)
+    return {"stopped": challenger}
 
 
 def smoke_check(settings: Settings, model_version: str, wait_seconds: float = 10.0) -> dict[str, object]:

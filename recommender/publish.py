@@ -138,7 +138,7 @@ def flip(r: redis.Redis, keys: Keys, version: str, keep: int) -> tuple[str | Non
 
 def cleanup(r: redis.Redis, keys: Keys) -> list[str]:
     """Delete every started version that is neither kept nor active (partial ones included)."""
-    kept = {str(v) for v in r.lrange(keys.versions, 0, -1)} | {str(r.get(keys.active))}
+    kept = {str(v) for v in r.lrange(keys.versions, 0, -1)} | {str(r.get(keys.active)), str(r.get(keys.challenger))}
     removed = []
     for version in sorted({str(v) for v in r.smembers(keys.started)} - kept):
         for chunk in _chunks(r.scan_iter(match=keys.ns(version) + "*", count=5000), 5000):
@@ -176,8 +176,13 @@ def publish(
     catalog: pa.Table | None = None,
     progress: ProgressFn = no_progress,
     reuse: bool = False,
+    challenger: bool = False,
 ) -> Published:
-    """Publish ``bundle`` as a new version (or, with ``reuse``, flip back to a kept copy of it)."""
+    """Publish ``bundle`` as a new version (or, with ``reuse``, flip back to a kept copy of it).
+
+    With ``challenger`` the version is written completely but not made active: ``{prefix}:challenger``
+    points at it and the API serves it to ``RECSYS_EXPERIMENT_SHARE`` of the users.
+    """
     started = time.monotonic()
     keys = Keys(settings.redis_prefix)
     existing = find_published(r, keys, model_version) if reuse else None
@@ -208,7 +213,13 @@ def publish(
             "complete": "1",
         },
     )
-    previous, removed = flip(r, keys, version, settings.keep_versions)
+    if challenger:
+        old = r.getset(keys.challenger, version)
+        previous = None if old is None else str(old)
+        r.delete(keys.served)  # a new experiment counts from zero
+        removed = cleanup(r, keys)
+    else:
+        previous, removed = flip(r, keys, version, settings.keep_versions)
     return Published(
         version,
         model_version,

@@ -9,7 +9,6 @@ Redis is down or slow (``source: fallback``), retrying Redis by itself.
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ from redis.exceptions import RedisError
 
 from recommender.config import Settings
 from recommender.events import CANONICAL, validate_events
+from recommender.experiments import in_challenger, new_recommendation_id
 from recommender.forget import ForgetReport, request_forget
 from recommender.keys import Keys
 from recommender.privacy import pseudonymize
@@ -52,7 +52,10 @@ class Listing:
     items: list[Item]
     source: str
     model_version: str | None
-    recommendation_id: str = field(default_factory=lambda: os.urandom(16).hex())  # 128 random bits, no UUID object
+    recommendation_id: str = ""
+
+    def __post_init__(self) -> None:
+        self.recommendation_id = self.recommendation_id or new_recommendation_id(self.model_version)
 
 
 @dataclass
@@ -86,6 +89,7 @@ class RecommendationService:
         self._down_until = 0.0
         self._model_versions: dict[str, str] = {}
         self._active_version: str | None = None
+        self._challenger_version: str | None = None
         self._active_read_at = -1e9
 
     # ---- Redis access with a timeout and a short circuit breaker ------------------
@@ -107,16 +111,20 @@ class RecommendationService:
         """
         now = time.monotonic()
         if fresh or now - self._active_read_at > self.settings.active_cache_seconds:
-            version = await self._call(self.redis.get(self.keys.active))
+            version, challenger = await self._call(self.redis.mget(self.keys.active, self.keys.challenger))
             self._active_version = None if version is None else str(version)
+            self._challenger_version = None if challenger is None else str(challenger)
             self._active_read_at = now
         return self._active_version
 
     async def _model_version(self, version: str) -> str | None:
         if version not in self._model_versions:
             value = await self._call(self.redis.hget(self.keys.meta(version), "model_version"))
-            self._model_versions = {version: str(value)} if value is not None else {}
-            return None if value is None else str(value)
+            if value is None:
+                return None
+            if len(self._model_versions) > 8:  # old versions: forget them
+                self._model_versions = {}
+            self._model_versions[version] = str(value)
         return self._model_versions[version]
 
     # ---- requests ----------------------------------------------------------------
@@ -130,6 +138,9 @@ class RecommendationService:
             version = await self._active()
             if version is None:
                 return Listing([], "popular", None)
+            challenger = self._challenger_version
+            if challenger is not None and in_challenger(user, self.settings.experiment_share):
+                version = challenger
             if self.settings.session_items:  # the precomputed list and the session in one round trip
                 stored, session = await self._call(
                     self.redis.mget(self.keys.user(version, user), self.keys.session(user))
@@ -151,10 +162,12 @@ class RecommendationService:
             need_details = details or category is not None
             info = await self._details(version, ids + fill_ids) if need_details else {}
             model_version = await self._model_version(version)
+            if challenger is not None:  # an experiment runs: count the impression of this variant
+                await self._call(self.redis.hincrby(self.keys.served, str(model_version), 1))
         except RedisUnavailableError:
             return self._from_fallback(n, excluded, category, details)
         items = _merge([(ids, scores), (fill_ids, fill_scores)], n, excluded, category, info, details)
-        return Listing(items, source, model_version)
+        return Listing(items, source, model_version, new_recommendation_id(model_version))
 
     async def _with_session(
         self,

@@ -130,7 +130,8 @@ class Store:
         if snapshot_id is not None and table.snapshot_by_id(snapshot_id) is None:
             raise LookupError(f"no snapshot {snapshot_id} in {table.name()}; see `recsys snapshots`")
         schema = pa.schema([EVENT_SCHEMA.field(c) for c in columns]) if columns else EVENT_SCHEMA
-        return table.scan(snapshot_id=snapshot_id, selected_fields=columns or ("*",)).to_arrow().cast(schema)
+        scanned = table.scan(snapshot_id=snapshot_id, selected_fields=columns or ("*",)).to_arrow()
+        return (scanned.select(list(columns)) if columns else scanned).cast(schema)
 
     def read_items(self) -> pa.Table:
         """The item catalog."""

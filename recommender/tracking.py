@@ -300,3 +300,24 @@ def log_monitoring(settings: Settings, report: dict[str, Any], model_version: st
     c.log_dict(run.info.run_id, report, "monitoring/drift_report.json")
     c.set_terminated(run.info.run_id)
     return str(run.info.run_id)
+
+
+def log_experiment(settings: Settings, report: dict[str, Any]) -> str:
+    """The experiment report as a run of ``<experiment>-experiments``: rates and p-values as metrics."""
+    c = client(settings)
+    prod, chal = report["production"], report["challenger"]
+    run = c.create_run(
+        experiment_id(settings, f"{settings.experiment}-experiments"),
+        run_name=f"v{prod['model_version']}-vs-v{chal['model_version']}-{datetime.now(UTC):%Y%m%d-%H%M%S}",
+        tags={"production": prod["model_version"], "challenger": chal["model_version"]},
+    )
+    now = int(datetime.now(UTC).timestamp() * 1000)
+    metrics = {"click_through_p": report["click_through_p"], "add_to_cart_p": report["add_to_cart_p"]}
+    for name, variant in (("production", prod), ("challenger", chal)):
+        metrics[f"{name}_served"] = variant["served"]
+        for rate in ("click_through", "add_to_cart"):
+            metrics |= {f"{name}_{rate}_{k}": variant[rate][k] for k in ("rate", "low", "high")}
+    c.log_batch(run.info.run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()])
+    c.log_dict(run.info.run_id, report, "experiment/report.json")
+    c.set_terminated(run.info.run_id)
+    return str(run.info.run_id)
