@@ -9,6 +9,10 @@ window of the same length (``RECSYS_DRIFT_WINDOW_DAYS``) ending at each side's n
 * unknown users and items: shares of current events whose user / item the model never saw;
 * volume: events per day, current over reference.
 
+Model health goes with it: :func:`forward_accuracy` scores the production model on what users
+did after its training data (HR/NDCG of each known user's first new item), and the publish
+records the catalogue coverage of the served lists.
+
 Each has a threshold in settings; :class:`DriftReport` says which were breached. Evidently was
 the first choice for the report; its 0.7 line does not import under pandas 3 (it uses a removed
 pandas internal), so the measures are computed here with numpy (a few lines each).
@@ -23,7 +27,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from recommender.bundle import Bundle
 from recommender.config import Settings
+from recommender.evaluation import accuracy_at, target_ranks
 from recommender.store import Store
 
 EPS = 1e-4
@@ -122,3 +128,29 @@ def check_drift(
     bands = thresholds(settings)
     breached = [name for name, (low, high) in bands.items() if not low <= measures[name] <= high]
     return DriftReport(reference_snapshot, current_id, settings.drift_window_days, measures, bands, breached)
+
+
+def forward_accuracy(bundle: Bundle, current: pa.Table, since: float, k: int) -> dict[str, float]:
+    """The production model on what happened after its training data: per known user, their first
+    new item (known to the model, not in their history) after ``since`` (unix seconds) is the target."""
+    ts = current.column("timestamp").cast(pa.int64()).to_numpy() / 1e6
+    later = current.filter(pa.array(ts > since))
+    users = bundle.vocab.user_rows(later.column("user_id").to_pylist())
+    items = bundle.vocab.item_cols(later.column("item_id").to_pylist())
+    order = np.argsort(later.column("timestamp").cast(pa.int64()).to_numpy(), kind="stable")
+    history = bundle.user_items
+    targets: dict[int, int] = {}
+    for u, i in zip(users[order], items[order], strict=True):
+        if u >= 0 and i >= 0 and u not in targets and history[u, i] == 0:
+            targets[int(u)] = int(i)
+    if not targets:
+        return {"forward_users": 0.0}
+    rows = np.fromiter(targets, dtype=np.int64)
+    recommended, _ = bundle.model.recommend(rows, history, k)
+    ranks = target_ranks(recommended, np.fromiter(targets.values(), dtype=np.int64))
+    accuracy = accuracy_at(ranks, k)
+    return {
+        "forward_users": float(len(rows)),
+        f"forward_hr_at_{k}": accuracy[f"hr_at_{k}"],
+        f"forward_ndcg_at_{k}": accuracy[f"ndcg_at_{k}"],
+    }

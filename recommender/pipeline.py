@@ -12,6 +12,7 @@ from itertools import islice
 from typing import Any
 
 import httpx
+import pyarrow as pa
 
 from recommender.config import Settings
 from recommender.experiments import experiment_report
@@ -22,13 +23,13 @@ from recommender.lifecycle import publish_model, rollback_and_republish, select_
 from recommender.lookup import active_version
 from recommender.matrix import Weighting
 from recommender.models import MODELS
-from recommender.monitoring import check_drift
+from recommender.monitoring import check_drift, forward_accuracy
 from recommender.promotion import promote
 from recommender.publish import decode
 from recommender.redis_conn import connect
 from recommender.store import Store
 from recommender.stream import drain_stream
-from recommender.tracking import log_experiment, log_monitoring, production_snapshot
+from recommender.tracking import load_bundle, log_experiment, log_monitoring, production_snapshot
 from recommender.training import TrainConfig
 
 WEIGHTING_FIELDS = ("half_life_days", "recency_half_life", "bm25", "log_scale")
@@ -170,12 +171,19 @@ def monitor(settings: Settings) -> dict[str, Any]:
         return {"skipped": "nothing in production yet", "drifted": False}
     version, snapshot = production
     drift = check_drift(settings, snapshot)
+    store = Store(settings)  # model health: the production model on what happened since its data
+    columns = ("user_id", "item_id", "timestamp")
+    newest = store.read_events(snapshot, columns).column("timestamp").cast(pa.int64()).to_numpy().max() / 1e6
+    bundle, _ = load_bundle(settings, alias=None, model_version=version)
+    drift.measures |= forward_accuracy(bundle, store.read_events(drift.current_snapshot, columns), newest, settings.k)
     with connect(settings) as r:
         active = active_version(r, Keys(settings.redis_prefix))
-        published_at = r.hget(Keys(settings.redis_prefix).meta(active), "published_at") if active else None
-    if published_at:  # model health: how old the served lists are
-        age = datetime.now(UTC) - datetime.fromisoformat(str(published_at))
+        meta = r.hgetall(Keys(settings.redis_prefix).meta(active)) if active else {}
+    if meta.get("published_at"):  # how old the served lists are, and how much of the catalogue they cover
+        age = datetime.now(UTC) - datetime.fromisoformat(str(meta["published_at"]))
         drift.measures["published_age_hours"] = round(age.total_seconds() / 3600, 3)
+    if meta.get("coverage"):
+        drift.measures["served_catalog_coverage"] = float(meta["coverage"])
     report = drift.to_dict()
     report["mlflow_run_id"] = log_monitoring(settings, report, version)
     return report

@@ -93,9 +93,11 @@ def write_version(
     n_users, n_items = len(vocab.users), len(vocab.items)
     batch = settings.publish_batch
     r.sadd(keys.started, version)
+    shown = np.zeros(n_items, dtype=bool)
     for lo in range(0, n_users, batch):
         rows = np.arange(lo, min(lo + batch, n_users))
         ids, scores = model.recommend(rows, bundle.user_items, settings.top_n)
+        shown[ids[ids >= 0]] = True
         r.mset(_encoded([keys.user(version, str(u)) for u in vocab.users[rows]], ids, scores, vocab.items))
         progress("users", int(rows[-1]) + 1, n_users)
     for lo in range(0, n_items, batch):
@@ -121,6 +123,7 @@ def write_version(
         chunk = dict(list(details.items())[lo : lo + batch])
         pipe.hset(keys.items(version), mapping=chunk)  # type: ignore[arg-type]
     pipe.execute()
+    r.hset(keys.meta(version), "coverage", f"{shown.mean():.4f}" if n_items else "0")  # of the catalogue, in user lists
     return {"users": n_users, "items": n_items, "categories": len(by_cat)}
 
 

@@ -55,7 +55,10 @@ def test_drift_fails_a_named_task_and_triggers_a_retrain_only_when_the_data_move
     assert states["measure_drift"] == "success"
     [logged] = monitoring_runs(dag_env)
     assert logged.data.tags["drifted"] == str(drifted).lower()
-    assert "item_popularity_psi" in logged.data.metrics and "published_age_hours" in logged.data.metrics
+    metrics = logged.data.metrics
+    assert "item_popularity_psi" in metrics and "published_age_hours" in metrics
+    assert 0 < metrics["served_catalog_coverage"] <= 1
+    assert metrics["forward_users"] > 100 and 0 <= metrics["forward_hr_at_10"] <= 1  # production on later data
     if drifted:
         assert run.state == "failed" and states["data_within_thresholds"] == "failed"
         assert states["trigger_retrain"] == "success"

@@ -17,6 +17,7 @@ from recommender.privacy import pseudonymize
 from recommender.promotion import promote
 from recommender.store import Store
 from recommender.synthetic import ShopSpec, generate, write_shop
+from recommender.tracking import load_bundle
 from recommender.training import TrainConfig, load_dataset
 from serving.app import create_app
 from tests.conftest import SMALL_SHOP_ARGS
@@ -73,4 +74,10 @@ def test_a_forgotten_user_is_gone_from_every_table_snapshot_file_redis_and_the_n
     again = ingest_file(extra, settings)  # a late copy of their events is dropped, not stored
     assert again.forgotten == 2 and again.stored == 0 and again.reconciles
     data = load_dataset(settings)
-    assert user not in set(data.inter.vocab.users.tolist())  # the next model holds no vector for them
+    assert user not in set(data.inter.vocab.users.tolist())
+    retrained = train_and_register(settings, TrainConfig(family="itemknn"))
+    promote(settings, "production", retrained.model_version, force=True, reason="after a deletion")
+    publish_model(settings)
+    bundle, _ = load_bundle(settings)  # the next model holds no vector (no row) for them
+    assert user not in set(bundle.vocab.users.tolist()) and len(bundle.vocab.users) > 100
+    assert list(r.scan_iter(match=f"*{user}*")) == []
