@@ -1,0 +1,97 @@
+"""Kubernetes manifests, alert rules and the CI workflow: structure checked offline (no cluster here).
+
+No Kubernetes JSON schemas ship offline with check-jsonschema, so the rules that matter for
+operating the API are checked directly: probes on the right paths, resources, an HPA and a PDB
+that point at the Deployment, secrets from Secrets, pinned images.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.conftest import REPO
+
+K8S = REPO / "infra" / "k8s"
+SENSITIVE = re.compile(r"SECRET|PASSWORD|API_KEYS|REDIS_URL|STORE_URI|REDISCLI_AUTH")
+
+
+def documents() -> list[dict[str, Any]]:
+    return [d for path in sorted(K8S.glob("*.yaml")) for d in yaml.safe_load_all(path.read_text()) if d]
+
+
+def by_kind(kind: str) -> list[dict[str, Any]]:
+    return [d for d in documents() if d["kind"] == kind]
+
+
+def containers(workload: dict[str, Any]) -> list[dict[str, Any]]:
+    return list(workload["spec"]["template"]["spec"]["containers"])
+
+
+def test_every_document_names_its_api_kind_and_metadata() -> None:
+    docs = documents()
+    assert {"Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget", "StatefulSet"} <= {
+        d["kind"] for d in docs
+    }
+    for d in docs:
+        assert d["apiVersion"] and d["metadata"]["name"]
+
+
+@pytest.mark.parametrize(
+    "workload", by_kind("Deployment") + by_kind("StatefulSet"), ids=lambda d: d["metadata"]["name"]
+)
+def test_workloads_have_probes_resources_pinned_images_and_matching_selectors(workload: dict[str, Any]) -> None:
+    labels = workload["spec"]["template"]["metadata"]["labels"]
+    assert workload["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    for c in containers(workload):
+        assert c["readinessProbe"] and c["livenessProbe"] and c["resources"]["requests"] and c["resources"]["limits"]
+        assert ":" in c["image"] and not c["image"].endswith(":latest")
+        for env in c.get("env", []):
+            if SENSITIVE.search(env["name"]):  # never a literal in the manifest
+                assert "secretKeyRef" in env.get("valueFrom", {}), env
+
+
+def test_the_api_probes_readiness_and_liveness_and_scales_without_losing_quorum() -> None:
+    [api] = [d for d in by_kind("Deployment") if d["metadata"]["name"] == "recsys-api"]
+    [c] = containers(api)
+    assert c["readinessProbe"]["httpGet"]["path"] == "/readyz" and c["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert api["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"] is True
+    [hpa] = by_kind("HorizontalPodAutoscaler")
+    assert hpa["spec"]["scaleTargetRef"]["name"] == "recsys-api" and hpa["spec"]["minReplicas"] >= 2
+    [pdb] = by_kind("PodDisruptionBudget")
+    assert pdb["spec"]["selector"]["matchLabels"] == api["spec"]["selector"]["matchLabels"]
+    assert pdb["spec"]["minAvailable"] < hpa["spec"]["minReplicas"]  # a drain can always proceed
+    services = {s["metadata"]["name"]: s for s in by_kind("Service")}
+    assert services["recsys-api"]["spec"]["selector"] == api["spec"]["selector"]["matchLabels"]
+
+
+def test_alert_rules_cover_errors_latency_stale_models_and_failed_retrains() -> None:
+    rules = yaml.safe_load((REPO / "infra" / "prometheus" / "alerts.yml").read_text())["groups"][0]["rules"]
+    names = {r["alert"] for r in rules}
+    assert {"RecsysApiErrorRate", "RecsysApiLatencyP99", "RecsysStaleModelVersion", "RecsysRetrainFailed"} <= names
+    exported = ("recsys_http_requests_total", "recsys_http_request_duration_seconds", "recsys_active_model_version")
+    assert all(
+        any(m in r["expr"] for m in (*exported, "recsys_recommendation_source_total", "airflow_")) for r in rules
+    )
+
+
+def test_the_ci_workflow_matches_the_github_schema_and_runs_the_readme_test_command() -> None:
+    workflow = REPO / ".github" / "workflows" / "ci.yml"
+    checker = Path(sys.executable).with_name("check-jsonschema")
+    out = subprocess.run(
+        [str(checker), "--builtin-schema", "vendor.github-workflows", str(workflow)], capture_output=True, check=False
+    )
+    assert out.returncode == 0, out.stdout
+    assert "make test" in workflow.read_text() and "Dockerfile.api" in workflow.read_text()
+
+
+def test_airflow_helm_values_use_the_project_image_and_these_dags() -> None:
+    values = yaml.safe_load((REPO / "infra" / "helm" / "airflow-values.yaml").read_text())
+    assert values["airflowVersion"] == "3.3.2" and values["executor"] in ("KubernetesExecutor", "CeleryExecutor")
+    assert values["dags"]["gitSync"]["subPath"] == "dags" and "recsys-airflow" in values["defaultAirflowRepository"]
