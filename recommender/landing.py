@@ -107,9 +107,8 @@ def ingest_landing(
     folder = settings.landing
     store = store or Store(settings)
     summary = LandingSummary(folder=str(folder))
-    files = pending_files(folder)
-    for path in sorted(files, key=lambda p: not is_catalog(p)):  # stable: catalogs first, then by age
-        kind = "catalog" if is_catalog(path) else "events"
+    kinds = {path: "catalog" if is_catalog(path) else "events" for path in pending_files(folder)}
+    for path, kind in sorted(kinds.items(), key=lambda pk: pk[1] != "catalog"):  # stable: catalogs first, by age
         try:
             if kind == "catalog":
                 items, quarantined = ingest_catalog(path, settings, store=store)

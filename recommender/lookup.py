@@ -26,6 +26,12 @@ def active_version(r: redis.Redis, keys: Keys) -> str | None:
     return None if version is None else str(version)
 
 
+def model_version_of(r: redis.Redis, keys: Keys, version: str | None) -> str | None:
+    """The registry model version a published version holds (None for no version)."""
+    value = r.hget(keys.meta(version), "model_version") if version else None
+    return None if value is None else str(value)
+
+
 def user_recommendations(r: redis.Redis, keys: Keys, user_id: str, n: int) -> Lookup:
     """Top-n for a pseudonymized user id; popular items for an unknown user."""
     version = active_version(r, keys)

@@ -112,21 +112,29 @@ def thresholds(settings: Settings) -> dict[str, tuple[float, float]]:
 
 
 def check_drift(
-    settings: Settings, reference_snapshot: int, current_snapshot: int | None = None, store: Store | None = None
+    settings: Settings,
+    reference_snapshot: int,
+    current_snapshot: int | None = None,
+    store: Store | None = None,
+    bundle: Bundle | None = None,
 ) -> DriftReport:
-    """Compare the reference snapshot's last window with the current snapshot's last window."""
+    """Compare the reference snapshot's last window with the current snapshot's last window.
+
+    With the production ``bundle``, also score it on what happened after its data (:func:`forward_accuracy`);
+    each snapshot is read once for both.
+    """
     store = store or Store(settings)
     columns = ("user_id", "item_id", "event_type", "timestamp")
     current_id = current_snapshot if current_snapshot is not None else store.current_snapshot_id()
     if current_id is None:
         raise LookupError("the events table is empty: nothing to monitor")
-    measures = measure_drift(
-        store.read_events(reference_snapshot, columns),
-        store.read_events(current_id, columns),
-        settings.drift_window_days,
-    )
+    reference, current = store.read_events(reference_snapshot, columns), store.read_events(current_id, columns)
+    measures = measure_drift(reference, current, settings.drift_window_days)
     bands = thresholds(settings)
     breached = [name for name, (low, high) in bands.items() if not low <= measures[name] <= high]
+    if bundle is not None and reference.num_rows:  # model health is reported, not thresholded
+        newest = pc.max(reference.column("timestamp").cast(pa.int64())).as_py() / 1e6
+        measures |= forward_accuracy(bundle, current, newest, settings.k)
     return DriftReport(reference_snapshot, current_id, settings.drift_window_days, measures, bands, breached)
 
 

@@ -12,7 +12,6 @@ from itertools import islice
 from typing import Any
 
 import httpx
-import pyarrow as pa
 
 from recommender.config import Settings
 from recommender.experiments import experiment_report
@@ -20,11 +19,11 @@ from recommender.forget import forget_pending, forget_user
 from recommender.keys import Keys
 from recommender.landing import ingest_landing
 from recommender.lifecycle import publish_model, rollback_and_republish, select_and_register, train_and_register
-from recommender.lookup import active_version
+from recommender.lookup import active_version, model_version_of
 from recommender.matrix import Weighting
 from recommender.models import MODELS
-from recommender.monitoring import check_drift, forward_accuracy
-from recommender.promotion import promote
+from recommender.monitoring import check_drift
+from recommender.promotion import Decision, promote
 from recommender.publish import decode
 from recommender.redis_conn import connect
 from recommender.store import Store
@@ -132,7 +131,7 @@ def gate_and_promote(settings: Settings, version: str, auto_promote: bool = True
     """
     if not auto_promote:
         reason = "auto_promote is off: promote it with the promote_model DAG"
-        return {"version": version, "to": "production", "decision": "held", "reason": reason, "promoted": False}
+        return Decision(version, "production", "held", reason, None).to_dict()
     return promote(settings, "production", version).to_dict()
 
 
@@ -170,12 +169,8 @@ def monitor(settings: Settings) -> dict[str, Any]:
     if production is None:
         return {"skipped": "nothing in production yet", "drifted": False}
     version, snapshot = production
-    drift = check_drift(settings, snapshot)
-    store = Store(settings)  # model health: the production model on what happened since its data
-    columns = ("user_id", "item_id", "timestamp")
-    newest = store.read_events(snapshot, columns).column("timestamp").cast(pa.int64()).to_numpy().max() / 1e6
     bundle, _ = load_bundle(settings, alias=None, model_version=version)
-    drift.measures |= forward_accuracy(bundle, store.read_events(drift.current_snapshot, columns), newest, settings.k)
+    drift = check_drift(settings, snapshot, bundle=bundle)
     with connect(settings) as r:
         active = active_version(r, Keys(settings.redis_prefix))
         meta = r.hgetall(Keys(settings.redis_prefix).meta(active)) if active else {}
@@ -196,8 +191,8 @@ def experiment(settings: Settings) -> dict[str, Any]:
         active, challenger = r.mget(keys.active, keys.challenger)
         if active is None or challenger is None:
             return {"skipped": "no challenger is published (recsys publish --challenger)"}
-        production_version = str(r.hget(keys.meta(str(active)), "model_version"))
-        challenger_version = str(r.hget(keys.meta(str(challenger)), "model_version"))
+        production_version = str(model_version_of(r, keys, str(active)))
+        challenger_version = str(model_version_of(r, keys, str(challenger)))
         served = {str(k): int(v) for k, v in r.hgetall(keys.served).items()}
     events = Store(settings).read_events(columns=("recommendation_id", "event_type"))
     report = experiment_report(events, served, production_version, challenger_version).to_dict()
@@ -223,7 +218,7 @@ def smoke_check(settings: Settings, model_version: str, wait_seconds: float = 10
     keys = Keys(settings.redis_prefix)
     with connect(settings) as r:
         version = active_version(r, keys)
-        served = r.hget(keys.meta(version), "model_version") if version else None
+        served = model_version_of(r, keys, version)
         if served != model_version:
             raise SmokeCheckError(f"Redis serves model version {served!r}, not {model_version!r}")
         sample = islice(r.scan_iter(match=keys.user(str(version), "*"), count=1000), settings.smoke_users)

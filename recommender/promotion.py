@@ -28,14 +28,14 @@ class Decision:
 
     version: str
     to: str
-    decision: str  # passed | refused | forced | moved | rolled_back
+    decision: str  # passed | refused | held | forced | moved | rolled_back
     reason: str
     previous: str | None
 
     @property
     def promoted(self) -> bool:
         """True when the alias now points at ``version``."""
-        return self.decision != "refused"
+        return self.decision not in ("refused", "held")
 
     def to_dict(self) -> dict[str, object]:
         """Plain fields plus ``promoted``."""

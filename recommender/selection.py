@@ -21,7 +21,7 @@ from recommender.config import Settings
 from recommender.matrix import Weighting
 from recommender.models import MODELS
 from recommender.progress import StepFn, silent
-from recommender.training import Dataset, TrainConfig, fit_and_score
+from recommender.training import Dataset, TrainConfig, fit_and_score, flat_params
 
 SEARCH_FAMILIES = ("itemknn", "als", "bpr", "popular")
 
@@ -40,8 +40,7 @@ class Trial:
     @property
     def flat_params(self) -> dict[str, Any]:
         """Params as logged to MLflow (same keys as a plain training run)."""
-        weighting = {f"weighting.{k}": v for k, v in self.weighting.__dict__.items()}
-        return {"family": self.family, **{f"model.{k}": v for k, v in self.params.items()}, **weighting}
+        return flat_params(self.family, self.params, self.weighting)
 
 
 @dataclass

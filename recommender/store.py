@@ -54,11 +54,11 @@ def _expire_and_purge(table: Table) -> tuple[int, int]:
     old = [snap.snapshot_id for snap in table.snapshots() if snap.snapshot_id != current.snapshot_id]
     if old:
         table.maintenance.expire_snapshots().by_ids(old).commit()
-    live = set(table.refresh().inspect.files().column("file_path").to_pylist())
     fs, root = pafs.FileSystem.from_uri(table.location() + "/data")
+    live = {pafs.FileSystem.from_uri(uri)[1] for uri in table.refresh().inspect.files().column("file_path").to_pylist()}
     purged = 0
     for info in fs.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True)):
-        if info.type == pafs.FileType.File and not any(path.endswith(info.path) for path in live):
+        if info.type == pafs.FileType.File and info.path not in live:
             fs.delete_file(info.path)
             purged += 1
     return len(old), purged

@@ -11,7 +11,7 @@ import os
 import subprocess
 import tempfile
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
@@ -34,7 +34,7 @@ from recommender.config import Settings
 from recommender.evaluation import EvalResult, segments
 from recommender.pyfunc import SIGNATURE
 from recommender.selection import Selection, Trial
-from recommender.training import Trained
+from recommender.training import Trained, flat_params
 
 CANDIDATE, STAGING, PRODUCTION = "candidate", "staging", "production"
 MODEL_CODE = Path(__file__).with_name("pyfunc_model.py")
@@ -142,12 +142,10 @@ def log_training(
     ) as run:
         mlflow.log_params(
             {
-                "family": cfg.family,
+                **flat_params(cfg.family, trained.bundle.model.params, trained.weighting),
                 "seed": cfg.seed,
                 "k": cfg.k,
                 "snapshot_id": data.snapshot_id,
-                **{f"model.{k}": v for k, v in trained.bundle.model.params.items()},
-                **{f"weighting.{k}": v for k, v in asdict(trained.weighting).items()},
             }
         )
         with warnings.catch_warnings():  # a local path "can be interpreted in multiple ways" (all the same)
@@ -217,6 +215,12 @@ def load_bundle(
     return model.unwrap_python_model().bundle, model_version
 
 
+def _metrics(values: dict[str, Any]) -> list[Metric]:
+    """``log_batch`` metrics, stamped now."""
+    now = int(datetime.now(UTC).timestamp() * 1000)
+    return [Metric(k, float(v), now, 0) for k, v in values.items()]
+
+
 def start_selection_run(settings: Settings, snapshot_id: int, budget_seconds: float, max_trials: int) -> str:
     """Open the parent run of an automatic selection; trials and the winner are nested under it."""
     c = client(settings)
@@ -241,11 +245,10 @@ def log_trial(settings: Settings, parent_run_id: str, trial: Trial) -> None:
         run_name=f"trial-{trial.number:03d}-{trial.family}",
         tags={"mlflow.parentRunId": parent_run_id, "model_family": trial.family, "trial": str(trial.number)},
     )
-    now = int(datetime.now(UTC).timestamp() * 1000)
     metrics = {f"val_{k}": v for k, v in trial.metrics.items()} | {"seconds_trial": trial.seconds}
     c.log_batch(
         run.info.run_id,
-        metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()],
+        metrics=_metrics(metrics),
         params=[Param(k, str(v)) for k, v in trial.flat_params.items()],
     )
     c.set_terminated(run.info.run_id)
@@ -257,11 +260,13 @@ def finish_selection_run(settings: Settings, run_id: str, selection: Selection) 
     best = max(selection.trials, key=lambda t: t.metrics[selection.metric])
     c.log_batch(
         run_id,
-        metrics=[
-            Metric(f"best_val_{selection.metric}", selection.best_value, int(datetime.now(UTC).timestamp() * 1000), 0),
-            Metric("trials", float(len(selection.trials)), int(datetime.now(UTC).timestamp() * 1000), 0),
-            Metric("seconds_search", selection.seconds, int(datetime.now(UTC).timestamp() * 1000), 0),
-        ],
+        metrics=_metrics(
+            {
+                f"best_val_{selection.metric}": selection.best_value,
+                "trials": len(selection.trials),
+                "seconds_search": selection.seconds,
+            }
+        ),
         params=[Param(f"best.{k}", str(v)) for k, v in best.flat_params.items()],
     )
     table = pd.DataFrame(
@@ -287,37 +292,39 @@ def production_snapshot(settings: Settings) -> tuple[str, int] | None:
     return str(version.version), int(version.tags["snapshot_id"])
 
 
-def log_monitoring(settings: Settings, report: dict[str, Any], model_version: str) -> str:
-    """One run in the ``<experiment>-monitoring`` experiment: the measures as metrics, the report as JSON."""
+def _log_report(
+    settings: Settings,
+    kind: str,
+    run_name: str,
+    tags: dict[str, str],
+    metrics: dict[str, Any],
+    report: dict[str, Any],
+    artifact: str,
+) -> str:
+    """One run in the ``<experiment>-<kind>`` experiment: ``metrics``, and the whole report as JSON ``artifact``."""
     c = client(settings)
-    run = c.create_run(
-        experiment_id(settings, f"{settings.experiment}-monitoring"),
-        run_name=f"drift-{datetime.now(UTC):%Y%m%d-%H%M%S}",
-        tags={"model_version": model_version, "drifted": str(report["drifted"]).lower()},
-    )
-    now = int(datetime.now(UTC).timestamp() * 1000)
-    c.log_batch(run.info.run_id, metrics=[Metric(k, float(v), now, 0) for k, v in report["measures"].items()])
-    c.log_dict(run.info.run_id, report, "monitoring/drift_report.json")
+    run = c.create_run(experiment_id(settings, f"{settings.experiment}-{kind}"), run_name=run_name, tags=tags)
+    c.log_batch(run.info.run_id, metrics=_metrics(metrics))
+    c.log_dict(run.info.run_id, report, artifact)
     c.set_terminated(run.info.run_id)
     return str(run.info.run_id)
 
 
+def log_monitoring(settings: Settings, report: dict[str, Any], model_version: str) -> str:
+    """A drift report as a run of ``<experiment>-monitoring``: the measures as metrics."""
+    tags = {"model_version": model_version, "drifted": str(report["drifted"]).lower()}
+    name = f"drift-{datetime.now(UTC):%Y%m%d-%H%M%S}"
+    return _log_report(settings, "monitoring", name, tags, report["measures"], report, "monitoring/drift_report.json")
+
+
 def log_experiment(settings: Settings, report: dict[str, Any]) -> str:
     """The experiment report as a run of ``<experiment>-experiments``: rates and p-values as metrics."""
-    c = client(settings)
     prod, chal = report["production"], report["challenger"]
-    run = c.create_run(
-        experiment_id(settings, f"{settings.experiment}-experiments"),
-        run_name=f"v{prod['model_version']}-vs-v{chal['model_version']}-{datetime.now(UTC):%Y%m%d-%H%M%S}",
-        tags={"production": prod["model_version"], "challenger": chal["model_version"]},
-    )
-    now = int(datetime.now(UTC).timestamp() * 1000)
     metrics = {"click_through_p": report["click_through_p"], "add_to_cart_p": report["add_to_cart_p"]}
     for name, variant in (("production", prod), ("challenger", chal)):
         metrics[f"{name}_served"] = variant["served"]
         for rate in ("click_through", "add_to_cart"):
             metrics |= {f"{name}_{rate}_{k}": variant[rate][k] for k in ("rate", "low", "high")}
-    c.log_batch(run.info.run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()])
-    c.log_dict(run.info.run_id, report, "experiment/report.json")
-    c.set_terminated(run.info.run_id)
-    return str(run.info.run_id)
+    run_name = f"v{prod['model_version']}-vs-v{chal['model_version']}-{datetime.now(UTC):%Y%m%d-%H%M%S}"
+    tags = {"production": prod["model_version"], "challenger": chal["model_version"]}
+    return _log_report(settings, "experiments", run_name, tags, metrics, report, "experiment/report.json")

@@ -10,7 +10,7 @@ the same run, so every run says how far above it the model is.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -84,6 +84,15 @@ class Trained:
             out[f"{split}_ndcg_lift_over_baseline"] = out[f"{split}_ndcg_at_{k}"] / base if base > 0 else 0.0
         out.update({f"seconds_{name}": v for name, v in self.seconds.items()})
         return out
+
+
+def flat_params(family: str, params: dict[str, Any], weighting: Weighting) -> dict[str, Any]:
+    """A configuration as MLflow params: ``family``, ``model.*``, ``weighting.*`` (the same keys in every run)."""
+    return {
+        "family": family,
+        **{f"model.{k}": v for k, v in params.items()},
+        **{f"weighting.{k}": v for k, v in asdict(weighting).items()},
+    }
 
 
 def load_dataset(settings: Settings, snapshot_id: int | None = None, store: Store | None = None) -> Dataset:
