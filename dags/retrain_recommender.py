@@ -26,8 +26,13 @@ Empty fields keep the defaults.
 4. **gate_and_promote**: the quality gate (must beat popularity and stay within the tolerance of
    production). Passed: alias `production`. Refused: the run still ends successfully, the reason
    is in this task's log and on the model version's tags, and production stays as it was.
-5. **publish**: precomputed lists to Redis, atomic flip (skipped when not promoted).
-6. **smoke_check**: Redis and the API serve the new version with non-empty lists.
+5. **publish**: start the new Redis version (popular lists, catalog) and split the users and
+   items into `RECSYS_PUBLISH_SHARDS` parts (skipped when not promoted).
+6. **publish_shard**: one mapped task per part scores its users and similar items (in
+   parallel on Celery or Kubernetes workers).
+7. **flip_version**: after every shard succeeded, the atomic flip to the new version; a failed
+   shard leaves the previous version served.
+8. **smoke_check**: Redis and the API serve the new version with non-empty lists.
 """
 
 PARAMS = {
@@ -145,13 +150,30 @@ def retrain_recommender() -> None:
         return decision
 
     @task
-    def publish(decision: dict[str, Any]) -> dict[str, Any]:
-        """Serve the promoted version from Redis (skipped when the gate refused it)."""
+    def publish(decision: dict[str, Any]) -> list[dict[str, Any]]:
+        """Start serving the promoted version from Redis: its parts (skipped when the gate refused it)."""
         if not decision["promoted"]:
             raise AirflowSkipException(f"not promoted ({decision['decision']}): {decision['reason']}")
-        from recommender.pipeline import publish_version
+        from recommender.pipeline import plan_publish
 
-        return publish_version(settings(), str(decision["version"]))
+        return plan_publish(settings(), str(decision["version"]))
+
+    @task(map_index_template="{{ shard_label }}")
+    def publish_shard(part: dict[str, Any]) -> dict[str, Any]:
+        """Score and write one part of the users and similar items."""
+        from airflow.sdk import get_current_context
+
+        from recommender.pipeline import publish_part
+
+        get_current_context()["shard_label"] = f"shard {part['shard'] + 1} of {part['shards']}"  # type: ignore[typeddict-unknown-key]
+        return publish_part(settings(), part)
+
+    @task
+    def flip_version(parts: list[dict[str, Any]]) -> dict[str, Any]:
+        """The atomic flip, once every part is written."""
+        from recommender.pipeline import flip_published
+
+        return flip_published(settings(), list(parts))
 
     @task
     def smoke_check(published: dict[str, Any]) -> dict[str, Any]:
@@ -161,7 +183,8 @@ def retrain_recommender() -> None:
         return smoke_check(settings(), str(published["model_version"]))
 
     trained = train_and_evaluate(pick_snapshot())
-    smoke_check(publish(gate_and_promote(stage(trained))))
+    parts = publish_shard.expand(part=publish(gate_and_promote(stage(trained))))
+    smoke_check(flip_version(parts))
 
 
 retrain_recommender()

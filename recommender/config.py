@@ -67,11 +67,17 @@ class Settings(BaseSettings):
 
     # publishing and Redis
     redis_url: str | None = None
+    redis_cluster: bool = Field(
+        default=False, description="RECSYS_REDIS_URL names a node of a Redis Cluster (redis-py's cluster client)."
+    )
     redis_prefix: str = "recsys"
     top_n: int = Field(default=50, ge=1, le=1000)
     similar_n: int = Field(default=20, ge=1, le=1000)
     keep_versions: int = Field(default=2, ge=2, description="Published versions kept (active + previous ...).")
     publish_batch: int = Field(default=5_000, ge=1)
+    publish_shards: int = Field(
+        default=1, ge=1, le=1024, description="Parts the user and similar lists are scored in (DAG: parallel tasks)."
+    )
 
     # the API
     api_host: str = "127.0.0.1"
@@ -115,6 +121,8 @@ class Settings(BaseSettings):
                 "RECSYS_ENV=production with the default RECSYS_HMAC_SECRET: "
                 "set RECSYS_HMAC_SECRET to a long random value (e.g. `openssl rand -hex 32`)."
             )
+        if self.redis_cluster and not self.redis_url:
+            raise ValueError("RECSYS_REDIS_CLUSTER=true needs RECSYS_REDIS_URL: the URL of any node of the cluster.")
         self.parsed_api_keys()  # fail early on a malformed RECSYS_API_KEYS
         if not self.event_weights:
             raise ValueError("RECSYS_EVENT_WEIGHTS must name at least one event type.")

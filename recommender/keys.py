@@ -1,8 +1,13 @@
 """The Redis key schema, shared by the publisher and the API.
 
 Everything of one published version lives under ``{prefix}:v:{version}:``; readers first
-GET ``{prefix}:active`` and then read only that version's keys, so flipping the pointer is
+GET ``{{prefix}}:active`` and then read only that version's keys, so flipping the pointer is
 the one atomic step of a publish. Values are JSON.
+
+Placement in a Redis Cluster: the pointers a flip changes together (active, versions,
+challenger, started) share the hash tag ``{prefix}``, so the flip's MULTI/EXEC stays on one
+slot; a user's list and session share the tag of the user id, so the API reads both in one
+MGET on one node; everything else spreads over the cluster.
 """
 
 from __future__ import annotations
@@ -17,14 +22,19 @@ class Keys:
     prefix: str = "recsys"
 
     @property
+    def _control(self) -> str:
+        """Hash-tagged prefix of the pointers that change together (one cluster slot)."""
+        return f"{{{self.prefix}}}"
+
+    @property
     def active(self) -> str:
         """STRING: the active published version."""
-        return f"{self.prefix}:active"
+        return f"{self._control}:active"
 
     @property
     def challenger(self) -> str:
         """STRING: a second published version served to a share of users (champion/challenger), if any."""
-        return f"{self.prefix}:challenger"
+        return f"{self._control}:challenger"
 
     @property
     def served(self) -> str:
@@ -34,12 +44,12 @@ class Keys:
     @property
     def versions(self) -> str:
         """LIST: published versions, newest first (the active one and those kept for rollback)."""
-        return f"{self.prefix}:versions"
+        return f"{self._control}:versions"
 
     @property
     def started(self) -> str:
         """SET: every version a publish has started writing (to find and clean up partial ones)."""
-        return f"{self.prefix}:versions:started"
+        return f"{self._control}:versions:started"
 
     @property
     def events(self) -> str:
@@ -53,7 +63,7 @@ class Keys:
 
     def session(self, user_id: str) -> str:
         """STRING: JSON list of a user's most recent items, newest first (expires after a quiet spell)."""
-        return f"{self.prefix}:session:{user_id}"
+        return f"{self.prefix}:session:{{{user_id}}}"
 
     def ns(self, version: str) -> str:
         """Prefix of all keys of ``version``."""
@@ -65,7 +75,11 @@ class Keys:
 
     def user(self, version: str, user_id: str) -> str:
         """STRING: {"items": [...], "scores": [...]} for a pseudonymized user id."""
-        return f"{self.ns(version)}user:{user_id}"
+        return f"{self.ns(version)}user:{{{user_id}}}"
+
+    def user_of(self, key: str) -> str:
+        """The user id in a :meth:`user` or :meth:`session` key."""
+        return key[key.rindex("{") + 1 : -1]
 
     def similar(self, version: str, item_id: str) -> str:
         """STRING: {"items": [...], "scores": [...]} similar to ``item_id``."""

@@ -24,7 +24,7 @@ from recommender.matrix import Weighting
 from recommender.models import MODELS
 from recommender.monitoring import check_drift
 from recommender.promotion import Decision, promote
-from recommender.publish import decode
+from recommender.publish import begin, decode, finish, write_shard
 from recommender.redis_conn import connect
 from recommender.store import Store
 from recommender.stream import drain_stream
@@ -154,6 +154,33 @@ def publish_version(settings: Settings, version: str) -> dict[str, object]:
     return publish_model(settings, alias=None, version=version).to_dict()
 
 
+def plan_publish(settings: Settings, model_version: str) -> list[dict[str, Any]]:
+    """Start publishing registered ``model_version``: one part per ``RECSYS_PUBLISH_SHARDS`` to map tasks over."""
+    bundle, _ = load_bundle(settings, alias=None, model_version=model_version)
+    with connect(settings) as r:
+        version = begin(r, settings, bundle, model_version, Store(settings).read_items())
+    n = settings.publish_shards
+    return [{"model_version": model_version, "version": version, "shard": s, "shards": n} for s in range(n)]
+
+
+def publish_part(settings: Settings, part: Mapping[str, Any]) -> dict[str, Any]:
+    """Score and write one shard of a started publish (see :func:`plan_publish`)."""
+    bundle, _ = load_bundle(settings, alias=None, model_version=str(part["model_version"]))
+    with connect(settings) as r:
+        keys = Keys(settings.redis_prefix)
+        written = write_shard(r, keys, str(part["version"]), bundle, settings, int(part["shard"]), int(part["shards"]))
+    return {**part, **written}
+
+
+def flip_published(settings: Settings, parts: list[Mapping[str, Any]]) -> dict[str, object]:
+    """After every shard succeeded: check them in Redis and make the version the served one."""
+    versions = {str(p["version"]) for p in parts}
+    if len(versions) != 1:
+        raise ValueError(f"shards of more than one version: {sorted(versions)}")
+    with connect(settings) as r:
+        return finish(r, settings, versions.pop()).to_dict()
+
+
 def forget_users(settings: Settings, raw_user_id: str | None = None) -> list[dict[str, object]]:
     """Forget ``raw_user_id`` (when given) and every deletion requested through the API."""
     reports = [forget_user(settings, raw_user_id)] if raw_user_id else []
@@ -221,8 +248,8 @@ def smoke_check(settings: Settings, model_version: str, wait_seconds: float = 10
         served = model_version_of(r, keys, version)
         if served != model_version:
             raise SmokeCheckError(f"Redis serves model version {served!r}, not {model_version!r}")
-        sample = islice(r.scan_iter(match=keys.user(str(version), "*"), count=1000), settings.smoke_users)
-        users = [key.rsplit(":", 1)[1] for key in sample]
+        sample = islice(r.scan_iter(match=keys.ns(str(version)) + "user:*", count=1000), settings.smoke_users)
+        users = [keys.user_of(key) for key in sample]
         lengths = {u[:8]: len(decode(r.get(keys.user(str(version), u)))[0]) for u in users}
     if not users or min(lengths.values()) == 0:
         raise SmokeCheckError(f"published version {version} has empty user lists: {lengths}")

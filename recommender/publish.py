@@ -1,16 +1,18 @@
 """Publishing: precompute every list the API serves and flip the active version atomically.
 
-A publish writes a whole new version namespace with pipelined writes (per-user top-N,
-similar items, popular overall and per category, the catalog), then in one MULTI/EXEC sets
-the active pointer and the list of kept versions, then deletes versions that are neither
-kept nor active. A publish killed midway leaves the previous version active and complete;
-its partial keys are removed by the next publish.
+A publish writes a whole new version namespace with pipelined writes: :func:`begin` the
+shared lists (popular overall and per category, the catalog), :func:`write_shard` the
+per-user top-N and similar items, split into ``RECSYS_PUBLISH_SHARDS`` parts that can run in
+parallel (the retrain DAG maps them onto Airflow workers); then :func:`finish` checks that
+every shard was written and in one MULTI/EXEC sets the active pointer and the list of kept
+versions, then deletes versions that are neither kept nor active. A publish killed midway
+leaves the previous version active and complete; its partial keys are removed by the next
+publish.
 """
 
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -79,32 +81,22 @@ def _catalog_maps(catalog: pa.Table | None) -> tuple[dict[str, str], dict[str, s
     return cats, details
 
 
-def write_version(
-    r: redis.Redis,
-    keys: Keys,
-    version: str,
-    bundle: Bundle,
-    settings: Settings,
-    catalog: pa.Table | None,
-    progress: ProgressFn = no_progress,
+def _slice(n: int, shard: int, shards: int) -> np.ndarray:
+    """Rows of ``shard`` out of ``shards`` contiguous parts of ``range(n)``."""
+    return np.array_split(np.arange(n), shards)[shard]
+
+
+def begin_version(
+    r: redis.Redis, keys: Keys, version: str, bundle: Bundle, settings: Settings, catalog: pa.Table | None
 ) -> dict[str, int]:
-    """Write every list of ``version``; returns counts. Does not flip anything."""
-    model, vocab = bundle.model, bundle.vocab
-    n_users, n_items = len(vocab.users), len(vocab.items)
+    """Start ``version``: the popular lists, categories and catalog; returns counts. Flips nothing.
+
+    The per-user and similar-item lists are written by :func:`write_shard` (one or many, in any
+    order or in parallel), then :func:`finish_version` checks every shard and flips.
+    """
+    vocab = bundle.vocab
     batch = settings.publish_batch
     r.sadd(keys.started, version)
-    shown = np.zeros(n_items, dtype=bool)
-    for lo in range(0, n_users, batch):
-        rows = np.arange(lo, min(lo + batch, n_users))
-        ids, scores = model.recommend(rows, bundle.user_items, settings.top_n)
-        shown[ids[ids >= 0]] = True
-        r.mset(_encoded([keys.user(version, str(u)) for u in vocab.users[rows]], ids, scores, vocab.items))
-        progress("users", int(rows[-1]) + 1, n_users)
-    for lo in range(0, n_items, batch):
-        cols = np.arange(lo, min(lo + batch, n_items))
-        ids, scores = model.similar_items(cols, settings.similar_n)
-        r.mset(_encoded([keys.similar(version, str(t)) for t in vocab.items[cols]], ids, scores, vocab.items))
-        progress("similar items", int(cols[-1]) + 1, n_items)
     popularity = bundle.popularity()
     order = np.argsort(-popularity, kind="stable")
     cats, details = _catalog_maps(catalog)
@@ -123,8 +115,59 @@ def write_version(
         chunk = dict(list(details.items())[lo : lo + batch])
         pipe.hset(keys.items(version), mapping=chunk)  # type: ignore[arg-type]
     pipe.execute()
-    r.hset(keys.meta(version), "coverage", f"{shown.mean():.4f}" if n_items else "0")  # of the catalogue, in user lists
-    return {"users": n_users, "items": n_items, "categories": len(by_cat)}
+    return {"users": len(vocab.users), "items": len(vocab.items), "categories": len(by_cat)}
+
+
+def write_shard(
+    r: redis.Redis,
+    keys: Keys,
+    version: str,
+    bundle: Bundle,
+    settings: Settings,
+    shard: int = 0,
+    shards: int = 1,
+    progress: ProgressFn = no_progress,
+) -> dict[str, int]:
+    """Write part ``shard`` of ``shards`` of the user and similar-item lists; record it as done."""
+    if not 0 <= shard < shards:
+        raise ValueError(f"shard {shard} is not in 0..{shards - 1}")
+    model, vocab = bundle.model, bundle.vocab
+    n_users, n_items = len(vocab.users), len(vocab.items)
+    batch = settings.publish_batch
+    shown = np.zeros(n_items, dtype=bool)
+    users, items = _slice(n_users, shard, shards), _slice(n_items, shard, shards)
+    for lo in range(0, len(users), batch):
+        rows = users[lo : lo + batch]
+        ids, scores = model.recommend(rows, bundle.user_items, settings.top_n)
+        shown[ids[ids >= 0]] = True
+        r.mset(_encoded([keys.user(version, str(u)) for u in vocab.users[rows]], ids, scores, vocab.items))
+        progress("users", lo + len(rows), len(users))
+    for lo in range(0, len(items), batch):
+        cols = items[lo : lo + batch]
+        ids, scores = model.similar_items(cols, settings.similar_n)
+        r.mset(_encoded([keys.similar(version, str(t)) for t in vocab.items[cols]], ids, scores, vocab.items))
+        progress("similar items", lo + len(cols), len(items))
+    # which items this shard's users were shown, for the catalogue coverage computed at the flip
+    r.hset(keys.meta(version), f"shard:{shard}/{shards}", np.packbits(shown).tobytes().hex())
+    return {"shard": shard, "users": len(users), "items": len(items)}
+
+
+class IncompletePublishError(RuntimeError):
+    """A version cannot be flipped to: some of its shards were not written."""
+
+
+def _coverage(r: redis.Redis, keys: Keys, version: str, shards: int, n_items: int) -> float:
+    """Share of the catalogue in any user list of ``version``, from its shards' records (removed after)."""
+    fields = [f"shard:{s}/{shards}" for s in range(shards)]
+    records = r.hmget(keys.meta(version), fields)
+    missing = [s for s, value in enumerate(records) if value is None]
+    if missing:
+        raise IncompletePublishError(f"version {version}: shard(s) {missing} of {shards} not written; not flipped")
+    shown = np.zeros(n_items, dtype=bool)
+    for value in records:
+        shown |= np.unpackbits(np.frombuffer(bytes.fromhex(str(value)), dtype=np.uint8), count=n_items).astype(bool)
+    r.hdel(keys.meta(version), *fields)
+    return float(shown.mean()) if n_items else 0.0
 
 
 def flip(r: redis.Redis, keys: Keys, version: str, keep: int) -> tuple[str | None, list[str]]:
@@ -186,36 +229,50 @@ def publish(
     With ``challenger`` the version is written completely but not made active: ``{prefix}:challenger``
     points at it and the API serves it to ``RECSYS_EXPERIMENT_SHARE`` of the users.
     """
-    started = time.monotonic()
     keys = Keys(settings.redis_prefix)
     existing = find_published(r, keys, model_version) if reuse else None
     if existing:
-        meta = r.hgetall(keys.meta(existing))
-        previous, removed = flip(r, keys, existing, settings.keep_versions)
-        return Published(
-            existing,
-            model_version,
-            int(meta["users"]),
-            int(meta["items"]),
-            int(meta["categories"]),
-            previous,
-            removed,
-            True,
-            round(time.monotonic() - started, 3),
-        )
+        return _published(r, keys, existing, *flip(r, keys, existing, settings.keep_versions), reused=True)
+    version = begin(r, settings, bundle, model_version, catalog)
+    shards = settings.publish_shards
+    for shard in range(shards):
+        write_shard(r, keys, version, bundle, settings, shard, shards, progress)
+    return finish(r, settings, version, challenger)
+
+
+def begin(
+    r: redis.Redis, settings: Settings, bundle: Bundle, model_version: str, catalog: pa.Table | None = None
+) -> str:
+    """Start a new version of ``model_version`` (shared lists and its meta record); returns its name."""
+    keys = Keys(settings.redis_prefix)
     version = f"m{model_version}-{datetime.now(UTC):%Y%m%dT%H%M%S%f}"
-    counts = write_version(r, keys, version, bundle, settings, catalog, progress)
+    counts = begin_version(r, keys, version, bundle, settings, catalog)
     r.hset(
         keys.meta(version),
         mapping={
             "model_version": model_version,
-            "published_at": datetime.now(UTC).isoformat(),
+            "started_at": datetime.now(UTC).isoformat(),
             "snapshot_id": str(bundle.info.get("snapshot_id", "")),
             "family": str(bundle.info.get("family", "")),
+            "shards": str(settings.publish_shards),
             **{k: str(v) for k, v in counts.items()},
-            "complete": "1",
         },
     )
+    return version
+
+
+def finish(r: redis.Redis, settings: Settings, version: str, challenger: bool = False) -> Published:
+    """After every shard of ``version`` was written: mark it complete and flip to it (or make it the challenger).
+
+    Raises :class:`IncompletePublishError` (and flips nothing) when a shard is missing.
+    """
+    keys = Keys(settings.redis_prefix)
+    meta = r.hgetall(keys.meta(version))
+    if not meta.get("started_at"):
+        raise IncompletePublishError(f"version {version} was never started (or was cleaned up); publish again")
+    coverage = _coverage(r, keys, version, int(meta["shards"]), int(meta["items"]))
+    published_at = datetime.now(UTC).isoformat()
+    r.hset(keys.meta(version), mapping={"coverage": f"{coverage:.4f}", "published_at": published_at, "complete": "1"})
     if challenger:
         old = r.getset(keys.challenger, version)
         previous = None if old is None else str(old)
@@ -223,14 +280,22 @@ def publish(
         removed = cleanup(r, keys)
     else:
         previous, removed = flip(r, keys, version, settings.keep_versions)
+    return _published(r, keys, version, previous, removed, reused=False)
+
+
+def _published(
+    r: redis.Redis, keys: Keys, version: str, previous: str | None, removed: list[str], reused: bool
+) -> Published:
+    meta = r.hgetall(keys.meta(version))
+    seconds = 0.0 if reused else (datetime.now(UTC) - datetime.fromisoformat(str(meta["started_at"]))).total_seconds()
     return Published(
         version,
-        model_version,
-        counts["users"],
-        counts["items"],
-        counts["categories"],
+        str(meta["model_version"]),
+        int(meta["users"]),
+        int(meta["items"]),
+        int(meta["categories"]),
         previous,
         removed,
-        False,
-        round(time.monotonic() - started, 3),
+        reused,
+        round(seconds, 3),
     )

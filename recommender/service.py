@@ -17,9 +17,8 @@ from typing import Any
 
 import orjson
 import pandas as pd
-import redis
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from recommender.config import Settings
 from recommender.events import CANONICAL, validate_events
@@ -28,6 +27,7 @@ from recommender.forget import ForgetReport, request_forget
 from recommender.keys import Keys
 from recommender.privacy import pseudonymize
 from recommender.publish import decode
+from recommender.redis_conn import client, server_url
 from recommender.session import blend, updated_session
 
 Item = dict[str, Any]
@@ -97,9 +97,9 @@ class RecommendationService:
         if time.monotonic() < self._down_until:
             coro.close()
             raise RedisUnavailableError("waiting before retrying Redis")
-        try:  # the client's socket timeouts bound each call (see serving.app.redis_for)
+        try:  # the client's socket timeouts bound each call (see redis_conn.async_client)
             return await coro
-        except (RedisError, OSError, TimeoutError) as exc:
+        except (RedisError, RedisClusterException, OSError, TimeoutError) as exc:
             self._down_until = time.monotonic() + self.settings.redis_retry_after
             raise RedisUnavailableError(str(exc) or type(exc).__name__) from exc
 
@@ -233,12 +233,12 @@ class RecommendationService:
         user = pseudonymize(user_id, self.settings.hmac_secret.get_secret_value())
 
         def run() -> ForgetReport:  # a rare admin call: the sync client in a thread, generous timeout
-            with redis.Redis.from_url(str(self.settings.redis_url), decode_responses=True, socket_timeout=10) as r:
+            with client(self.settings, server_url(self.settings), socket_timeout=10) as r:
                 return request_forget(r, self.keys, user)
 
         try:
             return await asyncio.to_thread(run)
-        except (RedisError, OSError) as exc:
+        except (RedisError, RedisClusterException, OSError) as exc:
             raise RedisUnavailableError(str(exc)) from exc
 
     async def accept_events(self, events: list[dict[str, Any]]) -> int:

@@ -10,30 +10,14 @@ from pathlib import Path
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
-from redis.asyncio import ConnectionPool, Redis
 
 from recommender.config import Settings, get_settings
-from recommender.redis_conn import running_embedded
+from recommender.redis_conn import async_client, server_url
 from recommender.service import RecommendationService, RedisUnavailableError
 from serving.routes import events, health, items, recommendations, users
 from serving.telemetry import MetricsMiddleware, set_model_version
 
 STATIC = Path(__file__).with_name("static")
-
-
-def redis_for(settings: Settings) -> Redis:
-    """An async client with a bounded pool and short timeouts."""
-    url = settings.redis_url or running_embedded(settings)
-    if url is None:
-        raise RuntimeError("no Redis: set RECSYS_REDIS_URL, or start the API with `recsys serve` (embedded Valkey)")
-    pool = ConnectionPool.from_url(
-        url,
-        max_connections=256,
-        decode_responses=True,
-        socket_timeout=settings.redis_timeout,
-        socket_connect_timeout=settings.redis_timeout,
-    )
-    return Redis(connection_pool=pool)
 
 
 async def _refresh_forever(service: RecommendationService, every: float) -> None:
@@ -49,7 +33,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        redis = redis_for(settings)
+        redis = async_client(settings, server_url(settings))
         app.state.service = RecommendationService(redis, settings)
         refresher = asyncio.create_task(_refresh_forever(app.state.service, settings.fallback_refresh_seconds))
         try:

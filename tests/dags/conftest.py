@@ -85,5 +85,8 @@ def run_dag(dag_id: str, conf: dict[str, Any] | None = None) -> Any:
 
 
 def task_states(run: Any) -> dict[str, str]:
-    """task_id -> state of a finished DagRun."""
-    return {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
+    """task_id (``task_id[i]`` for mapped task instances) -> state of a finished DagRun."""
+    return {
+        ti.task_id + (f"[{ti.map_index}]" if ti.map_index >= 0 else ""): str(ti.state)
+        for ti in run.get_task_instances()
+    }

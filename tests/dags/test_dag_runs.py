@@ -102,9 +102,12 @@ def served_model_version(settings: Settings) -> str | None:
     return None if active is None else r.hget(keys.meta(active), "model_version")
 
 
-def test_retrain_gate_and_human_promotion_through_the_dags(dag_env: dict[str, Any], tmp_path: Path) -> None:
+def test_retrain_gate_and_human_promotion_through_the_dags(
+    dag_env: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from recommender.ingest import ingest_file
 
+    monkeypatch.setenv("RECSYS_PUBLISH_SHARDS", "3")  # scored by three mapped tasks, then one flip
     settings = Settings()
     events, catalog = write_shop(generate(ShopSpec(**SMALL_SHOP_ARGS)), tmp_path / "shop")
     ingest_file(events, settings, catalog=catalog)
@@ -114,18 +117,25 @@ def test_retrain_gate_and_human_promotion_through_the_dags(dag_env: dict[str, An
     good = run_dag(
         "retrain_recommender", FAST_ALS | {"half_life_days": 30, "event_weights": {"view": 1, "purchase": 5}}
     )
-    assert good.state == "success" and set(task_states(good).values()) == {"success"}
+    states = task_states(good)
+    assert good.state == "success" and set(states.values()) == {"success"}
+    assert {t for t in states if t.startswith("publish_shard")} == {f"publish_shard[{i}]" for i in range(3)}
     v1 = mlflow.get_model_version_by_alias(name, "production")
     assert mlflow.get_model_version_by_alias(name, "staging").version == v1.version
     run = mlflow.get_run(str(v1.run_id))
     assert run.data.params["model.factors"] == "16" and float(run.data.params["weighting.half_life_days"]) == 30
     assert run.data.metrics["val_ndcg_at_10"] > run.data.metrics["baseline_val_ndcg_at_10"]
     assert served_model_version(settings) == v1.version
+    r = redis.Redis.from_url(dag_env["RECSYS_REDIS_URL"], decode_responses=True)
+    meta = r.hgetall(Keys().meta(str(r.get(Keys().active))))
+    assert meta["shards"] == "3" and meta["complete"] == "1" and 0 < float(meta["coverage"]) <= 1
+    assert len(list(r.scan_iter(match=Keys().ns(str(r.get(Keys().active))) + "user:*"))) == int(meta["users"])
 
     weak = run_dag("retrain_recommender", {"model": "popular"})  # cannot beat the popularity baseline
     states = task_states(weak)
     assert weak.state == "success"  # a refused gate is an answer, not a failure
-    assert states["gate_and_promote"] == "success" and states["publish"] == states["smoke_check"] == "skipped"
+    assert states["gate_and_promote"] == "success"
+    assert states["publish"] == states["flip_version"] == states["smoke_check"] == "skipped"
     v2 = mlflow.get_model_version_by_alias(name, "staging")
     assert v2.version != v1.version
     assert v2.tags["gate_decision"] == "refused" and "baseline" in v2.tags["gate_reason"]

@@ -107,11 +107,11 @@ def test_publish_serves_every_user_and_rollback_flips_back(shop_settings: Settin
     second = train_and_register(shop_settings, TrainConfig(family="itemknn", params={"K": 50}))
     promote(shop_settings, "production", second.model_version, force=True, reason="test")
     p2 = publish_model(shop_settings)
-    assert r.get("recsys:active") == p2.version and p2.previous == p1.version
+    assert r.get("{recsys}:active") == p2.version and p2.previous == p1.version
 
     decision, p3 = rollback_and_republish(shop_settings, "bad release")
     assert decision.version == first.model_version and p3.reused and p3.version == p1.version
-    assert r.get("recsys:active") == p1.version
+    assert r.get("{recsys}:active") == p1.version
     assert str(client(shop_settings).get_model_version_by_alias(shop_settings.model_name, "production").version) == (
         first.model_version
     )
@@ -120,8 +120,8 @@ def test_publish_serves_every_user_and_rollback_flips_back(shop_settings: Settin
 
     p4 = publish_model(shop_settings, version=second.model_version)
     p5 = publish_model(shop_settings, version=second.model_version)
-    assert p5.removed == [p4.previous] or p4.version in r.lrange("recsys:versions", 0, -1)
-    assert r.lrange("recsys:versions", 0, -1) == [p5.version, p4.version]
-    for gone in set(r.smembers("recsys:versions:started")) - {p4.version, p5.version}:
+    assert p5.removed == [p4.previous] or p4.version in r.lrange("{recsys}:versions", 0, -1)
+    assert r.lrange("{recsys}:versions", 0, -1) == [p5.version, p4.version]
+    for gone in set(r.smembers("{recsys}:versions:started")) - {p4.version, p5.version}:
         raise AssertionError(f"version {gone} was not cleaned up")
     assert not list(r.scan_iter(match=f"recsys:v:{p1.version}:*"))

@@ -17,7 +17,7 @@ from recommender.config import Settings
 from recommender.keys import Keys
 from recommender.lifecycle import publish_model, train_and_register
 from recommender.promotion import promote
-from recommender.publish import publish
+from recommender.publish import IncompletePublishError, begin, finish, publish, write_shard
 from recommender.tracking import load_bundle
 from recommender.training import TrainConfig
 from tests.conftest import REPO
@@ -102,7 +102,7 @@ def test_killed_publish_leaves_the_old_version_served(served: tuple[Settings, st
 
 def test_readers_never_see_a_half_written_version(served: tuple[Settings, str, redis.Redis]) -> None:
     settings, old, r = served
-    users = [k.rsplit(":", 1)[1] for k in r.scan_iter(match=KEYS.ns(old) + "user:*", count=1000)][:50]
+    users = [KEYS.user_of(k) for k in r.scan_iter(match=KEYS.ns(old) + "user:*", count=1000)][:50]
     seen: list[tuple[str, int]] = []
     stop = threading.Event()
 
@@ -125,3 +125,46 @@ def test_readers_never_see_a_half_written_version(served: tuple[Settings, str, r
     versions = {v for v, _ in seen}
     assert versions <= {old, new.version} and new.version in versions
     assert all(n == settings.top_n for _, n in seen)  # never an empty or partial list
+
+
+def version_contents(r: redis.Redis, version: str) -> dict[str, object]:
+    """Every key of ``version`` (named relative to it) with its value; meta without its per-publish fields."""
+    out: dict[str, object] = {}
+    for key in r.scan_iter(match=KEYS.ns(version) + "*", count=1000):
+        name = key[len(KEYS.ns(version)) :]
+        out[name] = r.hgetall(key) if r.type(key) == "hash" else r.get(key)
+    meta = out.pop("meta")
+    assert isinstance(meta, dict)
+    out["meta"] = {k: v for k, v in meta.items() if k not in {"started_at", "published_at", "shards"}}
+    return out
+
+
+def test_sharded_publish_writes_what_the_unsharded_one_does(served: tuple[Settings, str, redis.Redis]) -> None:
+    settings, _, r = served
+    bundle, model_version = load_bundle(settings)
+    whole = publish(r, settings, bundle, model_version)
+    shards = 3
+    version = begin(r, settings.model_copy(update={"publish_shards": shards}), bundle, model_version)
+    for shard in (2, 0, 1):  # parallel workers finish in any order
+        write_shard(r, KEYS, version, bundle, settings, shard, shards)
+    parts = finish(r, settings, version)
+    assert r.get(KEYS.active) == parts.version and parts.users == whole.users
+    expected, got = version_contents(r, whole.version), version_contents(r, parts.version)
+    assert len(expected) > whole.users + whole.items  # user and similar lists, popular, catalog, meta
+    assert got == expected
+
+
+def test_a_version_with_a_missing_shard_is_never_flipped_to(served: tuple[Settings, str, redis.Redis]) -> None:
+    settings, old, r = served
+    bundle, model_version = load_bundle(settings)
+    two = settings.model_copy(update={"publish_shards": 2})
+    version = begin(r, two, bundle, model_version)
+    write_shard(r, KEYS, version, bundle, two, 1, 2)
+    with pytest.raises(IncompletePublishError, match=r"shard\(s\) \[0\] of 2"):
+        finish(r, two, version)
+    assert r.get(KEYS.active) == old and r.hget(KEYS.meta(version), "complete") is None
+    with pytest.raises(ValueError, match=r"shard 2 is not in 0\.\.1"):
+        write_shard(r, KEYS, version, bundle, two, 2, 2)
+    write_shard(r, KEYS, version, bundle, two, 0, 2)  # the retried shard
+    assert finish(r, two, version).previous == old and r.get(KEYS.active) == version
+    assert_complete(r, version, settings.top_n)
