@@ -15,7 +15,7 @@ Requests made through the API are queued in ``{prefix}:forget:pending`` and comp
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 
@@ -23,7 +23,9 @@ from recommender.config import Settings
 from recommender.keys import Keys
 from recommender.privacy import pseudonymize
 from recommender.redis_conn import connect
-from recommender.store import Store
+
+if TYPE_CHECKING:
+    from recommender.store import Store
 
 STREAM_SCAN = 10_000
 
@@ -65,9 +67,15 @@ def request_forget(r: redis.Redis, keys: Keys, user: str) -> ForgetReport:
     return ForgetReport(user, lists, entries)
 
 
+def _open_store(settings: Settings) -> Store:
+    from recommender.store import Store  # here, not at the top: the API imports this module without pyiceberg
+
+    return Store(settings)
+
+
 def forget_pseudonym(settings: Settings, user: str, store: Store | None = None) -> ForgetReport:
     """Everything for one pseudonym: tombstone first (so no ingest re-adds them), Redis, then the store."""
-    store = store or Store(settings)
+    store = store or _open_store(settings)
     store.add_tombstone(user)
     keys = Keys(settings.redis_prefix)
     with connect(settings) as r:
@@ -86,5 +94,5 @@ def forget_pending(settings: Settings) -> list[ForgetReport]:
     """Complete every deletion requested through the API."""
     with connect(settings) as r:
         pending = sorted(str(u) for u in r.smembers(Keys(settings.redis_prefix).forget_pending))
-    store = Store(settings)
+    store = _open_store(settings)
     return [forget_pseudonym(settings, user, store) for user in pending]

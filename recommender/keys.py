@@ -14,6 +14,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+import orjson
+
 
 @dataclass(frozen=True)
 class Keys:
@@ -96,3 +99,18 @@ class Keys:
     def categories(self, version: str) -> str:
         """STRING: JSON list of categories that have a popular list."""
         return f"{self.ns(version)}categories"
+
+
+def encode(items: list[str] | np.ndarray, scores: list[float] | np.ndarray) -> bytes:
+    """The JSON value of one list: ``{"items": [...], "scores": [...]}``."""
+    return orjson.dumps(
+        {"items": items, "scores": np.asarray(scores, dtype=np.float64).round(6)}, option=orjson.OPT_SERIALIZE_NUMPY
+    )
+
+
+def decode(value: str | bytes | None) -> tuple[list[str], list[float]]:
+    """Inverse of :func:`encode` (empty lists for a missing value)."""
+    if value is None:
+        return [], []
+    data = orjson.loads(value)
+    return list(data["items"]), list(data["scores"])

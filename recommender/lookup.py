@@ -6,8 +6,7 @@ from dataclasses import dataclass
 
 import redis
 
-from recommender.keys import Keys
-from recommender.publish import decode
+from recommender.keys import Keys, decode
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ import httpx
 from recommender.config import Settings
 from recommender.experiments import experiment_report
 from recommender.forget import forget_pending, forget_user
-from recommender.keys import Keys
+from recommender.keys import Keys, decode
 from recommender.landing import ingest_landing
 from recommender.lifecycle import publish_model, rollback_and_republish, select_and_register, train_and_register
 from recommender.lookup import active_version, model_version_of
@@ -24,7 +24,7 @@ from recommender.matrix import Weighting
 from recommender.models import MODELS
 from recommender.monitoring import check_drift
 from recommender.promotion import Decision, promote
-from recommender.publish import begin, decode, finish, write_shard
+from recommender.publish import begin, finish, write_shard
 from recommender.redis_conn import connect
 from recommender.store import Store
 from recommender.stream import drain_stream

@@ -18,13 +18,12 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 
 import numpy as np
-import orjson
 import pyarrow as pa
 import redis
 
 from recommender.bundle import Bundle
 from recommender.config import Settings
-from recommender.keys import Keys
+from recommender.keys import Keys, encode
 from recommender.progress import ProgressFn, no_progress
 
 
@@ -45,21 +44,6 @@ class Published:
     def to_dict(self) -> dict[str, object]:
         """Plain fields."""
         return asdict(self)
-
-
-def encode(items: list[str] | np.ndarray, scores: list[float] | np.ndarray) -> bytes:
-    """The JSON value of one list: ``{"items": [...], "scores": [...]}``."""
-    return orjson.dumps(
-        {"items": items, "scores": np.asarray(scores, dtype=np.float64).round(6)}, option=orjson.OPT_SERIALIZE_NUMPY
-    )
-
-
-def decode(value: str | bytes | None) -> tuple[list[str], list[float]]:
-    """Inverse of :func:`encode` (empty lists for a missing value)."""
-    if value is None:
-        return [], []
-    data = orjson.loads(value)
-    return list(data["items"]), list(data["scores"])
 
 
 def _encoded(keys: list[str], ids: np.ndarray, scores: np.ndarray, names: np.ndarray) -> dict[str, bytes]:

