@@ -89,6 +89,7 @@ class Settings(BaseSettings):
     redis_retry_after: float = Field(default=1.0, ge=0, description="Seconds the API serves fallback before retrying.")
     fallback_refresh_seconds: float = Field(default=30.0, gt=0)
     active_cache_seconds: float = Field(default=1.0, ge=0, description="How long the API trusts its active version.")
+    item_cache_size: int = Field(default=100_000, ge=0, description="Catalog items each API worker keeps in memory.")
     max_n: int = Field(default=100, ge=1, le=1000)
     max_events_per_request: int = Field(default=1000, ge=1)
     events_stream_maxlen: int = Field(default=1_000_000, ge=1000)

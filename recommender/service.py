@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -65,8 +65,12 @@ class Fallback:
     model_version: str | None = None
     popular: tuple[list[str], list[float]] = ([], [])
     by_category: dict[str, tuple[list[str], list[float]]] = field(default_factory=dict)
-    details: dict[str, Item] = field(default_factory=dict)
+    details: dict[str, Item | None] = field(default_factory=dict)
     refreshed_at: float = 0.0
+
+    def lists(self, category: str | None) -> tuple[list[str], list[float]]:
+        """The popular list overall or of ``category`` (empty for an unknown one)."""
+        return self.by_category.get(category, ([], [])) if category else self.popular
 
 
 def _split_csv(value: str | None, limit: int) -> list[str]:
@@ -90,6 +94,8 @@ class RecommendationService:
         self._active_version: str | None = None
         self._challenger_version: str | None = None
         self._active_read_at = -1e9
+        self._catalog_version: str | None = None  # published versions never change: their details are cached
+        self._catalog: dict[str, Item | None] = {}
 
     # ---- Redis access with a timeout and a short circuit breaker ------------------
     async def _call(self, coro: Any) -> Any:
@@ -151,7 +157,7 @@ class RecommendationService:
             fill_ids: list[str] = []
             fill_scores: list[float] = []
             if len(ids) < n or excluded or category is not None or session:  # the list alone may not be enough
-                fill_ids, fill_scores = decode(await self._call(self.redis.get(self.keys.popular(version, category))))
+                fill_ids, fill_scores = await self._popular(version, category)
             if session:
                 ids, scores, fill_ids, fill_scores, source = await self._with_session(
                     version, orjson.loads(session), (ids, scores), (fill_ids, fill_scores), source, n
@@ -214,17 +220,31 @@ class RecommendationService:
             return self._from_fallback(n, excluded, category, details)
         return Listing(_merge([(ids, scores)], n, set(), None, info, details), source, model_version)
 
-    async def _details(self, version: str, ids: list[str]) -> dict[str, Item]:
-        if not ids:
-            return {}
-        unique = list(dict.fromkeys(ids))
-        values = await self._call(self.redis.hmget(self.keys.items(version), unique))
-        return {i: orjson.loads(v) for i, v in zip(unique, values, strict=True) if v is not None}
+    async def _popular(self, version: str, category: str | None) -> tuple[list[str], list[float]]:
+        """A popular list of ``version``: from the in-process copy when it is of that version, else Redis."""
+        if self.fallback.version == version:
+            return self.fallback.lists(category)
+        return decode(await self._call(self.redis.get(self.keys.popular(version, category))))
+
+    async def _details(self, version: str, ids: list[str]) -> dict[str, Item | None]:
+        """Catalog details of ``version`` (None: not in the catalog), with every one of ``ids`` present.
+
+        A published version never changes, so details are cached per process: up to
+        ``RECSYS_ITEM_CACHE_SIZE`` items of the newest version asked for. Read, never modify.
+        """
+        if version != self._catalog_version or len(self._catalog) > self.settings.item_cache_size:
+            self._catalog_version, self._catalog = version, {}
+        cache = self._catalog
+        missing = [i for i in ids if i not in cache]
+        if missing:
+            values = await self._call(self.redis.hmget(self.keys.items(version), missing))
+            for item_id, value in zip(missing, values, strict=True):
+                cache[item_id] = None if value is None else orjson.loads(value)
+        return cache
 
     def _from_fallback(self, n: int, excluded: set[str], category: str | None, details: bool) -> Listing:
         fb = self.fallback
-        lists = fb.by_category.get(category, ([], [])) if category else fb.popular
-        items = _merge([lists], n, excluded, category, fb.details, details)
+        items = _merge([fb.lists(category)], n, excluded, category, fb.details, details)
         return Listing(items, "fallback", fb.model_version)
 
     async def forget(self, user_id: str) -> ForgetReport:
@@ -301,7 +321,8 @@ class RecommendationService:
             lists = await self._call(self.redis.mget([self.keys.popular(version, c) for c in names])) if names else []
             by_category = {c: decode(v) for c, v in zip(names, lists, strict=True)}
             ids = decode(popular)[0] + [i for lst in by_category.values() for i in lst[0]]
-            details = await self._details(version, ids)
+            known = await self._details(version, ids)
+            details = {i: known[i] for i in ids}
             model_version = await self._model_version(version)
         except RedisUnavailableError:
             return False
@@ -320,7 +341,7 @@ def _merge(
     n: int,
     excluded: set[str],
     category: str | None,
-    info: dict[str, Item],
+    info: Mapping[str, Item | None],
     details: bool,
 ) -> list[Item]:
     """First ``n`` distinct items across ``lists`` in order, minus excluded / other categories."""
@@ -330,11 +351,11 @@ def _merge(
         for item_id, score in zip(ids, scores, strict=True):
             if len(out) == n:
                 return out
-            if item_id in seen or (category and info.get(item_id, {}).get("category") != category):
+            if item_id in seen or (category and (info.get(item_id) or {}).get("category") != category):
                 continue
             seen.add(item_id)
             entry: Item = {"item_id": item_id, "score": score}
             if details:
-                entry.update(info.get(item_id, {}))
+                entry.update(info.get(item_id) or {})
             out.append(entry)
     return out

@@ -9,18 +9,22 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import redis
+from fastapi.testclient import TestClient
 
 from recommender.config import Settings
+from recommender.ingest import ingest_catalog
 from recommender.keys import Keys
 from recommender.lifecycle import publish_model, train_and_register
 from recommender.promotion import promote
 from recommender.publish import IncompletePublishError, begin, finish, publish, write_shard
 from recommender.tracking import load_bundle
 from recommender.training import TrainConfig
-from tests.conftest import REPO
+from serving.app import create_app
+from tests.conftest import REPO, write
 
 KEYS = Keys("recsys")
 
@@ -168,3 +172,24 @@ def test_a_version_with_a_missing_shard_is_never_flipped_to(served: tuple[Settin
     write_shard(r, KEYS, version, bundle, two, 0, 2)  # the retried shard
     assert finish(r, two, version).previous == old and r.get(KEYS.active) == version
     assert_complete(r, version, settings.top_n)
+
+
+def test_the_api_follows_the_catalog_of_the_version_it_serves(
+    served: tuple[Settings, str, redis.Redis], tmp_path: Path
+) -> None:
+    settings = served[0].model_copy(update={"active_cache_seconds": 0})
+    query = {"n": 5, "category": "c02", "details": True}
+    with TestClient(create_app(settings)) as api:
+        before = api.get("/v1/users/u1/recommendations", params=query).json()["items"]
+        moved = before[0]["item_id"]
+        assert api.get("/v1/users/u1/recommendations", params=query).json()["items"] == before  # from the cache
+        catalog = write(tmp_path / "moved.csv", f"item_id,title,category,price,in_stock\n{moved},Moved,c99,1.5,true\n")
+        ingest_catalog(catalog, settings)
+        publish_model(settings)  # a new version carries the new catalog
+
+        after = api.get("/v1/users/u1/recommendations", params=query).json()["items"]
+        elsewhere = api.get("/v1/users/u1/recommendations", params=query | {"category": "c99", "n": 50}).json()
+
+    assert moved not in [i["item_id"] for i in after] and len(after) == 5
+    entry = {i["item_id"]: i for i in elsewhere["items"]}[moved]  # the only item of c99
+    assert (entry["title"], entry["category"], entry["price"]) == ("Moved", "c99", 1.5)
