@@ -18,7 +18,8 @@ demand: **Trigger** opens a form with the model family, its hyperparameters, eve
 weights, recency decay, the metric cut-off, the snapshot and whether to promote automatically.
 Empty fields keep the defaults.
 
-1. **pick_snapshot**: the requested Iceberg snapshot, or the newest.
+1. **pick_snapshot**: the requested Iceberg snapshot, or the newest (the run is skipped while
+   nothing was ingested: a weekly run on a new installation is not a failure).
 2. **train_and_evaluate**: leave-last-out evaluation against the popularity baseline, refit on
    all data; the run is tracked in MLflow (compare runs in the MLflow UI) and the model is
    registered as `candidate`.
@@ -121,10 +122,13 @@ def retrain_recommender() -> None:
 
     @task
     def pick_snapshot(params: dict[str, Any] | None = None) -> int:
-        """The snapshot to train on."""
+        """The snapshot to train on (the run is skipped while nothing was ingested)."""
         from recommender.pipeline import current_snapshot
 
-        return current_snapshot(settings(), (params or {}).get("snapshot_id"))
+        snapshot = current_snapshot(settings(), (params or {}).get("snapshot_id"))
+        if snapshot is None:
+            raise AirflowSkipException("the events table is empty: nothing to train on until an ingest stores events")
+        return snapshot
 
     @task(retries=1)
     def train_and_evaluate(snapshot_id: int, params: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -59,17 +59,14 @@ def stored_since(settings: Settings, mark: int | None) -> int:
     return Store(settings).stored_since(mark)
 
 
-def current_snapshot(settings: Settings, requested: int | None = None) -> int:
-    """``requested`` if the events table has it, else the newest snapshot."""
+def current_snapshot(settings: Settings, requested: int | None = None) -> int | None:
+    """``requested`` if the events table has it, else the newest snapshot (None: nothing ingested yet)."""
     store = Store(settings)
     if requested is not None:
         if requested not in {s.snapshot_id for s in store.snapshots()}:
             raise LookupError(f"snapshot {requested} is not in the events table; see `recsys snapshots`")
         return requested
-    snapshot = store.current_snapshot_id()
-    if snapshot is None:
-        raise LookupError("the events table is empty: ingest something first")
-    return snapshot
+    return store.current_snapshot_id()
 
 
 def train_config(settings: Settings, params: Mapping[str, Any], snapshot_id: int | None = None) -> TrainConfig:

@@ -157,3 +157,11 @@ def test_retrain_gate_and_human_promotion_through_the_dags(
     assert back.state == "success" and set(task_states(back).values()) == {"success"}
     assert mlflow.get_model_version_by_alias(name, "production").version == v1.version
     assert served_model_version(settings) == v1.version
+
+
+def test_a_retrain_before_any_ingest_is_skipped_not_failed(dag_env: dict[str, Any]) -> None:
+    run = run_dag("retrain_recommender")  # e.g. the weekly run on a new installation
+    states = task_states(run)
+    assert run.state == "success"
+    assert states["pick_snapshot"] == "skipped" and set(states.values()) == {"skipped"}
+    assert served_model_version(Settings()) is None

@@ -1,8 +1,9 @@
-"""Kubernetes manifests, alert rules and the CI workflow: structure checked offline (no cluster here).
+"""Kubernetes manifests, alert rules and the CI workflow, checked offline (no cluster here).
 
-No Kubernetes JSON schemas ship offline with check-jsonschema, so the rules that matter for
-operating the API are checked directly: probes on the right paths, resources, an HPA and a PDB
-that point at the Deployment, secrets from Secrets, pinned images.
+Every manifest is validated strictly against the Kubernetes API schemas that kubernetes-validate
+bundles; then the rules that matter for operating the API are checked directly: probes on the
+right paths, resources, an HPA and a PDB that point at the Deployment, secrets from Secrets,
+pinned images.
 """
 
 from __future__ import annotations
@@ -32,6 +33,27 @@ def by_kind(kind: str) -> list[dict[str, Any]]:
 
 def containers(workload: dict[str, Any]) -> list[dict[str, Any]]:
     return list(workload["spec"]["template"]["spec"]["containers"])
+
+
+KUBERNETES_VERSION = "1.29.0"  # an older release still common in managed clusters; and the newest bundled
+
+
+@pytest.mark.parametrize("path", sorted(K8S.glob("*.yaml")), ids=lambda p: p.name)
+def test_manifests_validate_strictly_against_the_kubernetes_schemas(path: Path) -> None:
+    import kubernetes_validate
+
+    for doc in (d for d in yaml.safe_load_all(path.read_text()) if d):
+        for version in (KUBERNETES_VERSION, kubernetes_validate.latest_version()):
+            kubernetes_validate.validate(doc, version, strict=True)  # raises on any schema error
+
+
+def test_the_schema_check_rejects_a_misspelt_field() -> None:
+    import kubernetes_validate
+
+    deployment = by_kind("Deployment")[0]
+    broken = {**deployment, "spec": {**deployment["spec"], "replica": 2}}
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(broken, KUBERNETES_VERSION, strict=True)
 
 
 def test_every_document_names_its_api_kind_and_metadata() -> None:
