@@ -70,13 +70,13 @@ def _slice(n: int, shard: int, shards: int) -> np.ndarray:
     return np.array_split(np.arange(n), shards)[shard]
 
 
-def begin_version(
+def _write_shared(
     r: redis.Redis, keys: Keys, version: str, bundle: Bundle, settings: Settings, catalog: pa.Table | None
 ) -> dict[str, int]:
     """Start ``version``: the popular lists, categories and catalog; returns counts. Flips nothing.
 
     The per-user and similar-item lists are written by :func:`write_shard` (one or many, in any
-    order or in parallel), then :func:`finish_version` checks every shard and flips.
+    order or in parallel), then :func:`finish` checks every shard and flips.
     """
     vocab = bundle.vocab
     batch = settings.publish_batch
@@ -230,7 +230,7 @@ def begin(
     """Start a new version of ``model_version`` (shared lists and its meta record); returns its name."""
     keys = Keys(settings.redis_prefix)
     version = f"m{model_version}-{datetime.now(UTC):%Y%m%dT%H%M%S%f}"
-    counts = begin_version(r, keys, version, bundle, settings, catalog)
+    counts = _write_shared(r, keys, version, bundle, settings, catalog)
     r.hset(
         keys.meta(version),
         mapping={
