@@ -84,3 +84,17 @@ def test_the_api_answers_from_the_cluster(cluster_settings: Settings) -> None:
         assert api.delete("/v1/users/u1", headers=ADMIN).status_code == 202
         gone = api.get("/v1/users/u1/recommendations", params={"n": 5}, headers=read).json()
         assert gone["source"] == "popular"
+
+
+def test_a_lost_node_means_fallback_answers_not_errors(cluster_settings: Settings, redis_cluster: list[int]) -> None:
+    """Runs last: it shuts down one of the three primaries (a third of the slots)."""
+    users = [f"u{i}" for i in range(2, 42)]
+    read = {"X-API-Key": "shop"}
+    with TestClient(create_app(cluster_settings.model_copy(update={"redis_retry_after": 0.2}))) as api:
+        before = {api.get(f"/v1/users/{u}/recommendations", headers=read).json()["source"] for u in users}
+        assert "fallback" not in before and "personalized" in before
+        redis.Redis(port=redis_cluster[2]).shutdown(nosave=True)  # type: ignore[no-untyped-call]
+        answers = [api.get(f"/v1/users/{u}/recommendations", params={"n": 5}, headers=read) for u in users]
+    assert all(a.status_code == 200 and len(a.json()["items"]) == 5 for a in answers)
+    sources = [a.json()["source"] for a in answers]
+    assert "fallback" in sources and set(sources) <= {"personalized", "popular", "fallback"}
