@@ -147,15 +147,16 @@ def forward_accuracy(bundle: Bundle, current: pa.Table, since: float, k: int) ->
     items = bundle.vocab.item_cols(later.column("item_id").to_pylist())
     order = np.argsort(later.column("timestamp").cast(pa.int64()).to_numpy(), kind="stable")
     history = bundle.user_items
-    targets: dict[int, int] = {}
-    for u, i in zip(users[order], items[order], strict=True):
-        if u >= 0 and i >= 0 and u not in targets and history[u, i] == 0:
-            targets[int(u)] = int(i)
-    if not targets:
+    u, i = users[order], items[order]
+    known = (u >= 0) & (i >= 0)
+    u, i = u[known], i[known]
+    new = np.asarray(history[u, i]).ravel() == 0  # not in the user's training history
+    u, i = u[new], i[new]
+    if not len(u):
         return {"forward_users": 0.0}
-    rows = np.fromiter(targets, dtype=np.int64)
+    rows, first = np.unique(u, return_index=True)  # each user's first new item, in time order
     recommended, _ = bundle.model.recommend(rows, history, k)
-    ranks = target_ranks(recommended, np.fromiter(targets.values(), dtype=np.int64))
+    ranks = target_ranks(recommended, i[first])
     accuracy = accuracy_at(ranks, k)
     return {
         "forward_users": float(len(rows)),
