@@ -75,6 +75,9 @@ class Settings(BaseSettings):
     similar_n: int = Field(default=20, ge=1, le=1000)
     keep_versions: int = Field(default=2, ge=2, description="Published versions kept (active + previous ...).")
     publish_batch: int = Field(default=5_000, ge=1)
+    publish_lease_seconds: int = Field(
+        default=6 * 3600, ge=60, description="How long an unfinished publish is protected from cleanups."
+    )
     publish_shards: int = Field(
         default=1, ge=1, le=1024, description="Parts the user and similar lists are scored in (DAG: parallel tasks)."
     )

@@ -72,6 +72,10 @@ class Keys:
         """Prefix of all keys of ``version``."""
         return f"{self.prefix}:v:{version}:"
 
+    def lease(self, version: str) -> str:
+        """STRING with a TTL: ``version`` is being written; cleanups leave it alone while it exists."""
+        return f"{self.ns(version)}lease"
+
     def meta(self, version: str) -> str:
         """HASH: model_version, run_id, published_at, counts."""
         return f"{self.ns(version)}meta"

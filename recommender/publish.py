@@ -80,6 +80,7 @@ def _write_shared(
     """
     vocab = bundle.vocab
     batch = settings.publish_batch
+    r.set(keys.lease(version), "1", ex=settings.publish_lease_seconds)  # before anything can see it as started
     r.sadd(keys.started, version)
     popularity = bundle.popularity()
     order = np.argsort(-popularity, kind="stable")
@@ -120,13 +121,16 @@ def write_shard(
     batch = settings.publish_batch
     shown = np.zeros(n_items, dtype=bool)
     users, items = _slice(n_users, shard, shards), _slice(n_items, shard, shards)
+    _renew(r, keys, version, settings)
     for lo in range(0, len(users), batch):
+        _renew(r, keys, version, settings)
         rows = users[lo : lo + batch]
         ids, scores = model.recommend(rows, bundle.user_items, settings.top_n)
         shown[ids[ids >= 0]] = True
         r.mset(_encoded([keys.user(version, str(u)) for u in vocab.users[rows]], ids, scores, vocab.items))
         progress("users", lo + len(rows), len(users))
     for lo in range(0, len(items), batch):
+        _renew(r, keys, version, settings)
         cols = items[lo : lo + batch]
         ids, scores = model.similar_items(cols, settings.similar_n)
         r.mset(_encoded([keys.similar(version, str(t)) for t in vocab.items[cols]], ids, scores, vocab.items))
@@ -137,7 +141,15 @@ def write_shard(
 
 
 class IncompletePublishError(RuntimeError):
-    """A version cannot be flipped to: some of its shards were not written."""
+    """A version cannot be written or flipped to: shards are missing, or it was abandoned and cleaned up."""
+
+
+def _renew(r: redis.Redis, keys: Keys, version: str, settings: Settings) -> None:
+    """Extend ``version``'s lease; raise when it is gone (the publish was abandoned and may be cleaned up)."""
+    if not r.expire(keys.lease(version), settings.publish_lease_seconds):
+        raise IncompletePublishError(
+            f"version {version} is not being published any more (its lease expired or it was cleaned up); publish again"
+        )
 
 
 def _coverage(r: redis.Redis, keys: Keys, version: str, shards: int, n_items: int) -> float:
@@ -167,10 +179,13 @@ def flip(r: redis.Redis, keys: Keys, version: str, keep: int) -> tuple[str | Non
 
 
 def cleanup(r: redis.Redis, keys: Keys) -> list[str]:
-    """Delete every started version that is neither kept nor active (partial ones included)."""
+    """Delete every started version that is neither kept nor active nor being written (abandoned partial
+    ones included: a failed publish gives its lease up, a killed one's lease expires)."""
     kept = {str(v) for v in r.lrange(keys.versions, 0, -1)} | {str(r.get(keys.active)), str(r.get(keys.challenger))}
     removed = []
     for version in sorted({str(v) for v in r.smembers(keys.started)} - kept):
+        if r.exists(keys.lease(version)):
+            continue
         for chunk in _chunks(r.scan_iter(match=keys.ns(version) + "*", count=5000), 5000):
             r.unlink(*chunk)
         r.srem(keys.started, version)
@@ -219,8 +234,12 @@ def publish(
         return _published(r, keys, existing, *flip(r, keys, existing, settings.keep_versions), reused=True)
     version = begin(r, settings, bundle, model_version, catalog)
     shards = settings.publish_shards
-    for shard in range(shards):
-        write_shard(r, keys, version, bundle, settings, shard, shards, progress)
+    try:
+        for shard in range(shards):
+            write_shard(r, keys, version, bundle, settings, shard, shards, progress)
+    except BaseException:
+        r.delete(keys.lease(version))  # abandoned: the next publish cleans it up
+        raise
     return finish(r, settings, version, challenger)
 
 
@@ -264,6 +283,7 @@ def finish(r: redis.Redis, settings: Settings, version: str, challenger: bool = 
         removed = cleanup(r, keys)
     else:
         previous, removed = flip(r, keys, version, settings.keep_versions)
+    r.delete(keys.lease(version))  # served now: being kept or active protects it from here on
     return _published(r, keys, version, previous, removed, reused=False)
 
 

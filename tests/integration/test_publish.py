@@ -193,3 +193,27 @@ def test_the_api_follows_the_catalog_of_the_version_it_serves(
     assert moved not in [i["item_id"] for i in after] and len(after) == 5
     entry = {i["item_id"]: i for i in elsewhere["items"]}[moved]  # the only item of c99
     assert (entry["title"], entry["category"], entry["price"]) == ("Moved", "c99", 1.5)
+
+
+def test_a_publish_in_progress_survives_another_publish_and_an_abandoned_one_does_not(
+    served: tuple[Settings, str, redis.Redis],
+) -> None:
+    settings, _, r = served
+    bundle, model_version = load_bundle(settings)
+    two = settings.model_copy(update={"publish_shards": 2})
+    slow = begin(r, two, bundle, model_version)  # e.g. retrain's shards still queued on the workers
+    write_shard(r, KEYS, slow, bundle, two, 0, 2)
+
+    other = publish_model(settings)  # e.g. a promote_model run meanwhile: its cleanup leaves `slow` alone
+
+    assert slow not in other.removed and r.hget(KEYS.meta(slow), "shard:0/2")
+    write_shard(r, KEYS, slow, bundle, two, 1, 2)
+    assert finish(r, two, slow).previous == other.version and r.get(KEYS.active) == slow
+    assert_complete(r, slow, settings.top_n)
+    assert not r.exists(KEYS.lease(slow))
+
+    abandoned = begin(r, two, bundle, model_version)
+    r.delete(KEYS.lease(abandoned))  # as when its lease expires (RECSYS_PUBLISH_LEASE_SECONDS)
+    assert abandoned in publish_model(settings).removed
+    with pytest.raises(IncompletePublishError, match="not being published any more"):
+        write_shard(r, KEYS, abandoned, bundle, two, 0, 2)
