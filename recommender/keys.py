@@ -1,8 +1,8 @@
 """The Redis key schema, shared by the publisher and the API.
 
 Everything of one published version lives under ``{prefix}:v:{version}:``; readers first
-GET ``{{prefix}}:active`` and then read only that version's keys, so flipping the pointer is
-the one atomic step of a publish. Values are JSON.
+GET the active pointer (``{recsys}:active`` for the default prefix) and then read only that
+version's keys, so flipping the pointer is the one atomic step of a publish. Values are JSON.
 
 Placement in a Redis Cluster: the pointers a flip changes together (active, versions,
 challenger, started) share the hash tag ``{prefix}``, so the flip's MULTI/EXEC stays on one
