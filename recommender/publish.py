@@ -16,6 +16,7 @@ import json
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -121,7 +122,6 @@ def write_shard(
     batch = settings.publish_batch
     shown = np.zeros(n_items, dtype=bool)
     users, items = _slice(n_users, shard, shards), _slice(n_items, shard, shards)
-    _renew(r, keys, version, settings)
     for lo in range(0, len(users), batch):
         _renew(r, keys, version, settings)
         rows = users[lo : lo + batch]
@@ -136,6 +136,7 @@ def write_shard(
         r.mset(_encoded([keys.similar(version, str(t)) for t in vocab.items[cols]], ids, scores, vocab.items))
         progress("similar items", lo + len(cols), len(items))
     # which items this shard's users were shown, for the catalogue coverage computed at the flip
+    _renew(r, keys, version, settings)  # never record a shard into a version that was cleaned up
     r.hset(keys.meta(version), f"shard:{shard}/{shards}", np.packbits(shown).tobytes().hex())
     return {"shard": shard, "users": len(users), "items": len(items)}
 
@@ -231,7 +232,8 @@ def publish(
     keys = Keys(settings.redis_prefix)
     existing = find_published(r, keys, model_version) if reuse else None
     if existing:
-        return _published(r, keys, existing, *flip(r, keys, existing, settings.keep_versions), reused=True)
+        previous, removed = flip(r, keys, existing, settings.keep_versions)
+        return _published(r.hgetall(keys.meta(existing)), existing, previous, removed, reused=True)
     version = begin(r, settings, bundle, model_version, catalog)
     shards = settings.publish_shards
     try:
@@ -284,13 +286,11 @@ def finish(r: redis.Redis, settings: Settings, version: str, challenger: bool = 
     else:
         previous, removed = flip(r, keys, version, settings.keep_versions)
     r.delete(keys.lease(version))  # served now: being kept or active protects it from here on
-    return _published(r, keys, version, previous, removed, reused=False)
+    return _published(meta, version, previous, removed, reused=False)
 
 
-def _published(
-    r: redis.Redis, keys: Keys, version: str, previous: str | None, removed: list[str], reused: bool
-) -> Published:
-    meta = r.hgetall(keys.meta(version))
+def _published(meta: dict[Any, Any], version: str, previous: str | None, removed: list[str], reused: bool) -> Published:
+    """What a publish did, from the version's ``meta`` record."""
     seconds = 0.0 if reused else (datetime.now(UTC) - datetime.fromisoformat(str(meta["started_at"]))).total_seconds()
     return Published(
         version,

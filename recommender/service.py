@@ -172,7 +172,7 @@ class RecommendationService:
         except RedisUnavailableError:
             return self._from_fallback(n, excluded, category, details)
         items = _merge([(ids, scores), (fill_ids, fill_scores)], n, excluded, category, info, details)
-        return Listing(items, source, model_version, new_recommendation_id(model_version))
+        return Listing(items, source, model_version)
 
     async def _with_session(
         self,
@@ -187,8 +187,9 @@ class RecommendationService:
         values = await self._call(self.redis.mget([self.keys.similar(version, i) for i in recent]))
         base = stored if stored[0] else popular
         ids, scores = blend(base, [decode(v) for v in values], recent, self.settings.session_weight)
-        fill = [i for i in popular[0] if i not in set(recent)]
-        changed = ids[:n] != [i for i in base[0] if i not in set(recent)][:n]
+        seen = set(recent)
+        fill = [i for i in popular[0] if i not in seen]
+        changed = ids[:n] != [i for i in base[0] if i not in seen][:n]
         return ids, scores, fill, [0.0] * len(fill), "session" if changed else source
 
     async def similar(self, item_id: str, n: int, details: bool = False) -> Listing:
