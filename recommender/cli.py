@@ -87,16 +87,14 @@ def generate(
     as_json: JsonOpt = False,
 ) -> None:
     """Write a synthetic shop (events.csv, catalog.csv) in the canonical format."""
-    from recommender.synthetic import ShopSpec, write_shop
-    from recommender.synthetic import generate as gen
+    from recommender.synthetic import ShopSpec, write_generated
 
     spec = ShopSpec(users=users, items=items, events=events, seed=seed, days=days, drift_from=drift_from)
     with err.status("generating shop", spinner="dots") if not as_json else _null():
-        shop = gen(spec)
-        events_path, catalog_path = write_shop(shop, out)
+        events_path, catalog_path, written = write_generated(spec, out)
     result = {
-        "events": shop.events.num_rows,
-        "items": shop.catalog.num_rows,
+        "events": written,
+        "items": items,
         "events_path": str(events_path),
         "catalog_path": str(catalog_path),
         "seed": seed,

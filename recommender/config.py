@@ -18,20 +18,31 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 DEV_SECRET = "dev-insecure-change-me"
 """Default HMAC secret: fine on a laptop, refused in production mode."""
 
-ROLES = ("read", "admin")
+ROLES = ("read", "events", "write", "admin")
+"""API roles, each allowed what the ones before it are: ``read`` the shop's lists, ``events`` also posts
+events (a browser key), ``write`` also changes the catalog (the shop's backend), ``admin`` everything."""
+PLACEHOLDER = "change-me"
+"""What every secret in ``.env.example`` contains: refused in production."""
+MIN_SECRET_BYTES = 32
 DEFAULT_EVENT_WEIGHTS: dict[str, float] = {"view": 1.0, "add_to_cart": 4.0, "purchase": 8.0}
 
 
 class Settings(BaseSettings):
     """Every knob of the system; read from ``RECSYS_*`` environment variables."""
 
-    model_config = SettingsConfigDict(env_prefix="RECSYS_", env_file=None, extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="RECSYS_", env_file=None, extra="ignore", hide_input_in_errors=True)
 
     env: Literal["development", "production"] = "development"
     home: Path = Field(default=Path(".recsys"), description="All local state lives here.")
 
     # privacy
     hmac_secret: SecretStr = SecretStr(DEV_SECRET)
+    user_signing_secret: SecretStr | None = Field(
+        default=None, description="Key of the user-id signatures the shop's backend gives its pages (HMAC-SHA256)."
+    )
+    require_user_signature: bool = Field(
+        default=False, description="Events and personalized reads below the write role need X-User-Signature."
+    )
 
     # events
     event_weights: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_EVENT_WEIGHTS))
@@ -46,6 +57,9 @@ class Settings(BaseSettings):
     catalog_uri: str | None = None
     warehouse: str | None = None
     namespace: str = "recsys"
+    orphan_min_age_hours: float = Field(
+        default=24.0, ge=0, description="Unreferenced data files younger than this survive a purge (in-flight writes)."
+    )
 
     # training and evaluation
     k: int = Field(default=10, ge=1, le=1000, description="Cut-off of the reported metrics.")
@@ -86,8 +100,13 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8000, ge=1, le=65535)
     api_workers: int = Field(default=1, ge=1, le=64)
-    api_keys: str = Field(default="", description="Comma-separated key:role pairs; roles: read, admin.")
-    open_reads: bool | None = Field(default=None, description="Shop endpoints without a key (default: no keys set).")
+    api_keys: SecretStr = Field(
+        default=SecretStr(""), description="Comma-separated key:role pairs; roles: read, events, write, admin."
+    )
+    open_reads: bool | None = Field(
+        default=None, description="Shop reads without a key (default: only in development with no keys set)."
+    )
+    max_body_bytes: int = Field(default=1 << 20, ge=1024, description="Largest request body accepted (413 beyond).")
     redis_timeout: float = Field(default=0.25, gt=0, description="Seconds per Redis call in the API.")
     redis_retry_after: float = Field(default=1.0, ge=0, description="Seconds the API serves fallback before retrying.")
     fallback_refresh_seconds: float = Field(default=30.0, gt=0)
@@ -95,7 +114,9 @@ class Settings(BaseSettings):
     item_cache_size: int = Field(default=100_000, ge=0, description="Catalog items each API worker keeps in memory.")
     max_n: int = Field(default=100, ge=1, le=1000)
     max_events_per_request: int = Field(default=1000, ge=1)
-    events_stream_maxlen: int = Field(default=1_000_000, ge=1000)
+    event_backlog_limit: int = Field(
+        default=1_000_000, ge=1000, description="Undrained events beyond which POST /v1/events answers 503."
+    )
     experiment_share: float = Field(default=0.1, ge=0, le=1, description="Users on the challenger, if one is live.")
     session_items: int = Field(default=5, ge=0, le=50, description="Recent items blended in (0: off).")
     session_ttl_seconds: int = Field(default=1800, ge=1, description="A session ends after this long quiet.")
@@ -119,27 +140,36 @@ class Settings(BaseSettings):
     smoke_users: int = Field(default=5, ge=1, le=1000, description="Users the smoke check reads back.")
 
     @model_validator(mode="after")
-    def _refuse_default_secret(self) -> Settings:
-        if self.env == "production" and self.hmac_secret.get_secret_value() == DEV_SECRET:
-            raise ValueError(
-                "RECSYS_ENV=production with the default RECSYS_HMAC_SECRET: "
-                "set RECSYS_HMAC_SECRET to a long random value (e.g. `openssl rand -hex 32`)."
-            )
+    def _check(self) -> Settings:
+        keys = self.parsed_api_keys()  # fail early on a malformed RECSYS_API_KEYS
+        if self.env == "production":
+            secrets = {"RECSYS_HMAC_SECRET": self.hmac_secret.get_secret_value()}
+            if self.user_signing_secret is not None:
+                secrets["RECSYS_USER_SIGNING_SECRET"] = self.user_signing_secret.get_secret_value()
+            secrets |= {f"RECSYS_API_KEYS entry {n} ({role})": key for n, (key, role) in enumerate(keys.items(), 1)}
+            for name, value in secrets.items():
+                refuse_weak_secret(name, value)
+        if self.require_user_signature and self.user_signing_secret is None:
+            raise ValueError("RECSYS_REQUIRE_USER_SIGNATURE=true needs RECSYS_USER_SIGNING_SECRET.")
         if self.redis_cluster and not self.redis_url:
             raise ValueError("RECSYS_REDIS_CLUSTER=true needs RECSYS_REDIS_URL: the URL of any node of the cluster.")
-        self.parsed_api_keys()  # fail early on a malformed RECSYS_API_KEYS
         if not self.event_weights:
             raise ValueError("RECSYS_EVENT_WEIGHTS must name at least one event type.")
         return self
 
     def parsed_api_keys(self) -> Mapping[str, str]:
         """``RECSYS_API_KEYS`` as {key: role} (parsed once; the API asks on every request)."""
-        return parse_api_keys(self.api_keys)
+        return parse_api_keys(self.api_keys.get_secret_value())
+
+    @property
+    def keyless(self) -> bool:
+        """Development without any API key: the shop's routes (not admin's) answer anyone."""
+        return self.env == "development" and not self.parsed_api_keys()
 
     @property
     def reads_open(self) -> bool:
-        """Whether shop endpoints answer without a key."""
-        return (not self.parsed_api_keys()) if self.open_reads is None else self.open_reads
+        """Whether shop reads answer without a key (never by default in production)."""
+        return self.keyless if self.open_reads is None else self.open_reads
 
     @property
     def home_abs(self) -> Path:
@@ -177,16 +207,38 @@ class Settings(BaseSettings):
         return self.warehouse or (self.home_abs / "warehouse").as_uri()
 
 
+def refuse_weak_secret(name: str, value: str) -> None:
+    """Production refuses ``.env.example``'s placeholders and secrets under 32 bytes (never echoing them)."""
+    if value == DEV_SECRET or PLACEHOLDER in value:
+        raise ValueError(
+            f"RECSYS_ENV=production: {name} is a placeholder; set a random value (`openssl rand -hex 32`)."
+        )
+    if len(value.encode()) < MIN_SECRET_BYTES:
+        raise ValueError(
+            f"RECSYS_ENV=production: {name} is shorter than {MIN_SECRET_BYTES} bytes; use `openssl rand -hex 32`."
+        )
+
+
 @lru_cache(maxsize=8)
 def parse_api_keys(text: str) -> Mapping[str, str]:
-    """Comma-separated ``key:role`` pairs as a read-only {key: role}."""
+    """Comma-separated ``key:role`` pairs as a read-only {key: role}.
+
+    A malformed entry is named by its position, never by its text: it may be a key.
+    """
     keys: dict[str, str] = {}
-    for pair in filter(None, (p.strip() for p in text.split(","))):
+    for n, pair in enumerate(filter(None, (p.strip() for p in text.split(","))), 1):
         key, sep, role = pair.rpartition(":")
         if not sep or not key or role not in ROLES:
-            raise ValueError(f"RECSYS_API_KEYS: {pair.split(':')[-1]!r} is not key:role with role in {ROLES}")
+            raise ValueError(
+                f"RECSYS_API_KEYS: entry {n} is not key:role with a role in {', '.join(ROLES)} (keys are not shown)"
+            )
         keys[key] = role
     return MappingProxyType(keys)
+
+
+def role_allows(role: str | None, needed: str) -> bool:
+    """Whether ``role`` may do what ``needed`` may (roles are ordered, see :data:`ROLES`)."""
+    return role is not None and ROLES.index(role) >= ROLES.index(needed)
 
 
 @lru_cache(maxsize=1)

@@ -170,13 +170,10 @@ def validate_events(raw: pd.DataFrame, settings: Settings, now: datetime | None 
     flag(bad_p, "bad_number:price")
 
     secret = settings.hmac_secret.get_secret_value()
-    user_ok = ~blank(frame["user_id"])
-    users = pd.Series([None] * n, index=frame.index, dtype="object")
-    if user_ok.any():
-        users[user_ok] = pseudonymize_many(frame.loc[user_ok, "user_id"].astype("string").str.strip(), secret)
+    users, sessions = _pseudonyms(frame["user_id"], secret), _pseudonyms(frame["session_id"], secret)
 
-    is_bad = reasons.bad
-    bad_rows = frame[is_bad].drop(columns=["position"]).assign(user_id=users[is_bad])
+    is_bad = reasons.bad  # pseudonymized field by field: no raw user or session id reaches the quarantine
+    bad_rows = frame[is_bad].drop(columns=["position"]).assign(user_id=users[is_bad], session_id=sessions[is_bad])
     bad = pd.DataFrame(
         {
             "position": frame.loc[is_bad, "position"].astype("Int64").to_numpy(),
@@ -185,24 +182,29 @@ def validate_events(raw: pd.DataFrame, settings: Settings, now: datetime | None 
             "raw": raw_json(bad_rows),
         }
     )
-    return Validated(good=_storable(frame[~is_bad], users[~is_bad], event_type, ts, quantity, price, secret), bad=bad)
+    good = _storable(frame[~is_bad], users[~is_bad], sessions[~is_bad], event_type, ts, quantity, price)
+    return Validated(good=good, bad=bad)
+
+
+def _pseudonyms(raw: pd.Series, secret: str) -> pd.Series:
+    """The pseudonym of each non-blank id (stripped), None where blank."""
+    present = ~blank(raw)
+    out = pd.Series([None] * len(raw), index=raw.index, dtype="object")
+    if present.any():
+        out[present] = pseudonymize_many(raw[present].astype("string").str.strip(), secret)
+    return out
 
 
 def _storable(
     frame: pd.DataFrame,
     users: pd.Series,
+    sessions: pd.Series,
     event_type: pd.Series,
     ts: pd.Series,
     quantity: pd.Series,
     price: pd.Series,
-    secret: str,
 ) -> pa.Table:
     idx = frame.index
-    session = frame["session_id"].astype("string").str.strip()
-    session_blank = blank(session)
-    sessions = pd.Series([None] * len(idx), index=idx, dtype="object")
-    if (~session_blank).any():
-        sessions[~session_blank] = pseudonymize_many(session[~session_blank], secret)
     rec_id = frame["recommendation_id"].astype("string").str.strip()
     clean = pd.DataFrame(
         {

@@ -1,18 +1,30 @@
-"""Ingest: read -> validate -> pseudonymize -> deduplicate -> one atomic Iceberg commit.
+"""Ingest: read -> validate -> pseudonymize -> deduplicate -> stage data files -> one atomic Iceberg commit.
 
-The summary always reconciles: ``read == stored + duplicates + quarantined``.
-Everything is read and validated before the first write, so a file that cannot be
-parsed writes nothing, and a crash before the commit leaves the last snapshot as it was.
+The summary always reconciles: ``read == stored + duplicates + quarantined + forgotten``.
+
+Memory stays bounded whatever the file's size: each validated batch is deduplicated against
+compact digests of the keys already stored (:mod:`recommender.dedupe`) and written at once as
+Parquet data files; the commit adds all of them in ONE snapshot (a fast append). Nothing is
+visible before that commit, so a file that cannot be parsed, or a crash, leaves the last
+snapshot as it was (the unreferenced files it wrote are purged later, see
+:func:`recommender.store.expire_and_purge`).
+
+Concurrent writers (the CLI while a DAG runs, two drains) are safe: a commit fails when another
+writer committed first, and is retried after the staged rows were checked again against the
+table's new state, so no event is stored twice. Tombstones are re-read right before each commit
+and once after it, so a user forgotten during an ingest is not stored again.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,11 +35,12 @@ import pyarrow.compute as pc
 
 from recommender.catalog import read_catalog_csv
 from recommender.config import Settings
+from recommender.dedupe import KeySet, digests, first_occurrences, seed_of
 from recommender.events import QUARANTINE_SCHEMA, validate_events
 from recommender.privacy import pseudonymize
 from recommender.progress import ProgressFn, no_progress
 from recommender.readers import Malformed, RawBatch, read_events
-from recommender.store import Store
+from recommender.store import StagedFiles, Store, retry_commit
 
 
 @dataclass
@@ -48,6 +61,8 @@ class IngestSummary:
     previous_snapshot_id: int | None = None
     catalog_items: int | None = None
     catalog_quarantined: int | None = None
+    data_files: int = 0
+    commit_attempts: int = 0
     seconds: float = 0.0
 
     @property
@@ -95,26 +110,196 @@ def _quarantine_rows(bad: pd.DataFrame, kind: str, source: str, ingest_id: str) 
 
 
 def _malformed_frame(rows: list[Malformed], secret: str) -> pd.DataFrame:
-    """Parser-rejected rows, with the raw user id replaced by its pseudonym."""
-    users = [pseudonymize(m.user, secret) if m.user else None for m in rows]
-    texts = [m.text.replace(m.user, u, 1) if m.user and u else m.text for m, u in zip(rows, users, strict=True)]
+    """Rows the parser could not split into fields: their text is never kept, only what cannot identify anyone.
+
+    The text of such a line may hold a raw id anywhere, so ``raw`` keeps a keyed hash of the line
+    (the same line always gives the same hash, and nobody without the secret can test a guess),
+    its length and its field count; ``user_id`` is the pseudonym of the field where the header
+    puts the user, so forgetting that user also removes the row.
+    """
+    key = secret.encode()
+    raw = [
+        json.dumps(
+            {
+                "line_hmac": hmac.digest(key, b"line:" + m.text.encode("utf-8", "replace"), "sha256").hex()[:32],
+                "length": len(m.text),
+                "fields": m.fields,
+                "expected_fields": m.expected,
+            }
+        )
+        for m in rows
+    ]
     return pd.DataFrame(
         {
             "position": pd.array([m.line for m in rows], dtype="Int64"),
             "reason": "malformed_row",
-            "user_id": users,
-            "raw": [json.dumps({"line": t}, ensure_ascii=False) for t in texts],
+            "user_id": [pseudonymize(m.user, secret) if m.user else None for m in rows],
+            "raw": raw,
         }
     )
 
 
-def _new_only(rows: pa.Table, key: str, existing: pa.ChunkedArray) -> pa.Table:
-    """Rows whose ``key`` is not in ``existing`` and first of their key within ``rows``."""
-    if rows.num_rows == 0:
-        return rows
-    fresh = rows.filter(pc.invert(pc.is_in(rows.column(key), value_set=existing.combine_chunks())))
-    keys = pd.Series(fresh.column(key).to_numpy(zero_copy_only=False))
-    return fresh.take(pa.array((~keys.duplicated()).to_numpy().nonzero()[0]))
+class _Keyed:
+    """One table's side of an ingest: the staged files and the digests of the keys staged and stored."""
+
+    def __init__(self, staged: StagedFiles, key: str, store: Store, seed: int) -> None:
+        self.staged, self.key, self.store, self.seed = staged, key, store, seed
+        self.base = _head(staged.table)
+        self.stored = store.keys(staged.table, key, seed)
+        self.mine = KeySet()
+
+    def add(self, rows: pa.Table) -> int:
+        """Stage the rows whose key is new (first of each key only); returns how many were staged."""
+        if not rows.num_rows:
+            return 0
+        d = digests(rows.column(self.key), self.seed)
+        first = first_occurrences(d)
+        new = first[~self.stored.contains(d[first]) & ~self.mine.contains(d[first])]
+        self.mine.add(d[new])
+        self.staged.write(rows.take(pa.array(new)))
+        return len(new)
+
+    def reconcile(self, forgotten: pa.Array) -> tuple[int, int]:
+        """Before a commit: drop staged rows another writer stored meanwhile, and rows of ``forgotten`` users.
+
+        Returns (duplicates dropped, forgotten dropped).
+        """
+        table = self.staged.table = self.staged.table.refresh()
+        duplicates = 0
+        if _head(table) != self.base:  # someone committed since this ingest read the keys
+            self.stored, self.base = self.store.keys(table, self.key, self.seed), _head(table)
+            duplicates = self.staged.drop(lambda rows: self.stored.contains(digests(rows.column(self.key), self.seed)))
+        gone = 0
+        if len(forgotten):
+            gone = self.staged.drop(lambda rows: pc.is_in(rows.column("user_id"), value_set=forgotten).to_numpy(False))
+        return duplicates, gone
+
+
+def _head(table: object) -> int | None:
+    snap = table.current_snapshot()  # type: ignore[attr-defined]
+    return None if snap is None else int(snap.snapshot_id)
+
+
+class Ingest:
+    """One ingest in progress: validated batches in, one commit out (use as a context manager)."""
+
+    def __init__(self, summary: IngestSummary, settings: Settings, store: Store, progress: ProgressFn = no_progress):
+        self.summary, self.settings, self.store, self.progress = summary, settings, store, progress
+        self.started = time.monotonic()
+        seed = seed_of(settings.hmac_secret.get_secret_value())
+        self.forgotten = store.forgotten_users()
+        self.events = _Keyed(store.staged_events(), "event_id", store, seed)
+        self.quarantine = _Keyed(store.staged_quarantine(), "quarantine_id", store, seed)
+        summary.previous_snapshot_id = self.events.base
+
+    def add(self, good: pa.Table, bad: pd.DataFrame) -> None:
+        """Deduplicate and stage one validated batch (good rows in the events schema, bad rows to quarantine)."""
+        s = self.summary
+        if good.num_rows:
+            good = _stamped(good, s.source, s.ingest_id)
+            if len(self.forgotten):  # a tombstoned user's late events are dropped, good or bad alike
+                keep = pc.invert(pc.is_in(good.column("user_id"), value_set=self.forgotten))
+                s.forgotten += good.num_rows - (pc.sum(keep).as_py() or 0)
+                good = good.filter(keep)
+            staged = self.events.add(good)
+            s.stored += staged
+            s.duplicates += good.num_rows - staged
+        if len(bad):
+            if len(self.forgotten):
+                gone = bad["user_id"].isin(self.forgotten.to_pylist()).to_numpy()
+                s.forgotten += int(gone.sum())
+                bad = bad[~gone]
+            s.quarantined += len(bad)
+            s.reasons = dict(Counter(s.reasons) + Counter(r for cell in bad["reason"] for r in str(cell).split(";")))
+            s.quarantine_new += self.quarantine.add(_quarantine_rows(bad, "event", s.source, s.ingest_id))
+        self.progress("stage", s.stored, None)
+
+    def commit(self) -> IngestSummary:
+        """Quarantine first, then the events in ONE snapshot; both deduplicated again if the tables moved."""
+        s = self.summary
+        self.progress("commit", 0, s.stored)
+
+        checked = self.forgotten
+
+        def commit_quarantine() -> None:
+            s.commit_attempts += 1
+            duplicates, gone = self.quarantine.reconcile(self._tombstoned_since(self.forgotten))
+            s.quarantine_new -= duplicates + gone
+            s.quarantined -= gone
+            s.forgotten += gone
+            self.quarantine.staged.commit(self._properties())
+
+        def commit_events() -> None:
+            nonlocal checked
+            s.commit_attempts += 1
+            checked = self.store.forgotten_users()
+            duplicates, gone = self.events.reconcile(self._tombstoned_since(self.forgotten, checked))
+            s.stored -= duplicates + gone
+            s.duplicates += duplicates
+            s.forgotten += gone
+            self.events.staged.commit(self._properties())
+
+        retry_commit(commit_quarantine)
+        retry_commit(commit_events)
+        s.data_files = len(self.events.staged.files) + len(self.quarantine.staged.files)
+        late = self._tombstoned_since(checked)  # forgotten between the last check and the commit: delete them now
+        if len(late) and s.stored:
+            self._forget_late(late)
+        s.snapshot_id = self.store.current_snapshot_id()
+        self.progress("commit", s.stored, s.stored)
+        s.seconds = round(time.monotonic() - self.started, 3)
+        return s
+
+    def _tombstoned_since(self, before: pa.Array, now: pa.Array | None = None) -> pa.Array:
+        """Users tombstoned now (or in ``now``) who were not in ``before``."""
+        now = self.store.forgotten_users() if now is None else now
+        return now.filter(pc.invert(pc.is_in(now, value_set=before)))
+
+    def _forget_late(self, late: pa.Array) -> None:
+        for user in set(late.to_pylist()):
+            columns = self.events.staged.column("user_id")
+            rows = sum(pc.sum(pc.equal(c, user)).as_py() or 0 for c in columns)
+            if rows:
+                self.store.delete_user(str(user))
+                self.summary.stored -= rows
+                self.summary.forgotten += rows
+
+    def _properties(self) -> dict[str, str]:
+        s = self.summary
+        props = {"ingest_id": s.ingest_id, "source": s.source, "read": str(s.read), "stored": str(s.stored)}
+        props |= {"duplicates": str(s.duplicates), "quarantined": str(s.quarantined), "forgotten": str(s.forgotten)}
+        return {f"recsys.{k}": v for k, v in props.items()}
+
+    def discard(self) -> None:
+        """Delete everything staged (the ingest failed before its commit)."""
+        self.events.staged.discard()
+        self.quarantine.staged.discard()
+
+
+@contextmanager
+def ingest(
+    source: str, settings: Settings, store: Store | None = None, progress: ProgressFn = no_progress, read: int = 0
+) -> Iterator[Ingest]:
+    """An :class:`Ingest` whose staged files are deleted if anything fails before its commit."""
+    current = Ingest(
+        IngestSummary(ingest_id=uuid.uuid4().hex, source=source, read=read),
+        settings,
+        store or Store(settings),
+        progress,
+    )
+    try:
+        yield current
+    except BaseException:
+        current.discard()
+        raise
+
+
+def _stamped(good: pa.Table, source: str, ingest_id: str) -> pa.Table:
+    """Rows with this ingest's ``source`` and ``ingest_id``."""
+    n = good.num_rows
+    for name, value in (("source", source), ("ingest_id", ingest_id)):
+        good = good.set_column(good.schema.get_field_index(name), name, pa.array([value] * n, pa.large_string()))
+    return good
 
 
 def ingest_batches(
@@ -126,85 +311,18 @@ def ingest_batches(
     progress: ProgressFn = no_progress,
     now: datetime | None = None,
 ) -> IngestSummary:
-    """Validate and store raw batches as one ingest (one events snapshot)."""
-    started = time.monotonic()
-    store = store or Store(settings)
-    summary = IngestSummary(ingest_id=uuid.uuid4().hex, source=source)
+    """Validate, deduplicate and stage raw batches as they are read; commit them as one ingest (one snapshot)."""
     secret = settings.hmac_secret.get_secret_value()
-    goods: list[pa.Table] = []
-    bads: list[pd.DataFrame] = []
-    for batch in batches:
-        checked = validate_events(batch.frame, settings, now)
-        goods.append(checked.good)
-        bads.append(checked.bad)
-        if batch.malformed:
-            bads.append(_malformed_frame(batch.malformed, secret))
-        summary.read += batch.count
-        progress("validate", summary.read, None)
-    return store_checked(summary, goods, bads, store, progress, started)
-
-
-def store_checked(
-    summary: IngestSummary,
-    goods: list[pa.Table],
-    bads: list[pd.DataFrame],
-    store: Store,
-    progress: ProgressFn = no_progress,
-    started: float | None = None,
-) -> IngestSummary:
-    """Deduplicate validated rows and commit them (and the quarantine) as one snapshot.
-
-    ``goods`` are tables in the events schema, ``bads`` quarantine frames; ``summary.read`` must
-    already count every row read, so the summary reconciles.
-    """
-    started = time.monotonic() if started is None else started
-    source = summary.source
-    bad = pd.concat(bads, ignore_index=True) if bads else pd.DataFrame(columns=["position", "reason", "user_id", "raw"])
-    forgotten = store.forgotten_users()
-    if len(forgotten):  # a tombstoned user's late events are dropped, good or bad alike
-        before = sum(g.num_rows for g in goods)
-        goods = [g.filter(pc.invert(pc.is_in(g.column("user_id"), value_set=forgotten))) for g in goods]
-        gone = bad["user_id"].isin(forgotten.to_pylist())
-        summary.forgotten = before - sum(g.num_rows for g in goods) + int(gone.sum())
-        bad = bad[~gone]
-    summary.quarantined = len(bad)
-    summary.reasons = dict(Counter(r for cell in bad["reason"] for r in str(cell).split(";")))
-    quarantine = _quarantine_rows(bad, "event", source, summary.ingest_id)
-
-    progress("deduplicate", 0, None)
-    events_table = store.events()
-    summary.previous_snapshot_id = store.current_snapshot_id()
-    good = pa.concat_tables(goods) if goods else pa.table({})
-    if good.num_rows:
-        good = good.set_column(
-            good.schema.get_field_index("source"), "source", pa.array([source] * good.num_rows, pa.large_string())
-        )
-        good = good.set_column(
-            good.schema.get_field_index("ingest_id"),
-            "ingest_id",
-            pa.array([summary.ingest_id] * good.num_rows, pa.large_string()),
-        )
-        new = _new_only(good, "event_id", store.column(events_table, "event_id"))
-    else:
-        new = good
-    summary.stored = new.num_rows
-    summary.duplicates = good.num_rows - new.num_rows
-    new_quarantine = _new_only(quarantine, "quarantine_id", store.column(store.quarantine(), "quarantine_id"))
-    summary.quarantine_new = new_quarantine.num_rows
-
-    progress("commit", 0, summary.stored)
-    props = {
-        "ingest_id": summary.ingest_id,
-        "source": source,
-        "read": str(summary.read),
-        "stored": str(summary.stored),
-        "duplicates": str(summary.duplicates),
-        "quarantined": str(summary.quarantined),
-    }
-    summary.snapshot_id = store.commit_ingest(new, new_quarantine, props)
-    progress("commit", summary.stored, summary.stored)
-    summary.seconds = round(time.monotonic() - started, 3)
-    return summary
+    with ingest(source, settings, store, progress) as current:
+        for batch in batches:
+            checked = validate_events(batch.frame, settings, now)
+            bad = checked.bad
+            if batch.malformed:
+                bad = pd.concat([bad, _malformed_frame(batch.malformed, secret)], ignore_index=True)
+            current.summary.read += batch.count
+            current.add(checked.good, bad)
+            progress("validate", current.summary.read, None)
+        return current.commit()
 
 
 def _store_catalog(
@@ -212,9 +330,18 @@ def _store_catalog(
 ) -> tuple[int, int]:
     """Quarantine a catalog's bad rows and upsert its items; returns (items, quarantined)."""
     quarantine = _quarantine_rows(bad_items, "catalog", str(catalog), ingest_id)
-    new = _new_only(quarantine, "quarantine_id", store.column(store.quarantine(), "quarantine_id"))
-    if new.num_rows:
-        store.quarantine().append(new)
+    if quarantine.num_rows:
+
+        def append() -> None:
+            table = store.quarantine()
+            known = set(store.column(table, "quarantine_id").to_pylist())
+            new = quarantine.filter(
+                pc.invert(pc.is_in(quarantine.column("quarantine_id"), pa.array(list(known), pa.large_string())))
+            )
+            if new.num_rows:
+                table.append(new)
+
+        retry_commit(append)
     return store.upsert_items(items), len(bad_items)
 
 

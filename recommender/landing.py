@@ -70,15 +70,28 @@ class LandingSummary:
 
 
 def pending_files(folder: Path) -> list[Path]:
-    """Files waiting in ``folder`` (not hidden, not still being written), oldest first."""
+    """Files waiting in ``folder`` (not hidden, not still being written), oldest first.
+
+    Symbolic links are listed without being followed: :func:`escapes` tells the ones that lead out.
+    """
     if not folder.is_dir():
         return []
     files = [
         p
         for p in folder.iterdir()
-        if p.is_file() and not p.name.startswith((".", "_")) and not p.name.endswith(IN_FLIGHT_SUFFIXES)
+        if (p.is_symlink() or p.is_file())
+        and not p.name.startswith((".", "_"))
+        and not p.name.endswith(IN_FLIGHT_SUFFIXES)
     ]
-    return sorted(files, key=lambda p: (p.stat().st_mtime, p.name))
+    return sorted(files, key=lambda p: (p.lstat().st_mtime, p.name))
+
+
+def escapes(path: Path, folder: Path) -> bool:
+    """A symbolic link whose target is not a file inside ``folder`` (never read: it would leak other files)."""
+    if not path.is_symlink():
+        return False
+    target = path.resolve()
+    return not (target.is_relative_to(folder.resolve()) and target.is_file())
 
 
 def is_catalog(path: Path) -> bool:
@@ -107,7 +120,11 @@ def ingest_landing(
     folder = settings.landing
     store = store or Store(settings)
     summary = LandingSummary(folder=str(folder))
-    kinds = {path: "catalog" if is_catalog(path) else "events" for path in pending_files(folder)}
+    waiting = pending_files(folder)
+    kinds = {path: "catalog" if is_catalog(path) else "events" for path in waiting if not escapes(path, folder)}
+    for path in waiting:
+        if path not in kinds:
+            summary.files.append(_refuse(path, folder, "events", f"{path.name} links outside the landing folder"))
     for path, kind in sorted(kinds.items(), key=lambda pk: pk[1] != "catalog"):  # stable: catalogs first, by age
         try:
             if kind == "catalog":
@@ -128,8 +145,13 @@ def ingest_landing(
                 tag = ingested.ingest_id[:12]
             done.moved_to = str(_move(path, folder / PROCESSED, tag))
         except FormatError as exc:
-            failed = _move(path, folder / FAILED, uuid.uuid4().hex[:12])
-            failed.with_name(failed.name + ".error").write_text(f"{exc}\n", encoding="utf-8")
-            done = LandedFile(str(path), kind, str(failed), error=str(exc))
+            done = _refuse(path, folder, kind, str(exc))
         summary.files.append(done)
     return summary
+
+
+def _refuse(path: Path, folder: Path, kind: str, error: str) -> LandedFile:
+    """Move an unreadable (or refused) file to ``failed/`` with a ``.error`` note beside it."""
+    failed = _move(path, folder / FAILED, uuid.uuid4().hex[:12])
+    failed.with_name(failed.name + ".error").write_text(f"{error}\n", encoding="utf-8")
+    return LandedFile(str(path), kind, str(failed), error=error)

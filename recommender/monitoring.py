@@ -150,8 +150,9 @@ def forward_accuracy(bundle: Bundle, current: pa.Table, since: float, k: int) ->
     u, i = users[order], items[order]
     known = (u >= 0) & (i >= 0)
     u, i = u[known], i[known]
-    new = np.asarray(history[u, i]).ravel() == 0  # not in the user's training history
-    u, i = u[new], i[new]
+    if len(u):  # (scipy answers two empty index arrays with a sparse matrix, not an empty array)
+        new = np.asarray(history[u, i]).ravel() == 0  # not in the user's training history
+        u, i = u[new], i[new]
     if not len(u):
         return {"forward_users": 0.0}
     rows, first = np.unique(u, return_index=True)  # each user's first new item, in time order

@@ -31,3 +31,18 @@ def pseudonymize_many(user_ids: Iterable[str] | pd.Series, secret: str | bytes) 
     out[valid] = hashed[codes[valid]] if len(hashed) else []
     out[~valid] = None
     return out
+
+
+def sign_user(user_id: str, secret: str | bytes) -> str:
+    """The signature a shop's backend gives its page for a signed-in user (HMAC-SHA256, hex).
+
+    With ``RECSYS_REQUIRE_USER_SIGNATURE`` the API takes events and answers personalized reads for
+    ``user_id`` only with this value in ``X-User-Signature`` (keys of the write role are trusted).
+    """
+    key = secret.encode() if isinstance(secret, str) else secret
+    return hmac.digest(key, b"user:" + user_id.encode("utf-8"), "sha256").hex()
+
+
+def user_signature_valid(user_id: str, signature: str | None, secret: str | bytes) -> bool:
+    """Whether ``signature`` is :func:`sign_user` of ``user_id`` (compared in constant time)."""
+    return signature is not None and hmac.compare_digest(sign_user(user_id, secret), signature.strip().lower())

@@ -66,9 +66,16 @@ def _catalog_maps(catalog: pa.Table | None) -> tuple[dict[str, str], dict[str, s
     return cats, details
 
 
-def _slice(n: int, shard: int, shards: int) -> np.ndarray:
-    """Rows of ``shard`` out of ``shards`` contiguous parts of ``range(n)``."""
-    return np.array_split(np.arange(n), shards)[shard]
+def _slice(n: int, shard: int, shards: int, batch: int) -> np.ndarray:
+    """Rows of ``shard`` out of ``shards`` contiguous parts of ``range(n)``, cut on the ``batch`` grid.
+
+    Whole scoring batches go to each shard, so a user is scored in the same batch (the same
+    matrix shapes, hence the same floating-point sums) however many shards a publish has.
+    """
+    batches = np.array_split(np.arange(-(-n // batch)), shards)[shard]
+    if not len(batches):
+        return np.arange(0)
+    return np.arange(int(batches[0]) * batch, min(n, (int(batches[-1]) + 1) * batch))
 
 
 def _write_shared(
@@ -121,7 +128,7 @@ def write_shard(
     n_users, n_items = len(vocab.users), len(vocab.items)
     batch = settings.publish_batch
     shown = np.zeros(n_items, dtype=bool)
-    users, items = _slice(n_users, shard, shards), _slice(n_items, shard, shards)
+    users, items = _slice(n_users, shard, shards, batch), _slice(n_items, shard, shards, batch)
     for lo in range(0, len(users), batch):
         _renew(r, keys, version, settings)
         rows = users[lo : lo + batch]

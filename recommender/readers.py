@@ -37,11 +37,15 @@ class FormatError(ValueError):
 
 @dataclass(frozen=True)
 class Malformed:
-    """A row the parser could not split: its line, its text, and the raw user id in it (if found)."""
+    """A row the parser could not split: its line, its text, the raw user id where the header puts it (if
+    any), and its field count against the expected one. Only ingest's quarantine sees it: the text and the
+    raw id are never stored (see ``recommender.ingest._malformed_frame``)."""
 
     line: int | None
     text: str
     user: str | None
+    fields: int | None = None
+    expected: int | None = None
 
 
 @dataclass
@@ -113,7 +117,7 @@ def _csv_batches(
     def on_invalid(row: pacsv.InvalidRow) -> str:
         tokens = row.text.split(delimiter)
         user = tokens[user_at].strip() if user_at < len(tokens) and tokens[user_at].strip() else None
-        malformed.append(Malformed(row.number, row.text, user))
+        malformed.append(Malformed(row.number, row.text, user, row.actual_columns, row.expected_columns))
         return "skip"
 
     try:
@@ -238,7 +242,9 @@ def _read_amazon(path: Path, batch_rows: int, event_type: str) -> Iterator[RawBa
                 tokens = line.split()
                 if len(tokens) < 2:
                     if line.strip():
-                        malformed.append(Malformed(line_no, line.rstrip("\n"), tokens[0] if tokens else None))
+                        malformed.append(
+                            Malformed(line_no, line.rstrip("\n"), tokens[0] if tokens else None, len(tokens))
+                        )
                     continue
                 users.extend([tokens[0]] * (len(tokens) - 1))
                 items.extend(tokens[1:])

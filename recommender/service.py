@@ -36,6 +36,10 @@ class RedisUnavailableError(Exception):
     """Redis did not answer in time (or the service is waiting before retrying it)."""
 
 
+class BacklogFullError(RuntimeError):
+    """The event stream holds ``RECSYS_EVENT_BACKLOG_LIMIT`` undrained events: refuse more rather than drop any."""
+
+
 class InvalidEventsError(ValueError):
     """Some posted events failed validation; ``errors`` says which and why."""
 
@@ -94,6 +98,7 @@ class RecommendationService:
         self._active_version: str | None = None
         self._challenger_version: str | None = None
         self._active_read_at = -1e9
+        self._backlog, self._backlog_read_at = 0, -1e9
         self._catalog_version: str | None = None  # published versions never change: their details are cached
         self._catalog: dict[str, Item | None] = {}
 
@@ -274,15 +279,28 @@ class RecommendationService:
         if len(checked.bad):
             reasons = zip(checked.bad["position"], checked.bad["reason"], strict=True)
             raise InvalidEventsError([{"index": int(p), "reason": str(r)} for p, r in reasons])
+        if await self.event_backlog(max_age=1.0) >= self.settings.event_backlog_limit:
+            raise BacklogFullError(f"{self._backlog} events wait for the drain (RECSYS_EVENT_BACKLOG_LIMIT)")
         rows = checked.good.drop_columns(["source", "ingest_id"]).to_pylist()
         pipe = self.redis.pipeline(transaction=False)
-        for row in rows:
-            fields = {k: _field(v) for k, v in row.items() if v is not None}
-            pipe.xadd(self.keys.events, fields, maxlen=self.settings.events_stream_maxlen, approximate=True)  # type: ignore[arg-type]
+        for row in rows:  # never trimmed here: the drain trims what it has acknowledged
+            pipe.xadd(self.keys.events, {k: _field(v) for k, v in row.items() if v is not None})
         await self._call(pipe.execute())
+        self._backlog += len(rows)
         if self.settings.session_items:
             await self._remember(rows)
         return checked.good.num_rows
+
+    async def event_backlog(self, max_age: float = 0.0) -> int:
+        """Events in the stream that no drain has acknowledged yet (the drain trims what it acknowledged).
+
+        Re-read from Redis when older than ``max_age`` seconds: the event route checks it once a
+        second per worker, the metrics route every scrape.
+        """
+        now = time.monotonic()
+        if now - self._backlog_read_at > max_age:
+            self._backlog, self._backlog_read_at = int(await self._call(self.redis.xlen(self.keys.events))), now
+        return self._backlog
 
     async def _remember(self, rows: list[dict[str, Any]]) -> None:
         """Push the accepted events' items onto their users' sessions (two round trips per batch)."""

@@ -9,30 +9,47 @@ catalog is a SQL catalog on SQLite under ``RECSYS_HOME`` by default; point
 
 from __future__ import annotations
 
+import contextlib
+import random
+import time
+import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import cached_property
+from typing import TypeVar
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 from pyiceberg.catalog import Catalog, load_catalog
-from pyiceberg.exceptions import NoSuchTableError
+from pyiceberg.exceptions import CommitFailedException, NoSuchTableError
 from pyiceberg.io.pyarrow import pyarrow_to_schema
 from pyiceberg.partitioning import PartitionField, PartitionSpec
 from pyiceberg.schema import Schema
 from pyiceberg.table import Table
 from pyiceberg.table.name_mapping import MappedField, NameMapping
+from pyiceberg.table.snapshots import Snapshot
 from pyiceberg.transforms import MonthTransform
 
 from recommender.catalog import ITEM_SCHEMA
 from recommender.config import Settings
+from recommender.dedupe import KeySet, digests
 from recommender.events import EVENT_SCHEMA, QUARANTINE_SCHEMA
 
 PROP_PREFIX = "recsys."
 TOMBSTONE_SCHEMA = pa.schema(
     [pa.field("user_id", pa.large_string(), nullable=False), pa.field("forgotten_at", pa.timestamp("us", tz="UTC"))]
 )
+TABLE_PROPERTIES = {"commit.retry.num-retries": "0"}
+"""pyiceberg re-applies a failed append on top of whatever a concurrent writer committed, which would
+store rows that writer already stored: every commit here fails instead, and :func:`retry_commit`
+repeats it after the caller checked its rows against the new state."""
+COMMIT_ATTEMPTS = 8
+SCAN_BATCH = 1 << 20
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -45,23 +62,16 @@ class SnapshotInfo:
     properties: dict[str, str]
 
 
-def _expire_and_purge(table: Table) -> tuple[int, int]:
-    """Expire every snapshot but the current one, then delete data files it does not reference."""
-    table = table.refresh()
-    current = table.current_snapshot()
-    if current is None:
-        return 0, 0
-    old = [snap.snapshot_id for snap in table.snapshots() if snap.snapshot_id != current.snapshot_id]
-    if old:
-        table.maintenance.expire_snapshots().by_ids(old).commit()
-    fs, root = pafs.FileSystem.from_uri(table.location() + "/data")
-    live = {pafs.FileSystem.from_uri(uri)[1] for uri in table.refresh().inspect.files().column("file_path").to_pylist()}
-    purged = 0
-    for info in fs.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True)):
-        if info.type == pafs.FileType.File and info.path not in live:
-            fs.delete_file(info.path)
-            purged += 1
-    return len(old), purged
+def retry_commit(action: Callable[[], T], attempts: int = COMMIT_ATTEMPTS) -> T:
+    """Run ``action`` (which refreshes the table and commits) again while a concurrent writer wins the race."""
+    for attempt in range(attempts):
+        try:
+            return action()
+        except CommitFailedException:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.05 * 2**attempt * (1 + random.random()))  # jittered backoff
+    raise AssertionError("unreachable")
 
 
 def iceberg_schema(schema: pa.Schema) -> Schema:
@@ -70,6 +80,184 @@ def iceberg_schema(schema: pa.Schema) -> Schema:
         [MappedField.model_validate({"field-id": i + 1, "names": [f.name]}) for i, f in enumerate(schema)]
     )
     return pyarrow_to_schema(schema, name_mapping=mapping)
+
+
+def _fs_path(uri: str) -> tuple[pafs.FileSystem, str]:
+    fs, path = pafs.FileSystem.from_uri(uri)
+    return fs, path
+
+
+def _references(table: Table, snapshot: Snapshot) -> set[str]:
+    """Every file ``snapshot`` needs: its manifest list, manifests and live data files (filesystem paths)."""
+    io = table.io
+    paths = {snapshot.manifest_list}
+    for manifest in snapshot.manifests(io):
+        paths.add(manifest.manifest_path)
+        paths.update(entry.data_file.file_path for entry in manifest.fetch_manifest_entry(io, discard_deleted=True))
+    return {_fs_path(p)[1] for p in paths}
+
+
+@dataclass(frozen=True)
+class Maintenance:
+    """What expiring snapshots and purging files removed from one table."""
+
+    snapshots_expired: int
+    files_deleted: int
+    """Files only the expired snapshots referenced (data files, manifests, manifest lists)."""
+    orphans_purged: int
+    """Files no snapshot references, older than the orphan threshold."""
+    young_orphans: tuple[str, ...] = ()
+    """Unreferenced files kept because they are younger: perhaps an ingest's, before its commit."""
+
+
+def expire_and_purge(table: Table, orphan_min_age: timedelta, now: datetime | None = None) -> Maintenance:
+    """Expire every snapshot but the current one and delete what only they referenced; then purge orphans.
+
+    Iceberg's two rules: files of expired snapshots go at once (they are committed history, not
+    in-flight work), while files no snapshot references go only once they are older than
+    ``orphan_min_age`` (``RECSYS_ORPHAN_MIN_AGE_HOURS``): an ingest or drain writes its data files
+    before its commit, and those must survive a purge that runs meanwhile.
+    """
+    table = table.refresh()
+    current = table.current_snapshot()
+    if current is None:
+        return Maintenance(0, 0, 0)
+    old = [snap for snap in table.snapshots() if snap.snapshot_id != current.snapshot_id]
+    referenced_by_old = set().union(*(_references(table, snap) for snap in old)) if old else set()
+
+    def expire() -> Table:
+        fresh = table.refresh()
+        if old:
+            fresh.maintenance.expire_snapshots().by_ids([s.snapshot_id for s in old]).commit()
+        return fresh.refresh()
+
+    table = retry_commit(expire)
+    live: set[str] = set()
+    for snap in table.snapshots():  # the current one, and any a concurrent writer committed meanwhile
+        live |= _references(table, snap)
+    fs, _ = _fs_path(table.location())
+    deleted = 0
+    for path in sorted(referenced_by_old - live):
+        try:
+            fs.delete_file(path)
+            deleted += 1
+        except FileNotFoundError:
+            pass
+    horizon = (now or datetime.now(UTC)) - orphan_min_age
+    purged, young = 0, []
+    _, data_root = _fs_path(table.location() + "/data")
+    for info in fs.get_file_info(pafs.FileSelector(data_root, recursive=True, allow_not_found=True)):
+        if info.type != pafs.FileType.File or info.path in live or info.mtime is None:
+            continue
+        modified = info.mtime if info.mtime.tzinfo else info.mtime.replace(tzinfo=UTC)
+        if modified < horizon:
+            fs.delete_file(info.path)
+            purged += 1
+        else:
+            young.append(info.path)
+    return Maintenance(len(old), deleted, purged, tuple(young))
+
+
+def scrub(table: Table, paths: tuple[str, ...], column: str, value: str) -> int:
+    """Rewrite each file in ``paths`` without its rows whose ``column`` is ``value`` (atomically: a new
+    file renamed over the old one, so an ingest that commits the file meanwhile reads one or the other)."""
+    fs, _ = _fs_path(table.location())
+    removed = 0
+    for path in paths:
+        try:
+            rows = pq.read_table(path, filesystem=fs)
+        except (FileNotFoundError, pa.ArrowInvalid):
+            continue  # committed and moved, or still being written: the ingest's own tombstone check covers it
+        hit = pc.fill_null(pc.equal(rows.column(column), value), False)
+        count = pc.sum(hit).as_py() or 0
+        if count:
+            tmp = f"{path}.{uuid.uuid4().hex[:8]}.tmp"
+            pq.write_table(rows.filter(pc.invert(hit)), tmp, filesystem=fs)
+            fs.move(tmp, path)
+            removed += count
+    return removed
+
+
+class StagedFiles:
+    """Data files written for one table ahead of one commit: Iceberg's write-then-commit.
+
+    Rows are written as Parquet files under the table's ``data/`` folder as they come (one file
+    per month partition for a partitioned table), so memory stays bounded whatever the input's
+    size; :meth:`commit` adds them all in ONE fast-append snapshot. Until then no reader sees
+    them, and a crash leaves only unreferenced files that the orphan purge removes after its
+    threshold.
+    """
+
+    def __init__(self, table: Table, schema: pa.Schema, month_column: str | None = None) -> None:
+        self.table = table
+        self.schema = schema
+        self.month_column = month_column
+        self.write_id = uuid.uuid4().hex
+        self.files: list[str] = []
+        self.rows = 0
+        self._fs, _ = _fs_path(table.location())
+
+    def write(self, rows: pa.Table) -> None:
+        """Write ``rows`` (in :attr:`schema`) as new data files."""
+        if not rows.num_rows:
+            return
+        rows = rows.cast(self.schema)
+        groups: list[tuple[str, pa.Table]] = [("", rows)]
+        if self.month_column is not None:
+            ts = rows.column(self.month_column)
+            month = pc.add(pc.multiply(pc.subtract(pc.year(ts), 1970), 12), pc.subtract(pc.month(ts), 1))
+            values = month.to_numpy()
+            groups = [
+                (f"month={1970 + int(m) // 12:04d}-{int(m) % 12 + 1:02d}/", rows.filter(pa.array(values == m)))
+                for m in np.unique(values)
+            ]
+        for folder, part in groups:
+            uri = f"{self.table.location()}/data/{folder}{self.write_id}-{len(self.files):05d}.parquet"
+            fs, path = _fs_path(uri)
+            fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+            pq.write_table(part, path, filesystem=fs)
+            self.files.append(uri)
+            self.rows += part.num_rows
+
+    def drop(self, remove: Callable[[pa.Table], np.ndarray]) -> int:
+        """Rewrite the staged files without the rows ``remove`` marks; returns how many were dropped."""
+        kept: list[str] = []
+        dropped = 0
+        for uri in self.files:
+            _, path = _fs_path(uri)
+            rows = pq.read_table(path, filesystem=self._fs)
+            mask = remove(rows)
+            if not mask.any():
+                kept.append(uri)
+                continue
+            dropped += int(mask.sum())
+            self._fs.delete_file(path)
+            if (~mask).any():
+                rest = rows.filter(pa.array(~mask))
+                new_uri = uri.replace(".parquet", f"-r{uuid.uuid4().hex[:6]}.parquet")
+                pq.write_table(rest, _fs_path(new_uri)[1], filesystem=self._fs)
+                kept.append(new_uri)
+        self.files = kept
+        self.rows -= dropped
+        return dropped
+
+    def column(self, name: str) -> Iterator[pa.ChunkedArray]:
+        """One column of every staged file, file by file."""
+        for uri in self.files:
+            yield pq.read_table(_fs_path(uri)[1], columns=[name], filesystem=self._fs).column(name)
+
+    def commit(self, properties: dict[str, str]) -> Table:
+        """Add every staged file in one snapshot; raises CommitFailedException if the table moved."""
+        if self.files:
+            self.table.add_files(self.files, snapshot_properties=properties, check_duplicate_files=False)
+        return self.table
+
+    def discard(self) -> None:
+        """Delete the staged files (an ingest that failed before its commit)."""
+        for uri in self.files:
+            with contextlib.suppress(FileNotFoundError):
+                self._fs.delete_file(_fs_path(uri)[1])
+        self.files, self.rows = [], 0
 
 
 class Store:
@@ -91,11 +279,18 @@ class Store:
     def _table(self, name: str, schema: pa.Schema, spec: PartitionSpec | None = None) -> Table:
         ident = f"{self.settings.namespace}.{name}"
         try:
-            return self.catalog.load_table(ident)
+            table = self.catalog.load_table(ident)
         except NoSuchTableError:
             return self.catalog.create_table_if_not_exists(
-                ident, schema=iceberg_schema(schema), partition_spec=spec or PartitionSpec()
+                ident,
+                schema=iceberg_schema(schema),
+                partition_spec=spec or PartitionSpec(),
+                properties=TABLE_PROPERTIES,
             )
+        if any(table.properties.get(k) != v for k, v in TABLE_PROPERTIES.items()):  # a table made before them
+            with table.transaction() as tx:
+                tx.set_properties(TABLE_PROPERTIES)
+        return table
 
     def events(self) -> Table:
         """The events table, partitioned by month of the event time."""
@@ -123,6 +318,13 @@ class Store:
     def column(self, table: Table, name: str) -> pa.ChunkedArray:
         """One column of a table's current snapshot."""
         return table.scan(selected_fields=(name,)).to_arrow().column(name)
+
+    def keys(self, table: Table, name: str, seed: int) -> KeySet:
+        """Digests of one key column of the table's current snapshot, read batch by batch (bounded memory)."""
+        found = KeySet()
+        for batch in table.scan(selected_fields=(name,)).to_arrow_batch_reader():
+            found.add(digests(batch.column(name), seed))
+        return found
 
     def read_events(self, snapshot_id: int | None = None, columns: tuple[str, ...] | None = None) -> pa.Table:
         """Events at ``snapshot_id`` (the current snapshot when None), all or some ``columns``."""
@@ -166,49 +368,65 @@ class Store:
         return snap.snapshot_id if snap else None
 
     # ---- writes ------------------------------------------------------------------
-    def commit_ingest(self, events: pa.Table, quarantine: pa.Table, properties: dict[str, str]) -> int | None:
-        """Store one ingest: quarantine first, then events in ONE atomic commit.
+    def staged_events(self) -> StagedFiles:
+        """Files for one ingest's events (one per month partition), committed together."""
+        return StagedFiles(self.events(), EVENT_SCHEMA, month_column="timestamp")
 
-        Both are idempotent (rows are deduplicated by id before this call), so a crash
-        between the two commits is healed by re-running the same ingest.
-        Returns the events table's snapshot id after the ingest.
-        """
-        props = {PROP_PREFIX + k: v for k, v in properties.items()}
-        if quarantine.num_rows:
-            self.quarantine().append(quarantine.cast(QUARANTINE_SCHEMA), snapshot_properties=props)
-        table = self.events()
-        if events.num_rows:
-            table.append(events.cast(EVENT_SCHEMA), snapshot_properties=props)
-        return self.current_snapshot_id()
+    def staged_quarantine(self) -> StagedFiles:
+        """Files for one ingest's quarantined rows."""
+        return StagedFiles(self.quarantine(), QUARANTINE_SCHEMA)
 
     def add_tombstone(self, user_id: str) -> None:
         """Record that ``user_id`` (a pseudonym) is forgotten; idempotent."""
-        if user_id not in set(self.forgotten_users().to_pylist()):
-            row = {"user_id": [user_id], "forgotten_at": [datetime.now(UTC)]}
-            self.tombstones().append(pa.table(row, schema=TOMBSTONE_SCHEMA))
+
+        def append() -> None:
+            if user_id not in set(self.forgotten_users().to_pylist()):
+                row = {"user_id": [user_id], "forgotten_at": [datetime.now(UTC)]}
+                self.tombstones().append(pa.table(row, schema=TOMBSTONE_SCHEMA))
+
+        retry_commit(append)
 
     def delete_user(self, user_id: str) -> dict[str, int]:
-        """Delete a pseudonym's rows from events and quarantine, expire every older snapshot and purge
-        the data files no remaining snapshot references, so no snapshot can bring the rows back."""
+        """Delete a pseudonym's rows from events and quarantine, expire every older snapshot and delete the
+        files only those referenced, so no snapshot and no file can bring the rows back."""
         if not user_id.isalnum():
             raise ValueError("delete_user takes a pseudonym (hex), not a raw id")
         removed = {}
-        for name, table in (("events", self.events()), ("quarantine", self.quarantine())):
-            predicate = f"user_id == '{user_id}'"
-            removed[f"{name}_rows"] = table.scan(row_filter=predicate, selected_fields=("user_id",)).to_arrow().num_rows
-            if removed[f"{name}_rows"]:
-                table.delete(predicate)
-            removed[f"{name}_snapshots_expired"], removed[f"{name}_files_purged"] = _expire_and_purge(table)
+        predicate = f"user_id == '{user_id}'"
+        for name, load in (("events", self.events), ("quarantine", self.quarantine)):
+
+            def delete(load: Callable[[], Table] = load) -> int:
+                table = load()
+                rows = table.scan(row_filter=predicate, selected_fields=("user_id",)).to_arrow().num_rows
+                if rows:
+                    table.delete(predicate)
+                return rows
+
+            removed[f"{name}_rows"] = retry_commit(delete)
+            done = expire_and_purge(load(), self.orphan_min_age)
+            removed[f"{name}_snapshots_expired"] = done.snapshots_expired
+            removed[f"{name}_files_deleted"] = done.files_deleted
+            removed[f"{name}_orphans_purged"] = done.orphans_purged
+            removed[f"{name}_unstaged_rows"] = scrub(load(), done.young_orphans, "user_id", user_id)
         return removed
+
+    @property
+    def orphan_min_age(self) -> timedelta:
+        """How old an unreferenced file must be before a purge deletes it."""
+        return timedelta(hours=self.settings.orphan_min_age_hours)
 
     def upsert_items(self, items: pa.Table) -> int:
         """Merge catalog rows by ``item_id`` (newest wins) in one overwrite commit; returns row count."""
-        table = self.items()
-        current = table.scan().to_arrow().cast(ITEM_SCHEMA)
-        keep = current.filter(pc.invert(pc.is_in(current.column("item_id"), value_set=items.column("item_id"))))
-        merged = pa.concat_tables([keep, items.cast(ITEM_SCHEMA)])
-        if current.num_rows:
-            table.overwrite(merged)
-        else:
-            table.append(merged)
-        return merged.num_rows
+
+        def merge() -> int:
+            table = self.items()
+            current = table.scan().to_arrow().cast(ITEM_SCHEMA)
+            keep = current.filter(pc.invert(pc.is_in(current.column("item_id"), value_set=items.column("item_id"))))
+            merged = pa.concat_tables([keep, items.cast(ITEM_SCHEMA)])
+            if current.num_rows:
+                table.overwrite(merged)
+            else:
+                table.append(merged)
+            return merged.num_rows
+
+        return retry_commit(merge)

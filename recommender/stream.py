@@ -9,16 +9,13 @@ acknowledges them: nothing is lost and nothing is stored twice.
 
 from __future__ import annotations
 
-import time
-import uuid
-
 import pandas as pd
 import pyarrow as pa
 import redis
 
 from recommender.config import Settings
 from recommender.events import EVENT_SCHEMA, raw_json
-from recommender.ingest import IngestSummary, store_checked
+from recommender.ingest import IngestSummary, ingest
 from recommender.keys import Keys
 from recommender.progress import ProgressFn, no_progress
 from recommender.store import Store
@@ -107,16 +104,36 @@ def drain_stream(
     progress: ProgressFn = no_progress,
 ) -> IngestSummary:
     """Store up to ``limit`` stream entries as one snapshot, then acknowledge them."""
-    started = time.monotonic()
     stream = Keys(settings.redis_prefix).events
     _ensure_group(r, stream)
     entries = _read(r, stream, consumer, limit)
-    summary = IngestSummary(ingest_id=uuid.uuid4().hex, source=f"redis-stream:{stream}", read=len(entries))
     progress("stream", len(entries), None)
-    good, bad = (
-        _table(entries) if entries else (pa.table({}), pd.DataFrame(columns=["position", "reason", "user_id", "raw"]))
-    )
-    summary = store_checked(summary, [good] if entries else [], [bad], store or Store(settings), progress, started)
+    with ingest(f"redis-stream:{stream}", settings, store, progress, read=len(entries)) as current:
+        if entries:
+            current.add(*_table(entries))
+        summary = current.commit()
     if entries:
         r.xack(stream, GROUP, *[i for i, _ in entries])
+        trim_acknowledged(r, stream)
     return summary
+
+
+def _next_id(entry_id: str) -> str:
+    ms, _, seq = entry_id.partition("-")
+    return f"{ms}-{int(seq or 0) + 1}"
+
+
+def trim_acknowledged(r: redis.Redis, stream: str) -> int:
+    """Remove the entries the group has acknowledged, and only those; returns how many went.
+
+    Everything below the group's oldest pending entry (or, with none pending, up to its last
+    delivered one) was delivered and acknowledged: ``XTRIM MINID`` drops exactly that, so an
+    entry no drain has stored yet is never trimmed, however long the stream grows.
+    """
+    groups = {str(g["name"]): g for g in r.xinfo_groups(stream)}
+    if GROUP not in groups:
+        return 0
+    pending = r.xpending(stream, GROUP)
+    last = str(groups[GROUP]["last-delivered-id"])
+    threshold = str(pending["min"]) if pending["pending"] else _next_id(last)
+    return int(r.xtrim(stream, minid=threshold, approximate=False))

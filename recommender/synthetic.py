@@ -10,7 +10,9 @@ given day (popularity reshuffled and the category mix shifted).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import itertools
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -33,6 +35,8 @@ HOUR_WEIGHTS = np.array(
     [1, 0.6, 0.4, 0.3, 0.3, 0.4, 0.8, 1.5, 2, 2.2, 2.3, 2.4, 2.6, 2.5, 2.3, 2.2, 2.3, 2.6, 3.2, 3.8, 4.0, 3.6, 2.6, 1.6]
 )
 WEEKDAY_WEIGHTS = np.array([1.0, 0.95, 0.95, 1.0, 1.1, 1.3, 1.25])  # Mon..Sun
+CHUNK_VIEWS = 2_000_000
+"""Views generated at a time: bounds the generator's memory (a smaller shop is one chunk)."""
 
 
 @dataclass(frozen=True)
@@ -95,10 +99,10 @@ def _pick_items(
     cat: np.ndarray,
     style: np.ndarray,
     drifted: np.ndarray,
+    pops: tuple[np.ndarray, np.ndarray],
 ) -> np.ndarray:
     """One item per view: popularity-weighted within the category (and, mostly, the user's style)."""
     item_cat, item_style = items["_cat"].to_numpy(), items["_style"].to_numpy()
-    pops = (items["_pop"].to_numpy(), rng.permutation(items["_pop"].to_numpy()))  # before / after drift
     loyal = rng.random(len(cat)) < STYLE_LOYALTY
     group = (cat * (STYLES + 1) + np.where(loyal, style, STYLES)) * 2 + drifted
     order = np.argsort(group, kind="stable")
@@ -114,14 +118,19 @@ def _pick_items(
     return out
 
 
-def generate(spec: ShopSpec) -> Shop:
-    """Generate a shop; the same spec always gives the same output."""
-    if min(spec.users, spec.items, spec.events, spec.days) < 1:
-        raise ValueError("users, items, events and days must all be >= 1")
-    rng = np.random.default_rng(spec.seed)
-    items = _catalog(rng, spec)
-    n_cat = int(items["_cat"].max()) + 1
+@dataclass(frozen=True)
+class _Sessions:
+    """Every session of the shop: who, when, which category, how many views."""
 
+    user: np.ndarray
+    drift: np.ndarray
+    cat: np.ndarray
+    start: np.ndarray
+    length: np.ndarray
+
+
+def _sessions(rng: np.random.Generator, spec: ShopSpec, n_cat: int) -> tuple[_Sessions, np.ndarray]:
+    """The sessions, and each user's preferred style per category."""
     affinity = rng.dirichlet(np.full(n_cat, 0.3), spec.users)
     user_style = rng.integers(0, STYLES, (spec.users, n_cat))
     activity = rng.lognormal(0.0, 1.0, spec.users)
@@ -142,36 +151,48 @@ def generate(spec: ShopSpec) -> Shop:
         + rng.integers(0, 3600, n_sessions)
     )
     s_len = rng.geometric(1.0 / MEAN_SESSION_VIEWS, n_sessions)
+    return _Sessions(s_user, s_drift, s_cat, s_start, s_len), user_style
 
-    session = np.repeat(np.arange(n_sessions), s_len)
-    gaps = rng.exponential(60.0, len(session)).astype(np.int64) + 5
+
+def _chunk_events(
+    rng: np.random.Generator,
+    items: pd.DataFrame,
+    sessions: _Sessions,
+    first: int,
+    user_style: np.ndarray,
+    pops: list[np.ndarray],
+) -> pd.DataFrame:
+    """Views, carts and purchases of the sessions numbered ``first`` on (``sessions`` holds just those)."""
+    s_len = sessions.length
+    local = np.repeat(np.arange(len(s_len)), s_len)
+    gaps = rng.exponential(60.0, len(local)).astype(np.int64) + 5
     offset = np.cumsum(gaps) - np.repeat(np.cumsum(gaps)[np.cumsum(s_len) - s_len], s_len)
-    user = s_user[session]
-    cat = s_cat[session]
-    item = _pick_items(rng, items, cat, user_style[user, cat], s_drift[session])
-    t = s_start[session] + offset
+    user = sessions.user[local]
+    cat = sessions.cat[local]
+    if len(pops) == 1:  # the drifted popularity, drawn once for the whole shop
+        pops.append(rng.permutation(pops[0]))
+    item = _pick_items(rng, items, cat, user_style[user, cat], sessions.drift[local], (pops[0], pops[1]))
+    t = sessions.start[local] + offset
     released_at = items["_released"].to_numpy()[item] * 86_400
     t = np.maximum(t, released_at + rng.integers(0, 86_400, len(t)))  # new items appear over time
 
     cart = rng.random(len(item)) < CART_RATE
     buy = cart & (rng.random(len(item)) < PURCHASE_RATE)
+    session = local + first
     kinds = [("view", np.ones(len(item), bool), 0), ("add_to_cart", cart, 20), ("purchase", buy, 240)]
-    frames = []
-    for name, mask, delay in kinds:
-        frames.append(
-            pd.DataFrame(
-                {"u": user[mask], "i": item[mask], "s": session[mask], "t": t[mask] + delay, "event_type": name}
-            )
-        )
-    ev = pd.concat(frames, ignore_index=True)
-    ev = ev.iloc[np.sort(rng.choice(len(ev), size=min(spec.events, len(ev)), replace=False))]
-    ev = ev.sort_values(["t", "s"], kind="stable").reset_index(drop=True)
+    frames = [
+        pd.DataFrame({"u": user[mask], "i": item[mask], "s": session[mask], "t": t[mask] + delay, "event_type": name})
+        for name, mask, delay in kinds
+    ]
+    return pd.concat(frames, ignore_index=True)
 
+
+def _events_table(ev: pd.DataFrame, items: pd.DataFrame, seed: int, first_id: int) -> pa.Table:
     priced = ev["event_type"] != "view"
     start = int(START.timestamp())
-    events = pa.table(
+    return pa.table(
         {
-            "event_id": pa.array([f"s{spec.seed}-{k}" for k in range(len(ev))]),
+            "event_id": pa.array([f"s{seed}-{k}" for k in range(first_id, first_id + len(ev))]),
             "user_id": pa.array(np.char.add("u", ev["u"].to_numpy().astype(str))),
             "item_id": pa.array(items["item_id"].to_numpy()[ev["i"].to_numpy()].astype(str)),
             "event_type": pa.array(ev["event_type"].to_numpy().astype(str)),
@@ -183,18 +204,79 @@ def generate(spec: ShopSpec) -> Shop:
             ),
         }
     )
+
+
+def iter_shop(spec: ShopSpec, chunk_views: int = CHUNK_VIEWS) -> tuple[pa.Table, Iterator[pa.Table]]:
+    """The catalog, and the events in chunks of about ``chunk_views`` views' worth (bounded memory).
+
+    Each chunk is in time order; chunks overlap in time. A shop of up to ``chunk_views`` views is
+    one chunk. The same spec always gives the same output.
+    """
+    if min(spec.users, spec.items, spec.events, spec.days) < 1:
+        raise ValueError("users, items, events and days must all be >= 1")
+    rng = np.random.default_rng(spec.seed)
+    items = _catalog(rng, spec)
+    sessions, user_style = _sessions(rng, spec, int(items["_cat"].max()) + 1)
     catalog = pa.Table.from_pandas(items[["item_id", "title", "category", "price", "in_stock"]], preserve_index=False)
-    return Shop(events=events, catalog=catalog)
+    views = np.cumsum(sessions.length)
+    bounds = [0, *np.searchsorted(views, np.arange(chunk_views, views[-1], chunk_views), side="right"), len(views)]
+
+    def chunks() -> Iterator[pa.Table]:
+        pops = [items["_pop"].to_numpy()]
+        written = 0
+        for lo, hi in itertools.pairwise(bounds):
+            if hi <= lo:
+                continue
+            part = _Sessions(*(getattr(sessions, f.name)[lo:hi] for f in fields(_Sessions)))
+            ev = _chunk_events(rng, items, part, lo, user_style, pops)
+            target = spec.events if hi == len(views) else round(spec.events * views[hi - 1] / views[-1])
+            size = min(max(target - written, 0), len(ev))
+            ev = ev.iloc[np.sort(rng.choice(len(ev), size=size, replace=False))]
+            ev = ev.sort_values(["t", "s"], kind="stable").reset_index(drop=True)
+            yield _events_table(ev, items, spec.seed, written)
+            written += len(ev)
+
+    return catalog, chunks()
+
+
+def generate(spec: ShopSpec) -> Shop:
+    """Generate a shop in memory; the same spec always gives the same output (see :func:`iter_shop`)."""
+    catalog, chunks = iter_shop(spec)
+    return Shop(events=pa.concat_tables(list(chunks)), catalog=catalog)
+
+
+def _as_csv(events: pa.Table) -> pa.Table:
+    """Events with ISO-8601 timestamps, as the canonical CSV holds them."""
+    ts = events.column("timestamp").cast(pa.timestamp("s", tz="UTC"))
+    iso = pc.strftime(ts, format="%Y-%m-%dT%H:%M:%SZ")
+    return events.set_column(events.schema.get_field_index("timestamp"), "timestamp", iso)
+
+
+def _write(events: Iterable[pa.Table], catalog: pa.Table, out: Path) -> tuple[Path, Path, int]:
+    out.mkdir(parents=True, exist_ok=True)
+    events_path, catalog_path = out / "events.csv", out / "catalog.csv"
+    options = pacsv.WriteOptions(quoting_style="needed")
+    rows, writer = 0, None
+    try:
+        for chunk in events:
+            table = _as_csv(chunk)
+            writer = writer or pacsv.CSVWriter(events_path, table.schema, write_options=options)
+            writer.write_table(table)
+            rows += table.num_rows
+    finally:
+        if writer is not None:
+            writer.close()
+    pacsv.write_csv(catalog, catalog_path, options)
+    return events_path, catalog_path, rows
 
 
 def write_shop(shop: Shop, out: Path) -> tuple[Path, Path]:
     """Write ``events.csv`` and ``catalog.csv`` into ``out``; returns their paths."""
-    out.mkdir(parents=True, exist_ok=True)
-    events_path, catalog_path = out / "events.csv", out / "catalog.csv"
-    ts = shop.events.column("timestamp").cast(pa.timestamp("s", tz="UTC"))
-    iso = pc.strftime(ts, format="%Y-%m-%dT%H:%M:%SZ")
-    table = shop.events.set_column(shop.events.schema.get_field_index("timestamp"), "timestamp", iso)
-    options = pacsv.WriteOptions(quoting_style="needed")
-    pacsv.write_csv(table, events_path, options)
-    pacsv.write_csv(shop.catalog, catalog_path, options)
+    events_path, catalog_path, _ = _write([shop.events], shop.catalog, out)
     return events_path, catalog_path
+
+
+def write_generated(spec: ShopSpec, out: Path) -> tuple[Path, Path, int]:
+    """Generate and write a shop chunk by chunk (memory bounded by the chunk); returns the paths and event count."""
+    catalog, chunks = iter_shop(spec)
+    return _write(chunks, catalog, out)

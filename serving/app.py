@@ -14,6 +14,7 @@ from fastapi.staticfiles import StaticFiles
 from recommender.config import Settings, get_settings
 from recommender.redis_conn import async_client, server_url
 from recommender.service import RecommendationService, RedisUnavailableError
+from serving.limits import BodyLimitMiddleware
 from serving.routes import events, health, items, recommendations, users
 from serving.telemetry import MetricsMiddleware, set_model_version
 
@@ -50,7 +51,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
-    app.add_middleware(MetricsMiddleware)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(MetricsMiddleware)  # added last: outermost, so it counts the 413s too
     for module in (recommendations, items, events, users, health):
         app.include_router(module.router)
     app.router.routes.insert(0, recommendations.route)  # matched before the documenting FastAPI route

@@ -1,4 +1,4 @@
-"""Dependencies shared by the routes: settings, the service, and API-key auth.
+"""Dependencies shared by the routes: settings, the service, API-key roles and user signatures.
 
 All are ``async def``: FastAPI runs plain ``def`` dependencies in a thread pool, which costs
 more than the work they do.
@@ -7,15 +7,18 @@ more than the work they do.
 from __future__ import annotations
 
 import hmac
-from typing import Annotated
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request, Security, status
 from fastapi.security import APIKeyHeader
 
-from recommender.config import Settings
+from recommender.config import Settings, role_allows
+from recommender.privacy import user_signature_valid
 from recommender.service import RecommendationService
 
 api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="API key (see RECSYS_API_KEYS).")
+USER_SIGNATURE = "x-user-signature"
 
 
 async def get_settings(request: Request) -> Settings:
@@ -45,22 +48,46 @@ def role_of(key: str | None, settings: Settings) -> str | None:
     return found
 
 
-async def require_read(settings: SettingsDep, key: Annotated[str | None, Security(api_key_header)] = None) -> None:
-    """Shop endpoints: a read or admin key, unless reads are open."""
-    if settings.reads_open:
-        return
-    if role_of(key, settings) is None:
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "missing or unknown X-API-Key")
+def _open_without_key(needed: str, settings: Settings) -> bool:
+    """Reads may be open (``RECSYS_OPEN_READS``); posting events only in keyless development; never more."""
+    return settings.reads_open if needed == "read" else needed == "events" and settings.keyless
 
 
-async def require_admin(settings: SettingsDep, key: Annotated[str | None, Security(api_key_header)] = None) -> None:
-    """Admin endpoints: an admin key, always."""
+def authorize(settings: Settings, key: str | None, needed: str) -> str | None:
+    """The caller's role if it may do what ``needed`` may (None: allowed without a key); 401 / 403 otherwise."""
     role = role_of(key, settings)
     if role is None:
+        if key is None and _open_without_key(needed, settings):
+            return None
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "missing or unknown X-API-Key")
-    if role != "admin":
-        raise HTTPException(status.HTTP_403_FORBIDDEN, "this endpoint needs an admin key")
+    if not role_allows(role, needed):
+        raise HTTPException(status.HTTP_403_FORBIDDEN, f"this endpoint needs a key of the {needed} role or above")
+    return role
 
 
-ReadAccess = Depends(require_read)
-AdminAccess = Depends(require_admin)
+def check_user_signature(settings: Settings, role: str | None, user_ids: set[str], signature: str | None) -> None:
+    """With ``RECSYS_REQUIRE_USER_SIGNATURE``, below the write role: one user, signed by the shop (403 otherwise)."""
+    if not settings.require_user_signature or role_allows(role, "write"):
+        return
+    secret = settings.user_signing_secret
+    assert secret is not None  # settings refuse the requirement without a secret
+    if len(user_ids) != 1 or not user_signature_valid(next(iter(user_ids)), signature, secret.get_secret_value()):
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN, "this request needs X-User-Signature: the shop's signature of its one user id"
+        )
+
+
+def require(needed: str) -> Callable[..., Awaitable[str | None]]:
+    """A dependency that admits keys of the ``needed`` role or above; it returns the caller's role."""
+
+    async def dependency(settings: SettingsDep, key: Annotated[str | None, Security(api_key_header)] = None) -> Any:
+        return authorize(settings, key, needed)
+
+    dependency.__doc__ = f"A key of the {needed} role or above."
+    return dependency
+
+
+ReadAccess = Depends(require("read"))
+EventsAccess = Depends(require("events"))
+AdminAccess = Depends(require("admin"))
+RoleDep = Annotated[str | None, EventsAccess]

@@ -92,4 +92,11 @@ OPENAPI_PARAMETERS: list[dict[str, Any]] = [  # the hot route's parameters, docu
         "description": "API key (see RECSYS_API_KEYS).",
         "schema": {"type": "string"},
     },
+    {
+        "name": "X-User-Signature",
+        "in": "header",
+        "required": False,
+        "description": "The shop's HMAC of user_id (needed below the write role when RECSYS_REQUIRE_USER_SIGNATURE).",
+        "schema": {"type": "string", "maxLength": 128},
+    },
 ]

@@ -16,9 +16,12 @@ def describe_access(settings: Settings) -> str:
     """One line on how the API is protected."""
     keys = settings.parsed_api_keys()
     roles = sorted(set(keys.values()))
+    signed = "; personal routes need X-User-Signature below the write role" if settings.require_user_signature else ""
+    if settings.keyless:
+        return "no API keys (development): reads and events OPEN without a key, admin routes closed"
     if settings.reads_open:
-        return f"reads OPEN without a key (development); {len(keys)} key(s) configured {roles}"
-    return f"every request needs X-API-Key; {len(keys)} key(s) configured {roles}"
+        return f"reads OPEN without a key; events and admin need X-API-Key; {len(keys)} key(s) {roles}{signed}"
+    return f"every request needs X-API-Key; {len(keys)} key(s) configured {roles}{signed}"
 
 
 def serve(settings: Settings, host: str, port: int, workers: int, notify: Callable[[str], None]) -> None:

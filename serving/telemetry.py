@@ -30,6 +30,11 @@ LATENCY = Histogram(
 )
 SOURCES = Counter("recsys_recommendation_source_total", "Where served lists came from", ["source"])
 MODEL_VERSION = Gauge("recsys_active_model_version", "Registry version being served", multiprocess_mode="livemax")
+EVENT_BACKLOG = Gauge(
+    "recsys_event_backlog",
+    "Accepted events the drain has not stored yet (the Redis stream's length)",
+    multiprocess_mode="livemostrecent",
+)
 
 
 _SOURCE_COUNTERS: dict[str, Any] = {}

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from fastapi import APIRouter, Response, status
 
+from recommender.service import RedisUnavailableError
 from serving.deps import ServiceDep
 from serving.schemas import Ready
-from serving.telemetry import render_metrics, set_model_version
+from serving.telemetry import EVENT_BACKLOG, render_metrics, set_model_version
 
 router = APIRouter(tags=["health"])
 
@@ -28,7 +31,9 @@ async def readyz(service: ServiceDep, response: Response) -> Ready:
 
 
 @router.get("/metrics", include_in_schema=False)
-async def metrics() -> Response:
-    """Prometheus exposition (aggregated across workers in multiprocess mode)."""
+async def metrics(service: ServiceDep) -> Response:
+    """Prometheus exposition (aggregated across workers in multiprocess mode), with the event backlog read now."""
+    with contextlib.suppress(RedisUnavailableError):  # Redis away: the last value stands, the fallback alert fires
+        EVENT_BACKLOG.set(await service.event_backlog())
     body, content_type = render_metrics()
     return Response(body, media_type=content_type)

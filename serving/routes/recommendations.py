@@ -6,7 +6,7 @@ from fastapi import APIRouter, HTTPException, Request, status
 from starlette.routing import Route
 
 from recommender.service import RecommendationService
-from serving.deps import require_read
+from serving.deps import USER_SIGNATURE, authorize, check_user_signature
 from serving.params import MAX_TEXT, OPENAPI_PARAMETERS, parse_list_query
 from serving.schemas import FastJSON, Problem, Recommendations
 from serving.telemetry import count_source
@@ -19,15 +19,16 @@ router = APIRouter(tags=["recommendations"])
     PATH,
     response_model=Recommendations,
     openapi_extra={"parameters": OPENAPI_PARAMETERS},
-    responses={401: {"model": Problem}, 422: {"model": Problem}},
+    responses={401: {"model": Problem}, 403: {"model": Problem}, 422: {"model": Problem}},
 )
 async def user_recommendations(request: Request) -> FastJSON:
     """Top-n items for a user: personalized, popular for unknown users, fallback when Redis is down."""
     service: RecommendationService = request.app.state.service
     user_id: str = request.path_params["user_id"]  # read by hand like the query: no per-request param solving
-    await require_read(service.settings, request.headers.get("x-api-key"))
+    role = authorize(service.settings, request.headers.get("x-api-key"), "read")
     if len(user_id) > MAX_TEXT:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "user_id is longer than 256 characters")
+    check_user_signature(service.settings, role, {user_id}, request.headers.get(USER_SIGNATURE))
     q = parse_list_query(request.query_params, service.settings.max_n)
     found = await service.recommendations(user_id, q.n, q.exclude, q.category, q.details)
     count_source(found.source)

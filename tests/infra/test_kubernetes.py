@@ -16,7 +16,9 @@ from typing import Any
 
 import pytest
 import yaml
+from prometheus_client.metrics import MetricWrapperBase
 
+from serving import telemetry
 from tests.conftest import REPO
 
 K8S = REPO / "infra" / "k8s"
@@ -97,10 +99,10 @@ def test_alert_rules_cover_errors_latency_stale_models_and_failed_retrains() -> 
     rules = yaml.safe_load((REPO / "infra" / "prometheus" / "alerts.yml").read_text())["groups"][0]["rules"]
     names = {r["alert"] for r in rules}
     assert {"RecsysApiErrorRate", "RecsysApiLatencyP99", "RecsysStaleModelVersion", "RecsysRetrainFailed"} <= names
-    exported = ("recsys_http_requests_total", "recsys_http_request_duration_seconds", "recsys_active_model_version")
-    assert all(
-        any(m in r["expr"] for m in (*exported, "recsys_recommendation_source_total", "airflow_")) for r in rules
-    )
+    assert {"RecsysEventBacklog", "RecsysEventBacklogNearLimit"} <= names
+    exported = [m._name for m in vars(telemetry).values() if isinstance(m, MetricWrapperBase)]
+    assert "recsys_event_backlog" in exported
+    assert all(any(m in r["expr"] for m in (*exported, "airflow_")) for r in rules)
 
 
 def test_the_ci_workflow_matches_the_github_schema_and_runs_the_readme_test_command() -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import redis
 from fastapi.testclient import TestClient
+from pydantic import SecretStr
 
 from recommender.config import Settings
 from recommender.forget import forget_pending
@@ -28,7 +29,7 @@ LATE = {"user_id": "u1", "item_id": "i2", "event_type": "view", "timestamp": "20
 def test_a_forgotten_user_is_gone_from_every_table_snapshot_file_redis_and_the_next_model(
     redis_settings: Settings, tmp_path: Path
 ) -> None:
-    settings = redis_settings.model_copy(update={"api_keys": "adm:admin,shop:read"})
+    settings = redis_settings.model_copy(update={"api_keys": SecretStr("adm:admin,shop:read,page:events")})
     events, catalog = write_shop(generate(ShopSpec(**SMALL_SHOP_ARGS)), tmp_path / "shop")
     ingest_file(events, settings, catalog=catalog)
     extra = tmp_path / "more.csv"
@@ -45,7 +46,7 @@ def test_a_forgotten_user_is_gone_from_every_table_snapshot_file_redis_and_the_n
     assert r.get(keys.user(str(r.get(keys.active)), user)) is not None
 
     with TestClient(create_app(settings)) as api:
-        assert api.post("/v1/events", json=LATE, headers={"X-API-Key": "shop"}).status_code == 202
+        assert api.post("/v1/events", json=LATE, headers={"X-API-Key": "page"}).status_code == 202
         assert api.delete("/v1/users/u1").status_code == 401
         assert api.delete("/v1/users/u1", headers={"X-API-Key": "shop"}).status_code == 403
         gone = api.delete("/v1/users/u1", headers={"X-API-Key": "adm"})

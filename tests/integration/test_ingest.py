@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -171,3 +172,49 @@ def test_generated_shop_round_trips(settings: Settings, tmp_path: Path) -> None:
     assert stored.num_rows == 5_000
     assert set(stored.column("item_id").to_pylist()) <= set(shop.catalog.column("item_id").to_pylist())
     assert pa.compute.min(stored.column("timestamp")).as_py() == pa.compute.min(shop.events.column("timestamp")).as_py()
+
+
+def quarantined_text(settings: Settings) -> str:
+    """What the quarantine table holds of the rows (its ``source`` column names the file, not a person)."""
+    return str(Store(settings).quarantine().scan().to_arrow().drop_columns(["source"]).to_pylist())
+
+
+def test_a_malformed_line_keeps_no_text_only_its_hash_length_and_field_count(
+    settings: Settings, tmp_path: Path
+) -> None:
+    # the user id "1" also occurs inside "e1" and "i1": text substitution pseudonymized the wrong "1"
+    lines = HEADER + "e1,1,i1,view,2024-01-01T10:00:00Z,,,surplus\n" + "e2,alice@example.com,i2,view\n"
+    summary = ingest_file(write(tmp_path / "e.csv", lines), settings)
+    assert summary.quarantined == 2 and summary.reasons == {"malformed_row": 2} and summary.reconciles
+    rows = sorted(
+        Store(settings).quarantine().scan().to_arrow().to_pylist(), key=lambda r: -json.loads(r["raw"])["fields"]
+    )
+    raws = [json.loads(r["raw"]) for r in rows]
+    assert [set(r) for r in raws] == [{"line_hmac", "length", "fields", "expected_fields"}] * 2
+    assert [(r["fields"], r["expected_fields"], r["length"]) for r in raws] == [(8, 7, 43), (4, 7, 28)]
+    assert [r["user_id"] for r in rows] == [
+        pseudonymize("1", "test-secret"),
+        pseudonymize("alice@example.com", "test-secret"),
+    ]
+    assert not [r for r in rows if "alice" in r["raw"] + r["user_id"] or "e1," in r["raw"]]
+    again = ingest_file(write(tmp_path / "e.csv", lines), settings)
+    assert again.quarantine_new == 0  # the same line hashes the same: quarantined once
+
+
+def test_session_ids_are_pseudonymized_in_the_quarantine_too(settings: Settings, tmp_path: Path) -> None:
+    sessions = write(
+        tmp_path / "clicks.txt",
+        "SessionId\tItemId\tTime\nsess-secret-1\ti1\t1400000000\nsess-secret-2\ti2\tnot-a-time\nbroken-line-sess-3\n",
+    )
+    canonical = write(
+        tmp_path / "e.csv",
+        "user_id,item_id,event_type,timestamp,session_id\nbob,i1,click,2024-01-01T00:00:00Z,sess-of-bob\n",
+    )
+    assert ingest_file(sessions, settings).quarantined == 2
+    assert ingest_file(canonical, settings).quarantined == 1
+    dumped = quarantined_text(settings) + str(Store(settings).read_events().to_pylist())
+    for raw in ("sess-secret-1", "sess-secret-2", "broken-line-sess-3", "bob", "sess-of-bob"):
+        assert raw not in dumped
+    assert (
+        pseudonymize("sess-of-bob", "test-secret") in dumped and pseudonymize("sess-secret-2", "test-secret") in dumped
+    )

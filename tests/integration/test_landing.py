@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from recommender import landing
@@ -58,6 +60,28 @@ def test_an_unreadable_file_goes_to_failed_with_its_reason(settings: Settings) -
     assert len(summary.failed) == 1 and "format" in str(summary.failed[0].error)
     notes = list((settings.landing / "failed").glob("*.error"))
     assert len(notes) == 1 and "format" in notes[0].read_text()
+
+
+def test_symlinks_out_of_the_landing_folder_are_never_followed(settings: Settings, tmp_path: Path) -> None:
+    settings.landing.mkdir(parents=True)
+    secret = write(
+        tmp_path / "elsewhere.csv", "user_id,item_id,event_type,timestamp\nu9,i9,view,2025-01-01T00:00:00Z\n"
+    )
+    (settings.landing / "escape.csv").symlink_to(secret)
+    (settings.landing / "dir-link").symlink_to(tmp_path)
+    inside = write(settings.landing / "_staged.csv", secret.read_text())  # hidden: only reachable through a link
+    (settings.landing / "inside.csv").symlink_to(inside)
+
+    summary = ingest_landing(settings)
+
+    outcome = {Path(f.file).name: f for f in summary.files}
+    assert outcome["escape.csv"].error == "escape.csv links outside the landing folder"
+    assert outcome["dir-link"].error and outcome["inside.csv"].stored == 1
+    assert Store(settings).read_events().num_rows == 1  # the file behind the escaping link was not read
+    assert secret.read_text().startswith("user_id") and (tmp_path / "elsewhere.csv").is_file()  # nor moved
+    assert sorted(p.name for p in (settings.landing / "failed").iterdir() if not p.name.endswith(".error")) == sorted(
+        p.name for p in (settings.landing / "failed").iterdir() if p.is_symlink()
+    )
 
 
 def test_train_config_from_a_trigger_form_keeps_only_the_family_parameters(settings: Settings) -> None:

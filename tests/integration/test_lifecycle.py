@@ -120,7 +120,8 @@ def test_publish_serves_every_user_and_rollback_flips_back(shop_settings: Settin
 
     p4 = publish_model(shop_settings, version=second.model_version)
     p5 = publish_model(shop_settings, version=second.model_version)
-    assert p5.removed == [p4.previous] or p4.version in r.lrange("{recsys}:versions", 0, -1)
+    assert p4.previous == p1.version and p4.removed == [p2.version]  # rollback's list was [p1, p2]
+    assert p5.previous == p4.version and p5.removed == [p1.version]
     assert r.lrange("{recsys}:versions", 0, -1) == [p5.version, p4.version]
     for gone in set(r.smembers("{recsys}:versions:started")) - {p4.version, p5.version}:
         raise AssertionError(f"version {gone} was not cleaned up")

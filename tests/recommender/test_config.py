@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -29,3 +30,37 @@ def test_building_settings_creates_nothing(tmp_path: Path) -> None:
 def test_empty_event_weights_rejected(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="at least one event type"):
         Settings(home=tmp_path, event_weights={})
+
+
+STRONG = "x" * 32
+
+
+@pytest.mark.parametrize(
+    ("overrides", "named"),
+    [
+        ({}, "RECSYS_HMAC_SECRET is a placeholder"),
+        ({"hmac_secret": "change-me-openssl-rand-hex-32"}, "RECSYS_HMAC_SECRET is a placeholder"),
+        ({"hmac_secret": "short-but-random"}, "RECSYS_HMAC_SECRET is shorter than 32 bytes"),
+        ({"hmac_secret": STRONG, "api_keys": "shop-key-change-me-0123456789abcdef:read"}, "entry 1 (read)"),
+        ({"hmac_secret": STRONG, "api_keys": f"{STRONG}:read,tiny:admin"}, "entry 2 (admin) is shorter"),
+        ({"hmac_secret": STRONG, "user_signing_secret": "change-me"}, "RECSYS_USER_SIGNING_SECRET"),
+    ],
+)
+def test_production_refuses_placeholders_and_short_secrets_without_echoing_them(
+    tmp_path: Path, overrides: dict[str, str], named: str
+) -> None:
+    with pytest.raises(ValueError, match=re.escape(named)) as refused:
+        Settings(home=tmp_path, env="production", **overrides)
+    secrets = [entry.rpartition(":")[0] or entry for value in overrides.values() for entry in value.split(",")]
+    assert not [secret for secret in secrets if secret in str(refused.value)]  # nor pydantic's input echo
+
+
+def test_production_never_opens_reads_for_want_of_keys(tmp_path: Path) -> None:
+    assert Settings(home=tmp_path).reads_open  # development without keys: open for local work
+    production = Settings(home=tmp_path, env="production", hmac_secret=STRONG)
+    assert not production.reads_open and not production.keyless
+    assert Settings(home=tmp_path, env="production", hmac_secret=STRONG, open_reads=True).reads_open  # said so
+
+
+def test_api_keys_are_kept_secret_in_the_settings_repr(tmp_path: Path) -> None:
+    assert "k" * 40 not in repr(Settings(home=tmp_path, api_keys="k" * 40 + ":read"))

@@ -63,3 +63,13 @@ def test_no_new_activity_scores_nobody() -> None:
     assert forward_accuracy(bundle(), events([("a", "x", 1), ("c", "y", -1)]), SINCE.timestamp(), k=2) == {
         "forward_users": 0.0
     }
+
+
+@pytest.mark.parametrize(
+    "rows",
+    [[], [("c", "y", -2)], [("new", "x", 1), ("a", "unknown", 2)]],
+    ids=["no events at all", "nothing after the training data", "only unknown users and items"],
+)
+def test_no_scorable_event_after_the_training_data_reports_zero_users(rows: list[tuple[str, str, int]]) -> None:
+    """Right after a retrain nothing is newer than the training data: reported, not a crash."""
+    assert forward_accuracy(bundle(), events(rows), SINCE.timestamp(), k=2) == {"forward_users": 0.0}

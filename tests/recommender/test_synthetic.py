@@ -6,9 +6,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 
-from recommender.synthetic import ShopSpec, generate, write_shop
+from recommender.synthetic import ShopSpec, generate, iter_shop, write_generated, write_shop
 
 SPEC = ShopSpec(users=400, items=200, events=20_000, seed=3, days=28)
 
@@ -86,3 +87,17 @@ def test_written_files_are_canonical(tmp_path: Path) -> None:
 def test_rejects_empty_spec() -> None:
     with pytest.raises(ValueError):
         generate(ShopSpec(users=0))
+
+
+def test_a_shop_generated_in_chunks_has_every_event_once_and_is_reproducible(tmp_path: Path) -> None:
+    spec = ShopSpec(users=3000, items=400, events=60_000, seed=3, days=40, drift_from=30)
+    catalog, chunks = iter_shop(spec, chunk_views=5_000)
+    parts = list(chunks)
+    events = pa.concat_tables(parts)
+    assert len(parts) > 5 and events.num_rows == 60_000
+    assert len(set(events.column("event_id").to_pylist())) == 60_000
+    assert all(p.column("timestamp").to_pylist() == sorted(p.column("timestamp").to_pylist()) for p in parts)
+    again = pa.concat_tables(list(iter_shop(spec, chunk_views=5_000)[1]))
+    assert again.equals(events) and catalog.num_rows == 400
+    events_path, _, written = write_generated(spec, tmp_path / "shop")
+    assert written == 60_000 and sum(1 for _ in events_path.open()) == 60_001  # header + rows

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
+from collections.abc import Iterator
 
 import orjson
 import pytest
 import redis
 from fastapi.testclient import TestClient
+from pydantic import SecretStr
 
 from recommender.config import Settings
 from recommender.keys import Keys
-from recommender.privacy import pseudonymize
+from recommender.privacy import pseudonymize, sign_user
 from serving.app import create_app
 from serving.schemas import ItemList, Recommendations
 from tests.serving.conftest import SECRET
@@ -153,31 +154,98 @@ def test_health_ready_metrics_and_docs(client: TestClient) -> None:
 
 
 def test_api_keys_and_roles(api_settings: Settings) -> None:
-    keyed = api_settings.model_copy(update={"api_keys": "shop-key:read,ops-key:admin"})
+    keyed = api_settings.model_copy(
+        update={"api_keys": SecretStr("shop-key:read,page-key:events,backend-key:write,ops-key:admin")}
+    )
     assert not keyed.reads_open
+    event = {"user_id": "u1", "item_id": "i1", "event_type": "view", "timestamp": "2025-01-01T00:00:00Z"}
     with TestClient(create_app(keyed)) as c:
         url = "/v1/users/u1/recommendations"
         assert c.get(url).status_code == 401
         assert c.get(url, headers={"X-API-Key": "wrong"}).status_code == 401
-        assert c.get(url, headers={"X-API-Key": "shop-key"}).status_code == 200
-        assert c.get(url, headers={"X-API-Key": "ops-key"}).status_code == 200
+        for key in ("shop-key", "page-key", "backend-key", "ops-key"):
+            assert c.get(url, headers={"X-API-Key": key}).status_code == 200
         assert c.get("/healthz").status_code == 200  # probes stay open
+        posted = {
+            key: c.post("/v1/events", json=event, headers={"X-API-Key": key}).status_code
+            for key in ("shop-key", "page-key", "backend-key", "ops-key", "wrong")
+        }
+        assert posted == {"shop-key": 403, "page-key": 202, "backend-key": 202, "ops-key": 202, "wrong": 401}
+        assert c.post("/v1/events", json=event).status_code == 401
+        forgot = {
+            key: c.delete("/v1/users/nobody", headers={"X-API-Key": key}).status_code
+            for key in ("shop-key", "page-key", "backend-key", "ops-key")
+        }
+        assert forgot == {"shop-key": 403, "page-key": 403, "backend-key": 403, "ops-key": 202}
     opened = keyed.model_copy(update={"open_reads": True})
     with TestClient(create_app(opened)) as c:
         assert c.get("/v1/popular").status_code == 200
+        assert c.post("/v1/events", json=event).status_code == 401  # open reads never open writes
+
+
+def test_identity_verification_binds_events_and_personal_reads_to_the_signed_user(api_settings: Settings) -> None:
+    secret = "s" * 32
+    signed = api_settings.model_copy(
+        update={
+            "api_keys": SecretStr("page-key:events,backend-key:write"),
+            "user_signing_secret": SecretStr(secret),
+            "require_user_signature": True,
+        }
+    )
+    alice, mallory = sign_user("alice", secret), sign_user("mallory", secret)
+    event = {"user_id": "alice", "item_id": "i1", "event_type": "view", "timestamp": "2025-01-01T00:00:00Z"}
+    page = {"X-API-Key": "page-key"}
+    with TestClient(create_app(signed)) as c:
+        assert c.post("/v1/events", json=event, headers=page).status_code == 403
+        assert c.post("/v1/events", json=event, headers=page | {"X-User-Signature": mallory}).status_code == 403
+        assert c.post("/v1/events", json=event, headers=page | {"X-User-Signature": alice}).status_code == 202
+        two_users = [event, event | {"user_id": "mallory"}]
+        assert c.post("/v1/events", json=two_users, headers=page | {"X-User-Signature": alice}).status_code == 403
+        assert c.post("/v1/events", json=two_users, headers={"X-API-Key": "backend-key"}).status_code == 202
+        url = "/v1/users/alice/recommendations"
+        assert c.get(url, headers=page).status_code == 403
+        assert c.get(url, headers=page | {"X-User-Signature": mallory}).status_code == 403
+        assert c.get(url, headers=page | {"X-User-Signature": alice.upper()}).status_code == 200
+        assert c.get(url, headers={"X-API-Key": "backend-key"}).status_code == 200
+        assert c.get("/v1/popular", headers=page).status_code == 200  # not personal: no signature needed
+    with pytest.raises(ValueError, match="needs RECSYS_USER_SIGNING_SECRET"):
+        Settings(require_user_signature=True)
+
+
+def test_bodies_over_the_cap_are_refused_before_parsing(api_settings: Settings) -> None:
+    capped = api_settings.model_copy(update={"max_body_bytes": 2048})
+    event = {"user_id": "u1", "item_id": "i1", "event_type": "view", "timestamp": "2025-01-01T00:00:00Z"}
+    r = redis.Redis.from_url(str(api_settings.redis_url), decode_responses=True)
+    before = r.xlen(KEYS.events)
+    with TestClient(create_app(capped)) as c:
+        declared = c.post("/v1/events", json=[event] * 40)
+        assert declared.status_code == 413 and "RECSYS_MAX_BODY_BYTES" in declared.json()["detail"]
+
+        def chunks() -> Iterator[bytes]:  # no Content-Length: counted as it streams
+            yield b"["
+            for n in range(40):
+                yield (b"," if n else b"") + orjson.dumps(event)
+            yield b"]"
+
+        streamed = c.post("/v1/events", content=chunks(), headers={"content-type": "application/json"})
+        assert streamed.status_code == 413, streamed.text
+        assert c.post("/v1/events", json=[event] * 3).status_code == 202
+        assert c.post("/v1/events", content=b"x", headers={"content-length": "nope"}).status_code == 413
+    assert r.xlen(KEYS.events) == before + 3
 
 
 def test_admin_role_is_enforced() -> None:
     from fastapi import HTTPException
 
-    from serving.deps import require_admin
+    from serving.deps import authorize
 
     settings = Settings(api_keys="shop-key:read,ops-key:admin")
     with pytest.raises(HTTPException) as missing:
-        asyncio.run(require_admin(settings, None))
+        authorize(settings, None, "admin")
     with pytest.raises(HTTPException) as wrong_role:
-        asyncio.run(require_admin(settings, "shop-key"))
+        authorize(settings, "shop-key", "admin")
     assert (missing.value.status_code, wrong_role.value.status_code) == (401, 403)
-    asyncio.run(require_admin(settings, "ops-key"))
-    with pytest.raises(ValueError, match="key:role"):
-        Settings(api_keys="just-a-key")
+    assert authorize(settings, "ops-key", "admin") == "admin"
+    with pytest.raises(ValueError, match="key:role") as malformed:
+        Settings(api_keys="ok-key:read,the-secret-key-itself")
+    assert "the-secret-key-itself" not in str(malformed.value) and "entry 2" in str(malformed.value)
