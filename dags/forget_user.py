@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from airflow.sdk import dag, task
-from recsys_common import SERVICE_RETRIES, optional, settings
+from recsys_common import SERVICE_RETRIES, WRITERS, optional, settings
 
 DOC = """
 ### Forget users
@@ -32,7 +32,7 @@ Retrain afterwards and the published model no longer holds a vector for them.
 def forget_user() -> None:
     """Tombstone, delete and purge every requested user."""
 
-    @task
+    @task(**WRITERS)
     def forget(params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         """Forget the given user and everyone queued by the API."""
         from recommender.pipeline import forget_users

@@ -6,7 +6,7 @@ from typing import Any
 
 from airflow.sdk import dag, task
 from airflow.sdk.exceptions import AirflowSkipException
-from recsys_common import INTERACTIONS, SERVICE_RETRIES, settings
+from recsys_common import INTERACTIONS, SERVICE_RETRIES, WRITERS, settings
 
 DOC = """
 ### Ingest interactions
@@ -45,14 +45,14 @@ def ingest_interactions() -> None:
 
         return snapshot_mark(settings())
 
-    @task
+    @task(**WRITERS)
     def drain_event_stream() -> dict[str, Any]:
         """Store the API's event stream, acknowledging after the commit."""
         from recommender.pipeline import drain_events
 
         return drain_events(settings())
 
-    @task
+    @task(**WRITERS)
     def ingest_landing_files() -> dict[str, Any]:
         """Ingest each waiting file once and move it aside."""
         from recommender.pipeline import ingest_landed_files

@@ -10,11 +10,17 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import Asset, Param
 
+from recommender.config import WRITER_POOL
+
 if TYPE_CHECKING:
     from recommender.config import Settings
 
 INTERACTIONS = Asset(name="interactions", uri="recsys://interactions")
 """Updated whenever an ingest stored new events; the retrain is scheduled on it."""
+
+WRITERS: dict[str, Any] = {"pool": WRITER_POOL}
+"""For tasks that commit to the Iceberg tables: the stack's one-slot pool runs them one at a time, across DAGs
+(a commit that still meets a concurrent writer, from the CLI say, fails and is checked and retried)."""
 
 SERVICE_RETRIES: dict[str, Any] = {
     "retries": 3,

@@ -131,11 +131,13 @@ def retrain_recommender() -> None:
         return snapshot
 
     @task(retries=1)
-    def train_and_evaluate(snapshot_id: int, params: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Train, evaluate, track in MLflow, register as candidate."""
+    def train_and_evaluate(
+        snapshot_id: int, params: dict[str, Any] | None = None, run_id: str | None = None
+    ) -> dict[str, Any]:
+        """Train, evaluate, track in MLflow, register as candidate (a retry reuses what its run registered)."""
         from recommender.pipeline import train_candidate
 
-        return train_candidate(settings(), params or {}, snapshot_id)
+        return train_candidate(settings(), params or {}, snapshot_id, request_id=f"retrain_recommender/{run_id}")
 
     @task
     def stage(trained: dict[str, Any]) -> dict[str, Any]:

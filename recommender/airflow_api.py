@@ -62,6 +62,15 @@ class AirflowClient:
                 raise AirflowError(f"DAG {dag_id} not found after {timeout:.0f} s: check the DAG processor log")
             time.sleep(1.0)
 
+    def ensure_pool(self, name: str, slots: int, description: str) -> None:
+        """Create the pool ``name`` with ``slots`` slots, or set its slots if it exists."""
+        body = {"name": name, "slots": slots, "description": description, "include_deferred": False}
+        created = self.http.post("/pools", json=body)
+        if created.status_code == 409:
+            self._call("PATCH", f"/pools/{name}", json=body)
+        elif not created.is_success:
+            raise AirflowError(f"POST /pools: {created.status_code} {created.text[:300]}")
+
     def unpause(self, dag_id: str) -> None:
         """The UI's pause toggle, set to running."""
         self._call("PATCH", f"/dags/{dag_id}", json={"is_paused": False})

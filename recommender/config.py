@@ -24,6 +24,8 @@ events (a browser key), ``write`` also changes the catalog (the shop's backend),
 PLACEHOLDER = "change-me"
 """What every secret in ``.env.example`` contains: refused in production."""
 MIN_SECRET_BYTES = 32
+WRITER_POOL = "iceberg_writers"
+WRITER_POOL_DOC = "One slot: the tasks that write the Iceberg tables (drain, landing ingest, forget) run one at a time."
 DEFAULT_EVENT_WEIGHTS: dict[str, float] = {"view": 1.0, "add_to_cart": 4.0, "purchase": 8.0}
 
 
@@ -57,6 +59,9 @@ class Settings(BaseSettings):
     catalog_uri: str | None = None
     warehouse: str | None = None
     namespace: str = "recsys"
+    ingest_file_rows: int = Field(
+        default=500_000, ge=1, description="Rows an ingest buffers (Arrow) before writing them as data files."
+    )
     orphan_min_age_hours: float = Field(
         default=24.0, ge=0, description="Unreferenced data files younger than this survive a purge (in-flight writes)."
     )

@@ -17,7 +17,6 @@ import mmh3
 import numpy as np
 import pyarrow as pa
 
-DIGEST = np.dtype("S16")
 MERGE_AFTER = 8
 """Sorted parts kept apart before they are merged into one (a lookup searches every part)."""
 
@@ -28,38 +27,78 @@ def seed_of(secret: str) -> int:
 
 
 def digests(keys: pa.Array | pa.ChunkedArray | Iterable[str | None], seed: int) -> np.ndarray:
-    """The 16-byte digest of each key (a missing key digests like the empty string)."""
+    """The 128-bit digest of each key as a row of two uint64 (a missing key digests like the empty string)."""
     values = keys.to_pylist() if isinstance(keys, pa.Array | pa.ChunkedArray) else list(keys)
     joined = b"".join([mmh3.hash_bytes(v or "", seed) for v in values])
-    return np.frombuffer(joined, dtype=DIGEST)
+    return np.frombuffer(joined, dtype="<u8").reshape(-1, 2)
 
 
 def first_occurrences(d: np.ndarray) -> np.ndarray:
     """Indices of the first occurrence of each distinct digest, in their original order."""
-    _, first = np.unique(d, return_index=True)
-    return np.sort(first)
+    if not len(d):
+        return np.arange(0)
+    order = np.argsort(d[:, 0], kind="stable")  # equal high words stay in their original order
+    high, low = d[order, 0], d[order, 1]
+    same_high = high[1:] == high[:-1]
+    keep = np.concatenate([[True], ~(same_high & (low[1:] == low[:-1]))])
+    for run in _runs(same_high & (low[1:] != low[:-1]), same_high):  # two keys share 64 bits: ~never
+        seen: set[int] = set()
+        for at in run:
+            keep[at] = int(low[at]) not in seen
+            seen.add(int(low[at]))
+    return np.sort(order[keep])
+
+
+def _runs(mixed: np.ndarray, same: np.ndarray) -> list[range]:
+    """The runs of equal high words (positions in sorted order) that hold more than one low word."""
+    runs = []
+    for at in np.flatnonzero(mixed):
+        lo = at
+        while lo > 0 and same[lo - 1]:
+            lo -= 1
+        hi = at + 1
+        while hi < len(same) and same[hi]:
+            hi += 1
+        runs.append(range(lo, hi + 1))
+    return runs
 
 
 class KeySet:
-    """A growing set of digests, kept as a few sorted arrays."""
+    """A growing set of digests, kept as a few parts sorted by high word: a lookup is a binary search on the
+    high words (plain uint64) and a comparison of the low word where they match."""
 
     def __init__(self) -> None:
-        self._parts: list[np.ndarray] = []
+        self._parts: list[tuple[np.ndarray, np.ndarray]] = []
 
     def __len__(self) -> int:
-        return sum(len(p) for p in self._parts)
+        return sum(len(high) for high, _ in self._parts)
 
     def add(self, d: np.ndarray) -> None:
         """Add digests (duplicates of members are harmless)."""
         if len(d):
-            self._parts.append(np.sort(d))
-        if len(self._parts) > MERGE_AFTER:
-            self._parts = [np.unique(np.concatenate(self._parts))]
+            self._parts.append(_by_high(d[:, 0], d[:, 1]))
+        if len(self._parts) > MERGE_AFTER:  # the parts are sorted runs: a stable sort merges them in linear time
+            self._parts = [
+                _by_high(np.concatenate([h for h, _ in self._parts]), np.concatenate([lo for _, lo in self._parts]))
+            ]
 
     def contains(self, d: np.ndarray) -> np.ndarray:
         """Boolean mask: which of ``d`` are members."""
+        order = np.argsort(d[:, 0])  # sorted queries: each binary search starts where the last one ended
+        q_high, q_low = d[order, 0], d[order, 1]
         found = np.zeros(len(d), dtype=bool)
-        for part in self._parts:
-            at = np.minimum(np.searchsorted(part, d), len(part) - 1)
-            found |= part[at] == d
-        return found
+        for high, low in self._parts:
+            left = np.searchsorted(high, q_high, side="left")
+            right = np.searchsorted(high, q_high, side="right")
+            single = right - left == 1
+            found[single] |= low[left[single]] == q_low[single]
+            for q in np.flatnonzero(right - left > 1):  # equal high words in the set: compare every low word
+                found[q] |= bool((low[left[q] : right[q]] == q_low[q]).any())
+        out = np.empty(len(d), dtype=bool)
+        out[order] = found
+        return out
+
+
+def _by_high(high: np.ndarray, low: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    order = np.argsort(high, kind="stable")
+    return np.ascontiguousarray(high[order]), np.ascontiguousarray(low[order])

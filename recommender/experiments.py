@@ -1,26 +1,31 @@
-"""Online experiments (champion/challenger): a deterministic user split and the per-variant report.
+"""Online experiments (champion/challenger): a deterministic user split and signed recommendation ids.
 
 While ``{prefix}:challenger`` names a published version, the API serves it to the users whose
 pseudonym falls in the first ``RECSYS_EXPERIMENT_SHARE`` of the hash space (the same users every
-time, across workers and restarts) and production to everyone else. Every answer's
-``recommendation_id`` starts with its model version; shop events that carry it are attributed to
-that variant. The API counts served lists per variant in ``{prefix}:experiment:served``.
+time, across workers and restarts) and production to everyone else, and records which users it
+served which variant (``{prefix}:experiment:{id}:exposed:{version}``). Every answer carries a
+``recommendation_id`` that says which model version served it on which placement, signed with a
+key derived from the HMAC secret: shop events that carry it are attributed to that variant, and an
+id the API did not issue is ignored. The analysis is :mod:`recommender.experiment_report`.
 
-The report: per variant, the share of served lists that led to a click (a ``view`` carrying the
-list's id) and to an add-to-cart, with Wilson 95% intervals, and a two-proportion z-test of the
-challenger against production. Promoting the challenger stays a human decision (``promote_model``).
+This module is what the API process runs: nothing here imports the pipeline's dependencies.
 """
 
 from __future__ import annotations
 
-import math
+import hmac
+import json
 import os
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 
-import pyarrow as pa
-import pyarrow.compute as pc
+import redis
 
-Z95 = 1.959964
+from recommender.keys import Keys
+
+SIGNATURE_CHARS = 16
+PLACEMENTS = ("home", "similar", "popular")
+"""Where a list was shown: a user's recommendations, an item's similar items, the popular list."""
 
 
 def in_challenger(pseudonym: str, share: float) -> bool:
@@ -28,88 +33,87 @@ def in_challenger(pseudonym: str, share: float) -> bool:
     return int(pseudonym[:8], 16) / 2**32 < share
 
 
-def new_recommendation_id(model_version: str | None) -> str:
-    """``<model version>-<96 random bits>``: the id says which variant served the list."""
-    return f"{model_version or 'none'}-{os.urandom(12).hex()}"
-
-
-def variant_of(recommendation_id: str) -> str:
-    """The model version a recommendation id was served by."""
-    return recommendation_id.split("-", 1)[0]
-
-
 @dataclass(frozen=True)
-class Rate:
-    """A proportion with its Wilson 95% interval."""
-
-    hits: int
-    trials: int
-    rate: float
-    low: float
-    high: float
-
-
-def wilson(hits: int, trials: int) -> Rate:
-    """Wilson score interval (sound for small counts and rates near 0)."""
-    if trials == 0:
-        return Rate(hits, 0, 0.0, 0.0, 1.0)
-    p = hits / trials
-    denom = 1 + Z95**2 / trials
-    centre = (p + Z95**2 / (2 * trials)) / denom
-    half = Z95 * math.sqrt(p * (1 - p) / trials + Z95**2 / (4 * trials**2)) / denom
-    return Rate(hits, trials, p, max(0.0, centre - half), min(1.0, centre + half))
-
-
-def two_proportion_p(a: Rate, b: Rate) -> float:
-    """Two-sided p-value of a z-test that two rates are equal."""
-    if a.trials == 0 or b.trials == 0:
-        return 1.0
-    pooled = (a.hits + b.hits) / (a.trials + b.trials)
-    se = math.sqrt(pooled * (1 - pooled) * (1 / a.trials + 1 / b.trials))
-    if se == 0:
-        return 1.0
-    z = (b.rate - a.rate) / se
-    return math.erfc(abs(z) / math.sqrt(2))
-
-
-@dataclass(frozen=True)
-class VariantResult:
-    """One variant's outcome."""
+class Issued:
+    """What a valid recommendation id says."""
 
     model_version: str
-    served: int
-    click_through: Rate
-    add_to_cart: Rate
+    placement: str
+
+
+class RecommendationIds:
+    """Issue and verify ``<model version>-<placement>-<96 random bits>-<signature>`` ids (the key is derived
+    from the HMAC secret, never the secret itself)."""
+
+    def __init__(self, secret: str) -> None:
+        self._key = hmac.digest(secret.encode(), b"recommendation-id", "sha256")
+
+    def _sign(self, body: str) -> str:
+        return hmac.digest(self._key, body.encode(), "sha256").hex()[:SIGNATURE_CHARS]
+
+    def issue(self, model_version: str | None, placement: str) -> str:
+        """A new id for a list that ``model_version`` served on ``placement``."""
+        body = f"{model_version or 'none'}-{placement}-{os.urandom(12).hex()}"
+        return f"{body}-{self._sign(body)}"
+
+    def verify(self, recommendation_id: str | None) -> Issued | None:
+        """What the id says, if this API issued it (None for a forged, altered or foreign id)."""
+        if not recommendation_id or recommendation_id.count("-") != 3:
+            return None
+        body, _, signature = recommendation_id.rpartition("-")
+        if not hmac.compare_digest(self._sign(body), signature):
+            return None
+        version, placement, _ = body.split("-")
+        return Issued(version, placement)
+
+
+def new_experiment_id() -> str:
+    """A fresh experiment id (it names the experiment's Redis keys)."""
+    return os.urandom(6).hex()
 
 
 @dataclass(frozen=True)
-class ExperimentReport:
-    """Both variants and the tests of the challenger against production."""
+class Experiment:
+    """The running experiment: its id (naming its Redis keys), when it started, the challenger's published version."""
 
-    production: VariantResult
-    challenger: VariantResult
-    click_through_p: float
-    add_to_cart_p: float
-
-    def to_dict(self) -> dict[str, object]:
-        """Plain fields."""
-        return asdict(self)
+    id: str
+    started_at: str
+    challenger: str
 
 
-def experiment_report(events: pa.Table, served: dict[str, int], production: str, challenger: str) -> ExperimentReport:
-    """Rates per variant from events carrying ``recommendation_id`` and the served counts."""
-    tagged = events.filter(pc.invert(pc.is_null(events.column("recommendation_id"))))
-    frame = tagged.select(["recommendation_id", "event_type"]).to_pandas()
-    frame["variant"] = frame["recommendation_id"].map(variant_of)
+def running_experiment(r: redis.Redis, keys: Keys) -> Experiment | None:
+    """The experiment a published challenger runs, if any."""
+    challenger, record = r.mget(keys.challenger, keys.experiment)
+    return Experiment(**json.loads(record)) if challenger and record else None
 
-    def result(version: str) -> VariantResult:
-        mine = frame[frame["variant"] == version]
-        n = int(served.get(version, 0))
-        clicks = mine.loc[mine["event_type"] == "view", "recommendation_id"].nunique()
-        carts = mine.loc[mine["event_type"] == "add_to_cart", "recommendation_id"].nunique()
-        return VariantResult(version, n, wilson(min(clicks, n), n), wilson(min(carts, n), n))
 
-    a, b = result(production), result(challenger)
-    return ExperimentReport(
-        a, b, two_proportion_p(a.click_through, b.click_through), two_proportion_p(a.add_to_cart, b.add_to_cart)
-    )
+def start_experiment(r: redis.Redis, keys: Keys, challenger: str) -> str | None:
+    """Make published version ``challenger`` the challenger of a new experiment (its counts start at zero);
+    returns the challenger it replaced. Both pointers change in one MULTI/EXEC (one cluster slot)."""
+    old = running_experiment(r, keys)
+    record = Experiment(new_experiment_id(), datetime.now(UTC).isoformat(), challenger)
+    with r.pipeline(transaction=True) as pipe:
+        pipe.get(keys.challenger)
+        pipe.set(keys.challenger, challenger)
+        pipe.set(keys.experiment, json.dumps(asdict(record)))
+        previous = pipe.execute()[0]
+    if old is not None:
+        _drop(r, keys, old.id)
+    return None if previous is None else str(previous)
+
+
+def end_experiment(r: redis.Redis, keys: Keys) -> Experiment | None:
+    """Stop serving the challenger and delete the experiment's counts; returns the experiment that ran."""
+    current = running_experiment(r, keys)
+    with r.pipeline(transaction=True) as pipe:
+        pipe.delete(keys.challenger, keys.experiment)
+        pipe.execute()
+    if current is not None:
+        _drop(r, keys, current.id)
+    return current
+
+
+def _drop(r: redis.Redis, keys: Keys, experiment_id: str) -> None:
+    found = list(r.scan_iter(match=keys.experiment_data(experiment_id), count=1000))
+    if found:
+        r.unlink(*found)

@@ -40,9 +40,21 @@ class Keys:
         return f"{self._control}:challenger"
 
     @property
-    def served(self) -> str:
-        """HASH: model_version -> lists served while an experiment runs (the impressions of the report)."""
-        return f"{self.prefix}:experiment:served"
+    def experiment(self) -> str:
+        """STRING: JSON ``{"id", "started_at", "challenger"}`` of the running experiment (set with the challenger)."""
+        return f"{self._control}:experiment"
+
+    def served(self, experiment_id: str) -> str:
+        """HASH: model_version -> lists served in experiment ``experiment_id`` (impressions)."""
+        return f"{self.prefix}:experiment:{experiment_id}:served"
+
+    def exposed(self, experiment_id: str, model_version: str) -> str:
+        """SET: pseudonyms served ``model_version`` in experiment ``experiment_id`` (the report's users)."""
+        return f"{self.prefix}:experiment:{experiment_id}:exposed:{model_version}"
+
+    def experiment_data(self, experiment_id: str) -> str:
+        """Pattern of every key of experiment ``experiment_id``."""
+        return f"{self.prefix}:experiment:{experiment_id}:*"
 
     @property
     def versions(self) -> str:

@@ -17,6 +17,8 @@ from recommender.store import Store
 from recommender.tracking import (
     PRODUCTION,
     Tracked,
+    client,
+    find_request,
     finish_selection_run,
     load_bundle,
     log_training,
@@ -38,13 +40,41 @@ class TrainOutcome:
     metrics: dict[str, float]
     selection_run_id: str | None = None
     """The parent run of an automatic selection (``--model auto``), whose trials are nested under it."""
+    reused: bool = False
+    """An earlier attempt of the same request had registered it (a retried DAG task)."""
 
 
-def train_and_register(settings: Settings, config: TrainConfig, step: StepFn = silent) -> TrainOutcome:
-    """Train, evaluate, log to MLflow and register as ``candidate``."""
+def _reused(settings: Settings, request_id: str | None) -> TrainOutcome | None:
+    """What an earlier attempt of ``request_id`` registered, if it got that far."""
+    tracked = find_request(settings, request_id) if request_id else None
+    if tracked is None or tracked.model_version is None:
+        return None
+    run = client(settings).get_run(tracked.run_id)
+    tags = run.data.tags
+    return TrainOutcome(
+        tracked.run_id,
+        tracked.experiment_id,
+        tracked.model_version,
+        int(tags["snapshot_id"]),
+        tags["model_family"],
+        dict(run.data.metrics),
+        tags.get("mlflow.parentRunId"),
+        reused=True,
+    )
+
+
+def train_and_register(
+    settings: Settings, config: TrainConfig, step: StepFn = silent, request_id: str | None = None
+) -> TrainOutcome:
+    """Train, evaluate, log to MLflow and register as ``candidate``.
+
+    With ``request_id`` (an Airflow DAG run), a retry returns what an earlier attempt registered.
+    """
+    if reused := _reused(settings, request_id):
+        return reused
     trained = train(settings, config, step)
     step("logging the run and registering the model in MLflow")
-    tracked: Tracked = log_training(settings, trained)
+    tracked: Tracked = log_training(settings, trained, request_id=request_id)
     return TrainOutcome(
         tracked.run_id,
         tracked.experiment_id,
@@ -61,14 +91,17 @@ def select_and_register(
     budget_seconds: float | None = None,
     max_trials: int | None = None,
     step: StepFn = silent,
+    request_id: str | None = None,
 ) -> TrainOutcome:
     """``--model auto``: search on the validation item (trials as nested MLflow runs), then train the
     winner through the usual protocol (test once, refit on all) and register it as ``candidate``."""
+    if reused := _reused(settings, request_id):
+        return reused
     budget = settings.search_seconds if budget_seconds is None else budget_seconds
     trials = settings.search_trials if max_trials is None else max_trials
     step("reading snapshot")
     data = load_dataset(settings, snapshot_id)
-    parent = start_selection_run(settings, data.snapshot_id, budget_for(data.rows, budget), trials)
+    parent = start_selection_run(settings, data.snapshot_id, budget_for(data.rows, budget), trials, request_id)
     selection = search(
         settings,
         data,
@@ -83,7 +116,9 @@ def select_and_register(
     winner = selection.best
     step(f"winner: {winner.family} (val {selection.metric} {selection.best_value:.4f}); test once, refit on all")
     trained = train(settings, winner, step, data=data)
-    tracked = log_training(settings, trained, run_name=f"winner-{winner.family}", parent_run_id=parent)
+    tracked = log_training(
+        settings, trained, run_name=f"winner-{winner.family}", parent_run_id=parent, request_id=request_id
+    )
     return TrainOutcome(
         tracked.run_id,
         tracked.experiment_id,

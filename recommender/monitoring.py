@@ -1,13 +1,15 @@
 """Data drift between what the production model learned from and what shoppers do now.
 
-The reference is the production model's training snapshot; both sides are compared over a
-window of the same length (``RECSYS_DRIFT_WINDOW_DAYS``) ending at each side's newest event:
+The reference is the :class:`~recommender.profile.Profile` logged with the production model
+version at training time (so it outlives its snapshot, which forgetting may expire); the
+current side is the newest snapshot's last window of the same length:
 
 * item popularity: PSI of the share of interactions per item (the reference's top items,
   everything else in one bucket), so a reshuffled catalogue shows even at the same volume;
 * event-type mix: PSI of the shares of views, carts, purchases;
-* unknown users and items: shares of current events whose user / item the model never saw;
-* volume: events per day, current over reference.
+* unknown users and items: shares of current events whose user / item the model never saw
+  (the model's own vocabulary);
+* volume: events per window, current over reference.
 
 Model health goes with it: :func:`forward_accuracy` scores the production model on what users
 did after its training data (HR/NDCG of each known user's first new item), and the publish
@@ -30,18 +32,18 @@ import pyarrow.compute as pc
 from recommender.bundle import Bundle
 from recommender.config import Settings
 from recommender.evaluation import accuracy_at, target_ranks
+from recommender.profile import Profile, seconds, window
 from recommender.store import Store
 
 EPS = 1e-4
-TOP_ITEMS = 50
-SECONDS_PER_DAY = 86_400.0
+COLUMNS = ("user_id", "item_id", "event_type", "timestamp")
 
 
 @dataclass
 class DriftReport:
     """The measures, their thresholds and which were breached."""
 
-    reference_snapshot: int
+    reference_snapshot: int | None
     current_snapshot: int
     window_days: float
     measures: dict[str, float] = field(default_factory=dict)
@@ -69,11 +71,6 @@ def psi(reference: np.ndarray, current: np.ndarray) -> float:
     return float(np.sum((c - r) * np.log(c / r)))
 
 
-def _window(events: pa.Table, days: float) -> pa.Table:
-    ts = events.column("timestamp").cast(pa.int64()).to_numpy() / 1e6
-    return events.filter(pa.array(ts >= ts.max() - days * SECONDS_PER_DAY)) if len(ts) else events
-
-
 def _counts(column: pa.ChunkedArray, buckets: list[str]) -> np.ndarray:
     """Counts of ``buckets`` in ``column``, plus one bucket for everything else."""
     values = column.to_pandas().value_counts()
@@ -81,21 +78,28 @@ def _counts(column: pa.ChunkedArray, buckets: list[str]) -> np.ndarray:
     return np.append(known, len(column) - known.sum())
 
 
-def measure_drift(reference: pa.Table, current: pa.Table, window_days: float) -> dict[str, float]:
-    """The drift measures between two events tables (each cut to its own last ``window_days``)."""
-    ref, cur = _window(reference, window_days), _window(current, window_days)
-    top = ref.column("item_id").to_pandas().value_counts().index[:TOP_ITEMS].tolist()
-    types = sorted(set(ref.column("event_type").to_pylist()) | set(cur.column("event_type").to_pylist()))
-    known_users = reference.column("user_id").combine_chunks().unique()
-    known_items = reference.column("item_id").combine_chunks().unique()
-    n = max(cur.num_rows, 1)
+def _unknown_share(column: pa.ChunkedArray, known: np.ndarray) -> float:
+    if not len(column):
+        return 0.0
+    return 1 - (pc.sum(pc.is_in(column, value_set=pa.array(known.astype(str)))).as_py() or 0) / len(column)
+
+
+def measure_drift(
+    reference: Profile, current: pa.Table, known_users: np.ndarray, known_items: np.ndarray
+) -> dict[str, float]:
+    """The drift measures of ``current`` (cut to its last window) against the ``reference`` profile."""
+    cur = window(current, reference.window_days)
+    top = list(reference.items)
+    ref_items = np.array([*reference.items.values(), reference.other_items], dtype=np.float64)
+    types = sorted(set(reference.event_types) | set(cur.column("event_type").to_pylist()))
+    ref_types = np.array([reference.event_types.get(t, 0) for t in types] + [0], dtype=np.float64)
     return {
-        "item_popularity_psi": psi(_counts(ref.column("item_id"), top), _counts(cur.column("item_id"), top)),
-        "event_type_psi": psi(_counts(ref.column("event_type"), types), _counts(cur.column("event_type"), types)),
-        "unknown_user_share": 1 - pc.sum(pc.is_in(cur.column("user_id"), value_set=known_users)).as_py() / n,
-        "unknown_item_share": 1 - pc.sum(pc.is_in(cur.column("item_id"), value_set=known_items)).as_py() / n,
-        "volume_ratio": cur.num_rows / max(ref.num_rows, 1),
-        "reference_events": float(ref.num_rows),
+        "item_popularity_psi": psi(ref_items, _counts(cur.column("item_id"), top)),
+        "event_type_psi": psi(ref_types, _counts(cur.column("event_type"), types)),
+        "unknown_user_share": _unknown_share(cur.column("user_id"), known_users),
+        "unknown_item_share": _unknown_share(cur.column("item_id"), known_items),
+        "volume_ratio": cur.num_rows / max(reference.events, 1),
+        "reference_events": float(reference.events),
         "current_events": float(cur.num_rows),
     }
 
@@ -113,36 +117,29 @@ def thresholds(settings: Settings) -> dict[str, tuple[float, float]]:
 
 def check_drift(
     settings: Settings,
-    reference_snapshot: int,
+    reference: Profile,
+    bundle: Bundle,
     current_snapshot: int | None = None,
     store: Store | None = None,
-    bundle: Bundle | None = None,
 ) -> DriftReport:
-    """Compare the reference snapshot's last window with the current snapshot's last window.
-
-    With the production ``bundle``, also score it on what happened after its data (:func:`forward_accuracy`);
-    each snapshot is read once for both.
-    """
+    """Compare the current snapshot's last window with the production model's reference profile, and score
+    the model on what happened after its data (:func:`forward_accuracy`); the snapshot is read once for both."""
     store = store or Store(settings)
-    columns = ("user_id", "item_id", "event_type", "timestamp")
     current_id = current_snapshot if current_snapshot is not None else store.current_snapshot_id()
     if current_id is None:
         raise LookupError("the events table is empty: nothing to monitor")
-    reference, current = store.read_events(reference_snapshot, columns), store.read_events(current_id, columns)
-    measures = measure_drift(reference, current, settings.drift_window_days)
+    current = store.read_events(current_id, COLUMNS)
+    measures = measure_drift(reference, current, bundle.vocab.users, bundle.vocab.items)
     bands = thresholds(settings)
     breached = [name for name, (low, high) in bands.items() if not low <= measures[name] <= high]
-    if bundle is not None and reference.num_rows:  # model health is reported, not thresholded
-        newest = pc.max(reference.column("timestamp").cast(pa.int64())).as_py() / 1e6
-        measures |= forward_accuracy(bundle, current, newest, settings.k)
-    return DriftReport(reference_snapshot, current_id, settings.drift_window_days, measures, bands, breached)
+    measures |= forward_accuracy(bundle, current, reference.newest, settings.k)  # reported, not thresholded
+    return DriftReport(reference.snapshot_id, current_id, reference.window_days, measures, bands, breached)
 
 
 def forward_accuracy(bundle: Bundle, current: pa.Table, since: float, k: int) -> dict[str, float]:
     """The production model on what happened after its training data: per known user, their first
     new item (known to the model, not in their history) after ``since`` (unix seconds) is the target."""
-    ts = current.column("timestamp").cast(pa.int64()).to_numpy() / 1e6
-    later = current.filter(pa.array(ts > since))
+    later = current.filter(pa.array(seconds(current) > since))
     users = bundle.vocab.user_rows(later.column("user_id").to_pylist())
     items = bundle.vocab.item_cols(later.column("item_id").to_pylist())
     order = np.argsort(later.column("timestamp").cast(pa.int64()).to_numpy(), kind="stable")

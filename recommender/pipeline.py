@@ -14,7 +14,8 @@ from typing import Any
 import httpx
 
 from recommender.config import Settings
-from recommender.experiments import experiment_report
+from recommender.experiment_report import experiment_report
+from recommender.experiments import RecommendationIds, end_experiment, running_experiment
 from recommender.forget import forget_pending, forget_user
 from recommender.keys import Keys, decode
 from recommender.landing import ingest_landing
@@ -23,12 +24,20 @@ from recommender.lookup import active_version, model_version_of
 from recommender.matrix import Weighting
 from recommender.models import MODELS
 from recommender.monitoring import check_drift
+from recommender.profile import Profile, profile_of
 from recommender.promotion import Decision, promote
 from recommender.publish import begin, finish, write_shard
 from recommender.redis_conn import connect
 from recommender.store import Store
 from recommender.stream import drain_stream
-from recommender.tracking import load_bundle, log_experiment, log_monitoring, production_snapshot
+from recommender.tracking import (
+    load_bundle,
+    log_experiment,
+    log_monitoring,
+    production_snapshot,
+    reference_profile,
+    tracking_errors,
+)
 from recommender.training import TrainConfig
 
 WEIGHTING_FIELDS = ("half_life_days", "recency_half_life", "bm25", "log_scale")
@@ -95,15 +104,21 @@ def train_config(settings: Settings, params: Mapping[str, Any], snapshot_id: int
     )
 
 
-def train_candidate(settings: Settings, params: Mapping[str, Any], snapshot_id: int) -> dict[str, Any]:
-    """Train and evaluate on ``snapshot_id``, track the run, register the model as ``candidate``."""
-    if params.get("model") == "auto":
-        out = select_and_register(settings, snapshot_id, params.get("budget_seconds"))
-        k = settings.k
-    else:
-        config = train_config(settings, params, snapshot_id)
-        out = train_and_register(settings, config)
-        k = config.k
+def train_candidate(
+    settings: Settings, params: Mapping[str, Any], snapshot_id: int, request_id: str | None = None
+) -> dict[str, Any]:
+    """Train and evaluate on ``snapshot_id``, track the run, register the model as ``candidate``.
+
+    ``request_id`` names the DAG run: a retried attempt reuses the run and version an earlier one registered.
+    """
+    with tracking_errors(settings):
+        if params.get("model") == "auto":
+            out = select_and_register(settings, snapshot_id, params.get("budget_seconds"), request_id=request_id)
+            k = settings.k
+        else:
+            config = train_config(settings, params, snapshot_id)
+            out = train_and_register(settings, config, request_id=request_id)
+            k = config.k
     headline = {m: v for m, v in out.metrics.items() if m.endswith(f"_at_{k}") or m.endswith("lift_over_baseline")}
     return {
         "run_id": out.run_id,
@@ -112,6 +127,7 @@ def train_candidate(settings: Settings, params: Mapping[str, Any], snapshot_id: 
         "snapshot_id": out.snapshot_id,
         "family": out.family,
         "selection_run_id": out.selection_run_id,
+        "reused": out.reused,
         "metrics": headline,
     }
 
@@ -185,7 +201,7 @@ def forget_users(settings: Settings, raw_user_id: str | None = None) -> list[dic
 
 
 def monitor(settings: Settings) -> dict[str, Any]:
-    """Drift of the newest data against the production model's training snapshot, logged to MLflow.
+    """Drift of the newest data against the production model's reference profile, and its health; logged to MLflow.
 
     Returns the report with ``skipped`` set when nothing is in production yet.
     """
@@ -194,7 +210,8 @@ def monitor(settings: Settings) -> dict[str, Any]:
         return {"skipped": "nothing in production yet", "drifted": False}
     version, snapshot = production
     bundle, _ = load_bundle(settings, alias=None, model_version=version)
-    drift = check_drift(settings, snapshot, bundle=bundle)
+    reference = reference_profile(settings, version) or _profile_of_snapshot(settings, version, snapshot)
+    drift = check_drift(settings, reference, bundle)
     with connect(settings) as r:
         active = active_version(r, Keys(settings.redis_prefix))
         meta = r.hgetall(Keys(settings.redis_prefix).meta(active)) if active else {}
@@ -208,29 +225,52 @@ def monitor(settings: Settings) -> dict[str, Any]:
     return report
 
 
+def _profile_of_snapshot(settings: Settings, version: str, snapshot: int) -> Profile:
+    """For a version trained before profiles were logged: its training snapshot's, while that still exists."""
+    try:
+        events = Store(settings).read_events(snapshot, ("item_id", "event_type", "timestamp"))
+    except LookupError as exc:
+        raise LookupError(
+            f"model version {version} has no reference profile and its training snapshot {snapshot} was expired "
+            "(forgetting a user expires older snapshots): retrain, and monitoring uses the new version's profile"
+        ) from exc
+    return profile_of(events, settings.drift_window_days, snapshot)
+
+
 def experiment(settings: Settings) -> dict[str, Any]:
-    """The champion/challenger report from the stored events, logged to MLflow (``skipped`` when none runs)."""
+    """The champion/challenger report (per user, over the experiment's window), logged to MLflow.
+
+    ``skipped`` when no experiment runs.
+    """
     keys = Keys(settings.redis_prefix)
     with connect(settings) as r:
-        active, challenger = r.mget(keys.active, keys.challenger)
-        if active is None or challenger is None:
+        running = running_experiment(r, keys)
+        active = active_version(r, keys)
+        if running is None or active is None:
             return {"skipped": "no challenger is published (recsys publish --challenger)"}
-        production_version = str(model_version_of(r, keys, str(active)))
-        challenger_version = str(model_version_of(r, keys, str(challenger)))
-        served = {str(k): int(v) for k, v in r.hgetall(keys.served).items()}
-    events = Store(settings).read_events(columns=("recommendation_id", "event_type"))
-    report = experiment_report(events, served, production_version, challenger_version).to_dict()
+        production, challenger = (str(model_version_of(r, keys, v)) for v in (active, running.challenger))
+        exposed = {
+            v: {str(u) for u in r.sscan_iter(keys.exposed(running.id, v), count=10_000)}
+            for v in (production, challenger)
+        }
+        served = {str(k): int(v) for k, v in r.hgetall(keys.served(running.id)).items()}
+    events = Store(settings).read_events(columns=("user_id", "recommendation_id", "event_type", "timestamp"))
+    ids = RecommendationIds(settings.hmac_secret.get_secret_value())
+    report = experiment_report(
+        events, exposed, served, production, challenger, running.started_at, running.id, ids
+    ).to_dict()
     report["mlflow_run_id"] = log_experiment(settings, report)
     return report
 
 
 def stop_experiment(settings: Settings) -> dict[str, object]:
-    """Stop serving the challenger (its published copy is cleaned up by the next publish)."""
-    keys = Keys(settings.redis_prefix)
+    """Stop serving the challenger and drop the experiment's counts (its published copy goes with the next publish)."""
     with connect(settings) as r:
-        challenger = r.get(keys.challenger)
-        r.delete(keys.challenger)
-    return {"stopped": challenger}
+        ended = end_experiment(r, Keys(settings.redis_prefix))
+    return {
+        "stopped": None if ended is None else ended.challenger,
+        "experiment_id": None if ended is None else ended.id,
+    }
 
 
 def smoke_check(settings: Settings, model_version: str, wait_seconds: float = 10.0) -> dict[str, object]:

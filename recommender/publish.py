@@ -24,6 +24,7 @@ import redis
 
 from recommender.bundle import Bundle
 from recommender.config import Settings
+from recommender.experiments import start_experiment
 from recommender.keys import Keys, encode
 from recommender.progress import ProgressFn, no_progress
 
@@ -286,9 +287,7 @@ def finish(r: redis.Redis, settings: Settings, version: str, challenger: bool = 
     published_at = datetime.now(UTC).isoformat()
     r.hset(keys.meta(version), mapping={"coverage": f"{coverage:.4f}", "published_at": published_at, "complete": "1"})
     if challenger:
-        old = r.getset(keys.challenger, version)
-        previous = None if old is None else str(old)
-        r.delete(keys.served)  # a new experiment counts from zero
+        previous = start_experiment(r, keys, version)  # a new experiment: its counts start at zero
         removed = cleanup(r, keys)
     else:
         previous, removed = flip(r, keys, version, settings.keep_versions)

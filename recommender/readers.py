@@ -81,10 +81,14 @@ def detect_format(path: Path) -> str:
     raise FormatError(f"{path}: cannot tell the format from its name or first line; pass --format")
 
 
+BATCH_ROWS = 250_000
+"""Rows validated at a time: validation works on pandas frames of strings, so this bounds ingest's memory."""
+
+
 def read_events(
     path: Path,
     fmt: str = "auto",
-    batch_rows: int = 1_000_000,
+    batch_rows: int = BATCH_ROWS,
     *,
     event_type: str | None = None,
 ) -> Iterator[RawBatch]:

@@ -22,7 +22,7 @@ from redis.exceptions import RedisClusterException, RedisError
 
 from recommender.config import Settings
 from recommender.events import CANONICAL, validate_events
-from recommender.experiments import in_challenger, new_recommendation_id
+from recommender.experiments import RecommendationIds, in_challenger
 from recommender.forget import ForgetReport, request_forget
 from recommender.keys import Keys, decode
 from recommender.privacy import pseudonymize
@@ -50,15 +50,12 @@ class InvalidEventsError(ValueError):
 
 @dataclass
 class Listing:
-    """One answer: items with scores (and details when asked), where they came from."""
+    """One answer: items with scores (and details when asked), where they came from, and its signed id."""
 
     items: list[Item]
     source: str
     model_version: str | None
-    recommendation_id: str = ""
-
-    def __post_init__(self) -> None:
-        self.recommendation_id = self.recommendation_id or new_recommendation_id(self.model_version)
+    recommendation_id: str
 
 
 @dataclass
@@ -97,6 +94,8 @@ class RecommendationService:
         self._model_versions: dict[str, str] = {}
         self._active_version: str | None = None
         self._challenger_version: str | None = None
+        self._experiment_id: str | None = None
+        self.ids = RecommendationIds(settings.hmac_secret.get_secret_value())
         self._active_read_at = -1e9
         self._backlog, self._backlog_read_at = 0, -1e9
         self._catalog_version: str | None = None  # published versions never change: their details are cached
@@ -121,9 +120,12 @@ class RecommendationService:
         """
         now = time.monotonic()
         if fresh or now - self._active_read_at > self.settings.active_cache_seconds:
-            version, challenger = await self._call(self.redis.mget(self.keys.active, self.keys.challenger))
+            version, challenger, experiment = await self._call(
+                self.redis.mget(self.keys.active, self.keys.challenger, self.keys.experiment)
+            )
             self._active_version = None if version is None else str(version)
             self._challenger_version = None if challenger is None else str(challenger)
+            self._experiment_id = orjson.loads(experiment)["id"] if experiment and challenger else None
             self._active_read_at = now
         return self._active_version
 
@@ -147,7 +149,7 @@ class RecommendationService:
         try:
             version = await self._active()
             if version is None:
-                return Listing([], "popular", None)
+                return self._listing([], "popular", None, "home")
             challenger = self._challenger_version
             if challenger is not None and in_challenger(user, self.settings.experiment_share):
                 version = challenger
@@ -172,12 +174,22 @@ class RecommendationService:
             need_details = details or category is not None
             info = await self._details(version, ids + fill_ids) if need_details else {}
             model_version = await self._model_version(version)
-            if challenger is not None:  # an experiment runs: count the impression of this variant
-                await self._call(self.redis.hincrby(self.keys.served, str(model_version), 1))
+            if challenger is not None and self._experiment_id:  # an experiment runs: who was served which variant
+                await self._exposed(self._experiment_id, str(model_version), user)
         except RedisUnavailableError:
-            return self._from_fallback(n, excluded, category, details)
+            return self._from_fallback(n, excluded, category, details, "home")
         items = _merge([(ids, scores), (fill_ids, fill_scores)], n, excluded, category, info, details)
-        return Listing(items, source, model_version)
+        return self._listing(items, source, model_version, "home")
+
+    def _listing(self, items: list[Item], source: str, model_version: str | None, placement: str) -> Listing:
+        return Listing(items, source, model_version, self.ids.issue(model_version, placement))
+
+    async def _exposed(self, experiment_id: str, model_version: str, user: str) -> None:
+        """Count the impression and remember the user on this variant (one round trip)."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hincrby(self.keys.served(experiment_id), model_version, 1)
+        pipe.sadd(self.keys.exposed(experiment_id, model_version), user)
+        await self._call(pipe.execute())
 
     async def _with_session(
         self,
@@ -218,13 +230,13 @@ class RecommendationService:
         try:
             version = await self._active()
             if version is None:
-                return Listing([], source, None)
+                return self._listing([], source, None, source)
             ids, scores = decode(await self._call(self.redis.get(key_of(version))))
             info = await self._details(version, ids) if details else {}
             model_version = await self._model_version(version)
         except RedisUnavailableError:
-            return self._from_fallback(n, excluded, category, details)
-        return Listing(_merge([(ids, scores)], n, set(), None, info, details), source, model_version)
+            return self._from_fallback(n, excluded, category, details, source)
+        return self._listing(_merge([(ids, scores)], n, set(), None, info, details), source, model_version, source)
 
     async def _popular(self, version: str, category: str | None) -> tuple[list[str], list[float]]:
         """A popular list of ``version``: from the in-process copy when it is of that version, else Redis."""
@@ -248,10 +260,12 @@ class RecommendationService:
                 cache[item_id] = None if value is None else orjson.loads(value)
         return cache
 
-    def _from_fallback(self, n: int, excluded: set[str], category: str | None, details: bool) -> Listing:
+    def _from_fallback(
+        self, n: int, excluded: set[str], category: str | None, details: bool, placement: str
+    ) -> Listing:
         fb = self.fallback
         items = _merge([fb.lists(category)], n, excluded, category, fb.details, details)
-        return Listing(items, "fallback", fb.model_version)
+        return self._listing(items, "fallback", fb.model_version, placement)
 
     async def forget(self, user_id: str) -> ForgetReport:
         """Remove a user from Redis now and queue the store's part (raises RedisUnavailableError)."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -23,7 +24,8 @@ from pathlib import Path
 
 import httpx
 
-from recommender.config import Settings
+from recommender.airflow_api import AirflowClient
+from recommender.config import WRITER_POOL, WRITER_POOL_DOC, Settings
 from recommender.progress import StepFn, silent
 from recommender.redis_conn import embedded_server
 
@@ -46,6 +48,8 @@ class StackInfo:
     redis: str
     airflow_user: str
     airflow_password: str
+    mlflow_user: str
+    mlflow_password: str
     logs: str
     pid: int = field(default_factory=os.getpid)
 
@@ -120,12 +124,55 @@ def airflow_env(settings: Settings, base: dict[str, str]) -> dict[str, str]:
 
 MLFLOW_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
 """The job runner's consumers cost about 230 MB each and nothing here uses them."""
+MLFLOW_USER = "admin"
+AUTH_INI = """[mlflow]
+default_permission = READ
+database_uri = sqlite:///{db}
+admin_username = {user}
+authorization_function = mlflow.server.auth:authenticate_request_basic_auth
+"""
+
+
+@dataclass(frozen=True)
+class MlflowAuth:
+    """The MLflow server's basic-auth set-up under one home: what the server and its clients need."""
+
+    user: str
+    password: str
+    server_env: dict[str, str]
+
+    @property
+    def client_env(self) -> dict[str, str]:
+        """What an MLflow client (Airflow's tasks, the tests) sends to log in."""
+        return {"MLFLOW_TRACKING_USERNAME": self.user, "MLFLOW_TRACKING_PASSWORD": self.password}
+
+
+def mlflow_auth(home: Path) -> MlflowAuth:
+    """Credentials of the local MLflow server: made once (random, readable only by this user), then reused."""
+    folder = home / "mlflow-auth"
+    folder.mkdir(parents=True, exist_ok=True)
+    secrets_file = folder / "admin.json"
+    if not secrets_file.is_file():
+        secrets_file.touch(mode=0o600)
+        values = {"password": secrets.token_urlsafe(24), "flask_secret": secrets.token_hex(32)}
+        secrets_file.write_text(json.dumps(values))
+    values = json.loads(secrets_file.read_text())
+    ini = folder / "basic_auth.ini"
+    ini.write_text(AUTH_INI.format(db=folder / "basic_auth.db", user=MLFLOW_USER))
+    env = {
+        "MLFLOW_AUTH_CONFIG_PATH": str(ini),
+        "MLFLOW_AUTH_ADMIN_PASSWORD": values["password"],  # used once, to create the admin user
+        "MLFLOW_FLASK_SERVER_SECRET_KEY": values["flask_secret"],
+    }
+    return MlflowAuth(MLFLOW_USER, values["password"], env)
 
 
 def mlflow_command(home: Path, port: int) -> list[str]:
-    """``mlflow server`` for one machine: SQLite registry and proxied artifacts under ``home``, one worker."""
+    """``mlflow server`` for one machine, behind MLflow's basic-auth app (credentials: :func:`mlflow_auth`):
+    SQLite registry and proxied artifacts under ``home``, one worker, loopback only."""
     return [
-        *(_bin("mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"),
+        *(_bin("mlflow"), "server", "--app-name", "basic-auth"),
+        *("--host", "127.0.0.1", "--port", str(port), "--workers", "1"),
         *(
             "--backend-store-uri",
             f"sqlite:///{home / 'mlflow.db'}",
@@ -239,12 +286,15 @@ def local_stack(settings: Settings, notify: StepFn = silent) -> Iterator[Running
         mlflow = f"http://127.0.0.1:{settings.mlflow_port}"
         airflow = f"http://127.0.0.1:{settings.airflow_port}"
         bin_dir = str(Path(sys.executable).parent)
+        settings.home_abs.mkdir(parents=True, exist_ok=True)
+        auth = mlflow_auth(settings.home_abs)
         env = {
             **os.environ,
             "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",  # airflow standalone spawns `airflow`
             "RECSYS_HOME": str(settings.home_abs),
             "RECSYS_REDIS_URL": redis,
             "MLFLOW_TRACKING_URI": mlflow,
+            **auth.client_env,
             "RECSYS_API_URL": api,
             "OPENBLAS_NUM_THREADS": "1",
         }
@@ -256,19 +306,21 @@ def local_stack(settings: Settings, notify: StepFn = silent) -> Iterator[Running
             stack.callback(stop_process, proc)
             return proc
 
-        settings.home_abs.mkdir(parents=True, exist_ok=True)
         notify("starting MLflow and Airflow (about a minute on 2 cores)")
-        ml = start("mlflow", mlflow_command(settings.home_abs, settings.mlflow_port), {**env, **MLFLOW_ENV})
+        ml_env = {**env, **MLFLOW_ENV, **auth.server_env}
+        ml = start("mlflow", mlflow_command(settings.home_abs, settings.mlflow_port), ml_env)
         af = start("airflow", [_bin("airflow"), "standalone"], airflow_env(settings, env))
         wait_healthy("MLflow", f"{mlflow}/health", ml, logs / "mlflow.log", 180)
-        notify(f"mlflow: {mlflow}")
+        notify(f"mlflow: {mlflow} (login {auth.user}, password in {settings.home_abs / 'mlflow-auth'})")
         wait_healthy("Airflow", f"{airflow}/api/v2/monitor/health", af, logs / "airflow.log", 300)
-        notify(f"airflow: {airflow}")
+        password = airflow_password(settings)
+        AirflowClient(airflow, AIRFLOW_USER, password).ensure_pool(WRITER_POOL, 1, WRITER_POOL_DOC)
+        notify(f"airflow: {airflow} (pool {WRITER_POOL}: one Iceberg writer at a time)")
         serve_cmd = [_bin("recsys"), "serve", "--host", "127.0.0.1", "--port", str(settings.api_port)]
         srv = start("api", serve_cmd, env)
         wait_healthy("API", f"{api}/healthz", srv, logs / "api.log", 120)
         notify(f"api: {api}")
-        info = StackInfo(api, mlflow, airflow, redis, AIRFLOW_USER, airflow_password(settings), str(logs))
+        info = StackInfo(api, mlflow, airflow, redis, AIRFLOW_USER, password, auth.user, auth.password, str(logs))
         state_path(settings).write_text(json.dumps(asdict(info)))
         stack.callback(state_path(settings).unlink, missing_ok=True)
         yield Running(info, procs)

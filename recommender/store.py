@@ -188,20 +188,29 @@ class StagedFiles:
     threshold.
     """
 
-    def __init__(self, table: Table, schema: pa.Schema, month_column: str | None = None) -> None:
+    def __init__(self, table: Table, schema: pa.Schema, month_column: str | None = None, file_rows: int = 500_000):
         self.table = table
         self.schema = schema
         self.month_column = month_column
         self.write_id = uuid.uuid4().hex
         self.files: list[str] = []
-        self.rows = 0
+        self.file_rows = file_rows
+        self._pending: list[pa.Table] = []
         self._fs, _ = _fs_path(table.location())
 
     def write(self, rows: pa.Table) -> None:
-        """Write ``rows`` (in :attr:`schema`) as new data files."""
-        if not rows.num_rows:
+        """Stage ``rows`` (in :attr:`schema`): kept in Arrow until about ``file_rows``, then written."""
+        if rows.num_rows:
+            self._pending.append(rows.cast(self.schema))
+        if sum(t.num_rows for t in self._pending) >= self.file_rows:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write what is pending as data files (one per month partition)."""
+        if not self._pending:
             return
-        rows = rows.cast(self.schema)
+        rows = pa.concat_tables(self._pending)
+        self._pending = []
         groups: list[tuple[str, pa.Table]] = [("", rows)]
         if self.month_column is not None:
             ts = rows.column(self.month_column)
@@ -217,10 +226,10 @@ class StagedFiles:
             fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
             pq.write_table(part, path, filesystem=fs)
             self.files.append(uri)
-            self.rows += part.num_rows
 
     def drop(self, remove: Callable[[pa.Table], np.ndarray]) -> int:
         """Rewrite the staged files without the rows ``remove`` marks; returns how many were dropped."""
+        self.flush()
         kept: list[str] = []
         dropped = 0
         for uri in self.files:
@@ -238,26 +247,28 @@ class StagedFiles:
                 pq.write_table(rest, _fs_path(new_uri)[1], filesystem=self._fs)
                 kept.append(new_uri)
         self.files = kept
-        self.rows -= dropped
         return dropped
 
     def column(self, name: str) -> Iterator[pa.ChunkedArray]:
         """One column of every staged file, file by file."""
+        self.flush()
         for uri in self.files:
             yield pq.read_table(_fs_path(uri)[1], columns=[name], filesystem=self._fs).column(name)
 
     def commit(self, properties: dict[str, str]) -> Table:
         """Add every staged file in one snapshot; raises CommitFailedException if the table moved."""
+        self.flush()
         if self.files:
             self.table.add_files(self.files, snapshot_properties=properties, check_duplicate_files=False)
         return self.table
 
     def discard(self) -> None:
         """Delete the staged files (an ingest that failed before its commit)."""
+        self._pending = []
         for uri in self.files:
             with contextlib.suppress(FileNotFoundError):
                 self._fs.delete_file(_fs_path(uri)[1])
-        self.files, self.rows = [], 0
+        self.files = []
 
 
 class Store:
@@ -370,11 +381,11 @@ class Store:
     # ---- writes ------------------------------------------------------------------
     def staged_events(self) -> StagedFiles:
         """Files for one ingest's events (one per month partition), committed together."""
-        return StagedFiles(self.events(), EVENT_SCHEMA, month_column="timestamp")
+        return StagedFiles(self.events(), EVENT_SCHEMA, "timestamp", self.settings.ingest_file_rows)
 
     def staged_quarantine(self) -> StagedFiles:
         """Files for one ingest's quarantined rows."""
-        return StagedFiles(self.quarantine(), QUARANTINE_SCHEMA)
+        return StagedFiles(self.quarantine(), QUARANTINE_SCHEMA, file_rows=self.settings.ingest_file_rows)
 
     def add_tombstone(self, user_id: str) -> None:
         """Record that ``user_id`` (a pseudonym) is forgotten; idempotent."""

@@ -35,8 +35,9 @@ HOUR_WEIGHTS = np.array(
     [1, 0.6, 0.4, 0.3, 0.3, 0.4, 0.8, 1.5, 2, 2.2, 2.3, 2.4, 2.6, 2.5, 2.3, 2.2, 2.3, 2.6, 3.2, 3.8, 4.0, 3.6, 2.6, 1.6]
 )
 WEEKDAY_WEIGHTS = np.array([1.0, 0.95, 0.95, 1.0, 1.1, 1.3, 1.25])  # Mon..Sun
-CHUNK_VIEWS = 2_000_000
+CHUNK_VIEWS = 500_000
 """Views generated at a time: bounds the generator's memory (a smaller shop is one chunk)."""
+CATEGORY_BLOCK = 100_000
 
 
 @dataclass(frozen=True)
@@ -132,7 +133,7 @@ class _Sessions:
 def _sessions(rng: np.random.Generator, spec: ShopSpec, n_cat: int) -> tuple[_Sessions, np.ndarray]:
     """The sessions, and each user's preferred style per category."""
     affinity = rng.dirichlet(np.full(n_cat, 0.3), spec.users)
-    user_style = rng.integers(0, STYLES, (spec.users, n_cat))
+    user_style = rng.integers(0, STYLES, (spec.users, n_cat)).astype(np.int8)
     activity = rng.lognormal(0.0, 1.0, spec.users)
 
     views_wanted = int(spec.events / (1 + CART_RATE * (1 + PURCHASE_RATE)) * 1.05) + 10
@@ -141,8 +142,11 @@ def _sessions(rng: np.random.Generator, spec: ShopSpec, n_cat: int) -> tuple[_Se
     s_day = _day_of_sessions(rng, spec, n_sessions)
     s_drift = np.zeros(n_sessions, dtype=bool) if spec.drift_from is None else s_day >= spec.drift_from
     u = rng.random(n_sessions)[:, None]
-    aff = affinity[s_user]
-    s_cat = np.minimum((np.cumsum(aff, axis=1) < u * aff.sum(axis=1, keepdims=True)).sum(axis=1), n_cat - 1)
+    s_cat = np.empty(n_sessions, dtype=np.int64)
+    for lo in range(0, n_sessions, CATEGORY_BLOCK):  # sessions x categories at a time: bounded memory
+        aff = affinity[s_user[lo : lo + CATEGORY_BLOCK]]
+        below = np.cumsum(aff, axis=1) < u[lo : lo + CATEGORY_BLOCK] * aff.sum(axis=1, keepdims=True)
+        s_cat[lo : lo + CATEGORY_BLOCK] = np.minimum(below.sum(axis=1), n_cat - 1)
     shift = s_drift & (rng.random(n_sessions) < 0.5)
     s_cat = np.where(shift, (s_cat + 1) % n_cat, s_cat)
     s_start = (

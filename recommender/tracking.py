@@ -11,11 +11,14 @@ import os
 import subprocess
 import tempfile
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import matplotlib
 
@@ -24,19 +27,25 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import mlflow
 import pandas as pd
+import requests
 from mlflow.data.dataset_source_registry import resolve_dataset_source
 from mlflow.data.meta_dataset import MetaDataset
 from mlflow.entities import Metric, Param
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from recommender.bundle import Bundle
 from recommender.config import Settings
 from recommender.evaluation import EvalResult, segments
+from recommender.profile import ARTIFACT as PROFILE_ARTIFACT
+from recommender.profile import Profile
 from recommender.pyfunc import SIGNATURE
 from recommender.selection import Selection, Trial
 from recommender.training import Trained, flat_params
 
 CANDIDATE, STAGING, PRODUCTION = "candidate", "staging", "production"
+REQUEST_TAG = "recsys.request_id"
+"""Tag of the runs a request (an Airflow DAG run, say) made: its retries find them."""
 MODEL_CODE = Path(__file__).with_name("pyfunc_model.py")
 EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
 """Opens the experiment on its training runs in the MLflow UI (not the GenAI trace views)."""
@@ -68,6 +77,34 @@ def client(settings: Settings) -> MlflowClient:
         else:
             os.environ[key] = value
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+class TrackingUnavailableError(RuntimeError):
+    """The MLflow tracking server did not answer."""
+
+
+def redacted(uri: str) -> str:
+    """``uri`` without any credentials in it (for messages)."""
+    parts = urlsplit(uri)
+    if parts.username or parts.password:
+        host = (parts.hostname or "") + (f":{parts.port}" if parts.port else "")
+        return str(urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment)))
+    return uri
+
+
+@contextmanager
+def tracking_errors(settings: Settings) -> Iterator[None]:
+    """Turn "MLflow is unreachable" (after the client's own retries) into one clear error."""
+    try:
+        yield
+    except (requests.RequestException, MlflowException) as exc:
+        text = str(exc)
+        if isinstance(exc, MlflowException) and not ("API request to" in text and "failed with exception" in text):
+            raise
+        raise TrackingUnavailableError(
+            f"MLflow at {redacted(settings.tracking_uri)} did not answer ({type(exc).__name__}); retry once it is "
+            "back: a retry of the same request reuses what was already registered"
+        ) from exc
 
 
 def experiment_id(settings: Settings, name: str | None = None) -> str:
@@ -131,12 +168,17 @@ def log_training(
     register: bool = True,
     run_name: str | None = None,
     parent_run_id: str | None = None,
+    request_id: str | None = None,
 ) -> Tracked:
-    """Log one training as an MLflow run; register the model and give it the ``candidate`` alias."""
+    """Log one training as an MLflow run; register the model and give it the ``candidate`` alias.
+
+    ``request_id`` (e.g. the Airflow DAG run) is tagged on the run, so a retry finds it (:func:`find_request`).
+    """
     exp = experiment_id(settings)
     cfg, data = trained.config, trained.data
     run_name = run_name or f"{cfg.family}-{datetime.now(UTC):%Y%m%d-%H%M%S}"  # readable in the MLflow UI
     tags = {"git_commit": git_commit(), "snapshot_id": str(data.snapshot_id), "model_family": cfg.family}
+    tags |= {REQUEST_TAG: request_id} if request_id else {}
     with mlflow.start_run(
         experiment_id=exp, run_name=run_name, tags=tags, parent_run_id=parent_run_id, nested=parent_run_id is not None
     ) as run:
@@ -170,6 +212,7 @@ def log_training(
             _plot(trained, folder / "metrics_at_k.png")
             _tables(trained, folder)
             mlflow.log_artifacts(str(folder), artifact_path="evaluation")
+            mlflow.log_dict(data.profile.to_dict(), PROFILE_ARTIFACT)
             bundle_dir = trained.bundle.save(folder / "bundle")
             info = mlflow.pyfunc.log_model(
                 name="model",
@@ -181,13 +224,43 @@ def log_training(
             )
         model_version = str(info.registered_model_version) if register and info.registered_model_version else None
         if model_version:
-            c = client(settings)
-            c.set_registered_model_alias(settings.model_name, CANDIDATE, model_version)
-            for key in ("val", "test", "baseline_val", "baseline_test"):
-                metric = f"{key}_{settings.gate_metric}"
-                c.set_model_version_tag(settings.model_name, model_version, metric, str(trained.metrics()[metric]))
-            c.set_model_version_tag(settings.model_name, model_version, "snapshot_id", str(data.snapshot_id))
+            _candidate(settings, model_version, trained.metrics(), data.snapshot_id)
         return Tracked(run_id=run.info.run_id, experiment_id=exp, model_version=model_version)
+
+
+def _candidate(settings: Settings, model_version: str, metrics: dict[str, float], snapshot_id: int) -> None:
+    """Alias a registered version ``candidate`` and tag it with its gate metrics and snapshot (idempotent)."""
+    c = client(settings)
+    c.set_registered_model_alias(settings.model_name, CANDIDATE, model_version)
+    for key in ("val", "test", "baseline_val", "baseline_test"):
+        metric = f"{key}_{settings.gate_metric}"
+        c.set_model_version_tag(settings.model_name, model_version, metric, str(metrics[metric]))
+    c.set_model_version_tag(settings.model_name, model_version, "snapshot_id", str(snapshot_id))
+
+
+def find_request(settings: Settings, request_id: str) -> Tracked | None:
+    """The registered training an earlier attempt of ``request_id`` left, finished as a candidate; else None.
+
+    A retried DAG task calls this first, so it reuses its run and model version instead of
+    registering a second one. An attempt that died before registering is marked failed.
+    """
+    if "'" in request_id:
+        raise ValueError(f"request id {request_id!r} may not contain quotes")
+    c, exp = client(settings), experiment_id(settings)
+    runs = c.search_runs([exp], filter_string=f"tags.`{REQUEST_TAG}` = '{request_id}'")
+    for run in runs:
+        versions = c.search_model_versions(f"run_id = '{run.info.run_id}'")
+        if versions:
+            version = str(max(int(v.version) for v in versions))
+            metrics = run.data.metrics
+            _candidate(settings, version, metrics, int(run.data.tags["snapshot_id"]))
+            if run.info.status != "FINISHED":
+                c.set_terminated(run.info.run_id, "FINISHED")
+            return Tracked(run_id=run.info.run_id, experiment_id=exp, model_version=version)
+    for run in runs:
+        if run.info.status == "RUNNING":
+            c.set_terminated(run.info.run_id, "FAILED")
+    return None
 
 
 def _tmp(settings: Settings) -> Path:
@@ -199,7 +272,10 @@ def _tmp(settings: Settings) -> Path:
 def load_bundle(
     settings: Settings, alias: str | None = PRODUCTION, model_version: str | None = None
 ) -> tuple[Bundle, str]:
-    """The bundle of a registered model version (by alias or number) and that version's number."""
+    """The bundle of a registered model version (by alias or number) and that version's number.
+
+    Read as data from the version's artifacts, whatever code or module path it was logged with.
+    """
     c = client(settings)
     if model_version is None:
         if alias is None:
@@ -211,8 +287,17 @@ def load_bundle(
                 f"no model version has the alias {alias!r} in {settings.model_name}: "
                 "train and promote one first (`recsys train`, `recsys promote --to production`)"
             ) from exc
-    model = mlflow.pyfunc.load_model(f"models:/{settings.model_name}/{model_version}")
-    return model.unwrap_python_model().bundle, model_version
+    with tempfile.TemporaryDirectory(dir=_tmp(settings)) as tmp:
+        local = Path(
+            mlflow.artifacts.download_artifacts(f"models:/{settings.model_name}/{model_version}", dst_path=tmp)
+        )
+        return Bundle.load(local / BUNDLE_PATH), model_version
+
+
+BUNDLE_PATH = Path("artifacts") / "bundle"
+"""Where a logged model keeps its bundle. The pipeline reads the bundle's files (arrays and JSON, no pickle)
+and never runs the model's code from the artifact store: only ``mlflow.pyfunc.load_model`` does, for people
+who trust the store (docs/security.md)."""
 
 
 def _metrics(values: dict[str, Any]) -> list[Metric]:
@@ -221,13 +306,16 @@ def _metrics(values: dict[str, Any]) -> list[Metric]:
     return [Metric(k, float(v), now, 0) for k, v in values.items()]
 
 
-def start_selection_run(settings: Settings, snapshot_id: int, budget_seconds: float, max_trials: int) -> str:
+def start_selection_run(
+    settings: Settings, snapshot_id: int, budget_seconds: float, max_trials: int, request_id: str | None = None
+) -> str:
     """Open the parent run of an automatic selection; trials and the winner are nested under it."""
     c = client(settings)
+    tags = {"git_commit": git_commit(), "snapshot_id": str(snapshot_id), "model_family": "auto"}
     run = c.create_run(
         experiment_id(settings),
         run_name=f"auto-{datetime.now(UTC):%Y%m%d-%H%M%S}",
-        tags={"git_commit": git_commit(), "snapshot_id": str(snapshot_id), "model_family": "auto"},
+        tags=tags | ({REQUEST_TAG: request_id} if request_id else {}),
     )
     run_id = str(run.info.run_id)
     for key, value in {"family": "auto", "budget_seconds": budget_seconds, "max_trials": max_trials}.items():
@@ -292,6 +380,17 @@ def production_snapshot(settings: Settings) -> tuple[str, int] | None:
     return str(version.version), int(version.tags["snapshot_id"])
 
 
+def reference_profile(settings: Settings, model_version: str) -> Profile | None:
+    """The data profile logged with ``model_version``'s training run (None: trained before profiles were logged)."""
+    c = client(settings)
+    run_id = c.get_model_version(settings.model_name, model_version).run_id
+    try:
+        data = mlflow.artifacts.load_dict(f"runs:/{run_id}/{PROFILE_ARTIFACT}")
+    except (mlflow.exceptions.MlflowException, OSError):
+        return None
+    return Profile.from_dict(data)
+
+
 def _log_report(
     settings: Settings,
     kind: str,
@@ -318,13 +417,15 @@ def log_monitoring(settings: Settings, report: dict[str, Any], model_version: st
 
 
 def log_experiment(settings: Settings, report: dict[str, Any]) -> str:
-    """The experiment report as a run of ``<experiment>-experiments``: rates and p-values as metrics."""
+    """The experiment report as a run of ``<experiment>-experiments``: per-user rates and p-values as metrics."""
     prod, chal = report["production"], report["challenger"]
     metrics = {"click_through_p": report["click_through_p"], "add_to_cart_p": report["add_to_cart_p"]}
-    for name, variant in (("production", prod), ("challenger", chal)):
-        metrics[f"{name}_served"] = variant["served"]
+    for name, arm in (("production", prod), ("challenger", chal)):
+        metrics[f"{name}_users"] = arm["users"]
+        metrics[f"{name}_served_lists"] = arm["served_lists"]
         for rate in ("click_through", "add_to_cart"):
-            metrics |= {f"{name}_{rate}_{k}": variant[rate][k] for k in ("rate", "low", "high")}
+            metrics |= {f"{name}_{rate}_{k}": arm[rate][k] for k in ("rate", "low", "high")}
     run_name = f"v{prod['model_version']}-vs-v{chal['model_version']}-{datetime.now(UTC):%Y%m%d-%H%M%S}"
     tags = {"production": prod["model_version"], "challenger": chal["model_version"]}
+    tags["experiment_id"] = report["experiment_id"]
     return _log_report(settings, "experiments", run_name, tags, metrics, report, "experiment/report.json")

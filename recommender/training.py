@@ -22,6 +22,7 @@ from recommender.config import Settings
 from recommender.evaluation import EvalResult, evaluate
 from recommender.matrix import Interactions, Split, Weighting, confidence, interactions_from_events, leave_last_out
 from recommender.models import make_model
+from recommender.profile import Profile, profile_of
 from recommender.progress import StepFn, silent
 from recommender.store import Store
 
@@ -50,6 +51,8 @@ class Dataset:
     inter: Interactions
     split: Split
     source: str
+    profile: Profile
+    """What the snapshot looked like (logged with the model: the reference of drift monitoring)."""
 
 
 @dataclass
@@ -110,7 +113,12 @@ def load_dataset(settings: Settings, snapshot_id: int | None = None, store: Stor
     if len(split.users) == 0:
         raise ValueError("no user has 3 or more distinct items: nothing to evaluate on")
     return Dataset(
-        snapshot_id=snapshot, rows=events.num_rows, inter=inter, split=split, source=store.events().location()
+        snapshot_id=snapshot,
+        rows=events.num_rows,
+        inter=inter,
+        split=split,
+        source=store.events().location(),
+        profile=profile_of(events, settings.drift_window_days, snapshot),
     )
 
 

@@ -17,7 +17,16 @@ from typing import Any
 
 import pytest
 
-from recommender.stack import DAGS, MLFLOW_ENV, mlflow_command, port_free, spawn, stop_process, wait_healthy
+from recommender.stack import (
+    DAGS,
+    MLFLOW_ENV,
+    mlflow_auth,
+    mlflow_command,
+    port_free,
+    spawn,
+    stop_process,
+    wait_healthy,
+)
 from tests.conftest import free_port
 
 AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="recsys-airflow-test-"))
@@ -39,15 +48,17 @@ def airflow_db() -> Path:
 
 
 @pytest.fixture(scope="session")
-def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real ``mlflow server`` (SQLite registry, proxied artifacts) for the session; yields its URL."""
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """A real ``mlflow server`` behind its basic-auth app (SQLite registry, proxied artifacts) for the session;
+    yields what a client needs: ``MLFLOW_TRACKING_URI`` and the credentials."""
     home = tmp_path_factory.mktemp("mlflow")
     port = free_port()
-    proc = spawn("mlflow", mlflow_command(home, port), {**os.environ, **MLFLOW_ENV}, home / "logs")
+    auth = mlflow_auth(home)
+    proc = spawn("mlflow", mlflow_command(home, port), {**os.environ, **MLFLOW_ENV, **auth.server_env}, home / "logs")
     url = f"http://127.0.0.1:{port}"
     try:
         wait_healthy("MLflow", f"{url}/health", proc, home / "logs" / "mlflow.log", 120)
-        yield url
+        yield {"MLFLOW_TRACKING_URI": url, **auth.client_env}
     finally:
         stop_process(proc)
         assert port_free(port)
@@ -55,7 +66,7 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture
 def dag_env(
-    airflow_db: Path, mlflow_server: str, redis_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    airflow_db: Path, mlflow_server: dict[str, str], redis_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> dict[str, Any]:
     """RECSYS_* for the tasks (they read settings from the environment): own home and model name, shared servers."""
     import redis
@@ -65,7 +76,7 @@ def dag_env(
         "RECSYS_HOME": str(tmp_path / "home"),
         "RECSYS_HMAC_SECRET": "test-secret",
         "RECSYS_REDIS_URL": redis_server,
-        "MLFLOW_TRACKING_URI": mlflow_server,
+        **mlflow_server,
         "RECSYS_MODEL_NAME": f"model-{uuid.uuid4().hex[:8]}",
         "RECSYS_EXPERIMENT": f"exp-{uuid.uuid4().hex[:8]}",
         "RECSYS_PUBLISH_BATCH": "200",

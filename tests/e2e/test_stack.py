@@ -80,11 +80,33 @@ class Stack:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     running = Stack(tmp_path_factory.mktemp("stack") / "home")
+    login = {
+        "MLFLOW_TRACKING_USERNAME": running.info["mlflow_user"],
+        "MLFLOW_TRACKING_PASSWORD": running.info["mlflow_password"],
+    }
+    saved = {k: os.environ.get(k) for k in login}
+    os.environ.update(login)  # the tests' MLflow clients log in like Airflow's tasks
     try:
         yield running
     finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
         if running.proc.poll() is None:
             running.stop()
+
+
+def test_mlflow_answers_nobody_without_credentials(stack: Stack) -> None:
+    url = stack.info["mlflow"]
+    search = f"{url}/api/2.0/mlflow/experiments/search?max_results=5"
+    assert httpx.get(search).status_code == 401
+    assert httpx.get(search, auth=("admin", "wrong-password")).status_code == 401
+    assert httpx.get(search, auth=(stack.info["mlflow_user"], stack.info["mlflow_password"])).status_code == 200
+    assert httpx.get(f"{url}/").status_code == 401  # the UI too
+    assert httpx.get(f"{url}/health").status_code == 200  # only the probe is open
+    assert stack.info["mlflow"].startswith("http://127.0.0.1:")  # bound to loopback
 
 
 def test_demo_runs_ingest_and_the_asset_triggered_retrain_and_serves(stack: Stack) -> None:
@@ -160,7 +182,11 @@ def test_airflow_and_mlflow_uis_in_a_browser(stack: Stack, tmp_path: Path) -> No
     info = stack.info
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        context = browser.new_context(  # MLflow's basic auth; Airflow has its own login form
+            viewport={"width": 1400, "height": 1000},
+            http_credentials={"username": info["mlflow_user"], "password": info["mlflow_password"]},
+        )
+        page = context.new_page()
         page.goto(f"{info['airflow']}/")
         page.get_by_label("Username").fill(info["airflow_user"])
         page.get_by_label("Password").fill(info["airflow_password"])

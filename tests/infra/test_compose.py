@@ -113,3 +113,33 @@ def test_grafana_dashboard_covers_the_operational_questions() -> None:
         "recsys_active_model_version",
     ):
         assert metric in exprs
+
+
+def test_mlflow_needs_a_login_and_stays_off_the_apis_network(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    mlflow = services["mlflow"]
+    assert "--app-name=basic-auth" in mlflow["command"]
+    assert mlflow["environment"]["MLFLOW_AUTH_ADMIN_PASSWORD"].startswith("${MLFLOW_ADMIN_PASSWORD:?")
+    assert all(str(port).startswith("127.0.0.1:") for port in mlflow["ports"])  # not published beyond the host
+    assert set(mlflow["networks"]) == {"pipeline"} and "pipeline" not in services["api"]["networks"]
+    airflow = compose["x-airflow"]["environment"]
+    assert airflow["MLFLOW_TRACKING_PASSWORD"] == "${MLFLOW_ADMIN_PASSWORD:?set MLFLOW_ADMIN_PASSWORD in .env}"
+    ini = (REPO / "infra" / "mlflow" / "basic_auth.ini").read_text()
+    assert "database_uri = sqlite:////auth/basic_auth.db" in ini and "/auth" in str(mlflow["volumes"])
+    assert "pools set iceberg_writers 1" in " ".join(services["airflow-init"]["command"])
+
+
+def test_the_example_env_file_is_refused_as_is_in_production() -> None:
+    from pydantic import ValidationError
+
+    from recommender.config import Settings
+
+    example = dict(
+        line.split("=", 1)
+        for line in (REPO / ".env.example").read_text().splitlines()
+        if "=" in line and not line.startswith("#")
+    )
+    with pytest.raises(ValidationError, match="placeholder"):
+        Settings(env="production", hmac_secret=example["RECSYS_HMAC_SECRET"], api_keys=example["RECSYS_API_KEYS"])
+    with pytest.raises(ValidationError, match="RECSYS_API_KEYS entry 1"):
+        Settings(env="production", hmac_secret="h" * 32, api_keys=example["RECSYS_API_KEYS"])

@@ -119,3 +119,27 @@ def test_airflow_helm_values_use_the_project_image_and_these_dags() -> None:
     values = yaml.safe_load((REPO / "infra" / "helm" / "airflow-values.yaml").read_text())
     assert values["airflowVersion"] == "3.3.2" and values["executor"] in ("KubernetesExecutor", "CeleryExecutor")
     assert values["dags"]["gitSync"]["subPath"] == "dags" and "recsys-airflow" in values["defaultAirflowRepository"]
+
+
+def test_mlflow_needs_a_login_and_only_airflow_reaches_it() -> None:
+    [mlflow] = [d for d in by_kind("Deployment") if d["metadata"]["name"] == "mlflow"]
+    [container] = containers(mlflow)
+    assert "--app-name=basic-auth" in container["args"]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["MLFLOW_AUTH_ADMIN_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "recsys-mlflow-auth"
+    [policy] = [
+        p
+        for p in by_kind("NetworkPolicy")
+        if p["spec"]["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "mlflow"}
+    ]
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    assert [rule["from"] for rule in policy["spec"]["ingress"]] == [
+        [{"podSelector": {"matchLabels": {"tier": "airflow"}}}]
+    ]
+    helm = yaml.safe_load((REPO / "infra" / "helm" / "airflow-values.yaml").read_text())
+    assert {
+        "envName": "MLFLOW_TRACKING_PASSWORD",
+        "secretName": "recsys-mlflow-auth",
+        "secretKey": "admin-password",
+    } in helm["secret"]
+    assert "pools set iceberg_writers 1" in " ".join(helm["migrateDatabaseJob"]["args"])

@@ -3,11 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pyarrow as pa
@@ -19,7 +14,7 @@ from recommender.privacy import pseudonymize
 from recommender.readers import FormatError
 from recommender.store import Store
 from recommender.synthetic import ShopSpec, generate, write_shop
-from tests.conftest import REPO, write
+from tests.conftest import write
 
 HEADER = "event_id,user_id,item_id,event_type,timestamp,quantity,price\n"
 MIXED = HEADER + (
@@ -117,34 +112,6 @@ def test_crash_inside_the_commit_keeps_the_old_snapshot(
     retry = ingest_file(more, settings)  # the retry heals it, exactly once
     assert retry.stored == 1
     assert sorted(store.read_events().column("event_id").to_pylist()) == ["a1", "b1"]
-
-
-@pytest.mark.slow
-def test_killed_ingest_leaves_a_whole_snapshot(settings: Settings, tmp_path: Path) -> None:
-    events, _ = write_shop(generate(ShopSpec(users=3000, items=800, events=300_000, seed=5)), tmp_path / "shop")
-    first = ingest_file(write(tmp_path / "a.csv", HEADER + "a1,u1,i1,view,2024-01-01T00:00:00Z,,\n"), settings)
-    env = {**os.environ, "RECSYS_HOME": str(settings.home), "RECSYS_HMAC_SECRET": "test-secret"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "recommender.cli", "ingest", str(events), "--json"],
-        env=env,
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    data = settings.home_abs / "warehouse" / "recsys" / "events" / "data"
-    before = set(data.rglob("*.parquet"))
-    deadline = time.monotonic() + 120
-    while set(data.rglob("*.parquet")) == before and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.005)  # wait until data files are being written, i.e. the commit is under way
-    assert proc.poll() is None, "the ingest finished before it could be killed midway"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert set(data.rglob("*.parquet")) != before  # it died after writing data files...
-    store = Store(settings)
-    assert store.read_events().num_rows == 1  # ...yet the table is still at the old snapshot
-    assert store.read_events(first.snapshot_id).num_rows == 1
-    retry = ingest_file(events, settings)
-    assert retry.reconciles and store.read_events().num_rows == 300_001
 
 
 def test_catalog_is_stored_and_bad_catalog_rows_quarantined(settings: Settings, tmp_path: Path) -> None:
