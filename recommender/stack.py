@@ -130,7 +130,10 @@ default_permission = READ
 database_uri = sqlite:///{db}
 admin_username = {user}
 authorization_function = mlflow.server.auth:authenticate_request_basic_auth
+auth_cache_ttl_seconds = 60
 """
+"""``auth_cache_ttl_seconds``: a password check is a slow PBKDF2 hash by design; without the cache every
+request (each artifact file of a model download) pays it."""
 
 
 @dataclass(frozen=True)

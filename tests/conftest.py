@@ -5,13 +5,23 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import subprocess
+import threading
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
 import pytest
 import redis
+import uvicorn
+from fastapi import FastAPI
 
 from recommender.config import Settings
+from recommender.stack import MLFLOW_ENV, mlflow_auth, mlflow_command, spawn, stop_process, wait_healthy
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = os.environ.get("RECSYS_CHROMIUM", shutil.which("chromium") or "/usr/bin/chromium")
@@ -125,3 +135,75 @@ def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[int
             client.close()
         for node in nodes:
             node.stop()
+
+
+class MlflowServer:
+    """A real ``mlflow server`` behind its basic-auth app (SQLite registry, proxied artifacts), restartable."""
+
+    def __init__(self, home: Path, port: int) -> None:
+        self.home, self.port = home, port
+        self.auth = mlflow_auth(home)
+        self.url = f"http://127.0.0.1:{port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def client_env(self) -> dict[str, str]:
+        """What an MLflow client needs: the tracking URI and the login."""
+        return {"MLFLOW_TRACKING_URI": self.url, **self.auth.client_env}
+
+    def start(self) -> None:
+        env = {**os.environ, **MLFLOW_ENV, **self.auth.server_env}
+        self.proc = spawn("mlflow", mlflow_command(self.home, self.port), env, self.home / "logs")
+        wait_healthy("MLflow", f"{self.url}/health", self.proc, self.home / "logs" / "mlflow.log", 180)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_process(self.proc)
+            self.proc = None
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
+    """One MLflow server for the session (about 30 s to start here), shared by the DAG and fault tests."""
+    server = MlflowServer(tmp_path_factory.mktemp("mlflow"), free_port())
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@contextmanager
+def served_live(app: FastAPI) -> Iterator[str]:
+    """Serve ``app`` with a real uvicorn on a free port in a thread; yields its URL, stops it after."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+def in_production_then_more(settings: Settings, folder: Path, events: pa.Table, later: np.ndarray) -> None:
+    """Ingest the events where ``later`` is false, train item-KNN on them, promote and publish it; then ingest
+    the rest (what shoppers did after the production model's data)."""
+    from recommender.ingest import ingest_file
+    from recommender.lifecycle import publish_model, train_and_register
+    from recommender.promotion import promote
+    from recommender.training import TrainConfig
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, rows in (("early.csv", ~later), ("late.csv", later)):
+        pacsv.write_csv(events.filter(pa.array(rows)), folder / name)
+    ingest_file(folder / "early.csv", settings)
+    out = train_and_register(settings, TrainConfig(family="itemknn"))
+    promote(settings, "production", out.model_version)
+    publish_model(settings)
+    if later.any():
+        ingest_file(folder / "late.csv", settings)

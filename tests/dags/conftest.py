@@ -11,23 +11,13 @@ import subprocess
 import sys
 import tempfile
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from recommender.stack import (
-    DAGS,
-    MLFLOW_ENV,
-    mlflow_auth,
-    mlflow_command,
-    port_free,
-    spawn,
-    stop_process,
-    wait_healthy,
-)
-from tests.conftest import free_port
+from recommender.stack import DAGS
+from tests.conftest import MlflowServer
 
 AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="recsys-airflow-test-"))
 os.environ.update(
@@ -47,26 +37,9 @@ def airflow_db() -> Path:
     return AIRFLOW_HOME
 
 
-@pytest.fixture(scope="session")
-def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    """A real ``mlflow server`` behind its basic-auth app (SQLite registry, proxied artifacts) for the session;
-    yields what a client needs: ``MLFLOW_TRACKING_URI`` and the credentials."""
-    home = tmp_path_factory.mktemp("mlflow")
-    port = free_port()
-    auth = mlflow_auth(home)
-    proc = spawn("mlflow", mlflow_command(home, port), {**os.environ, **MLFLOW_ENV, **auth.server_env}, home / "logs")
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_healthy("MLflow", f"{url}/health", proc, home / "logs" / "mlflow.log", 120)
-        yield {"MLFLOW_TRACKING_URI": url, **auth.client_env}
-    finally:
-        stop_process(proc)
-        assert port_free(port)
-
-
 @pytest.fixture
 def dag_env(
-    airflow_db: Path, mlflow_server: dict[str, str], redis_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    airflow_db: Path, mlflow_server: MlflowServer, redis_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> dict[str, Any]:
     """RECSYS_* for the tasks (they read settings from the environment): own home and model name, shared servers."""
     import redis
@@ -76,7 +49,7 @@ def dag_env(
         "RECSYS_HOME": str(tmp_path / "home"),
         "RECSYS_HMAC_SECRET": "test-secret",
         "RECSYS_REDIS_URL": redis_server,
-        **mlflow_server,
+        **mlflow_server.client_env,
         "RECSYS_MODEL_NAME": f"model-{uuid.uuid4().hex[:8]}",
         "RECSYS_EXPERIMENT": f"exp-{uuid.uuid4().hex[:8]}",
         "RECSYS_PUBLISH_BATCH": "200",

@@ -6,17 +6,12 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import pyarrow as pa
-import pyarrow.csv as pacsv
 import pytest
 from mlflow.tracking import MlflowClient
 
 from recommender.config import Settings
-from recommender.ingest import ingest_file
-from recommender.lifecycle import publish_model, train_and_register
-from recommender.promotion import promote
 from recommender.synthetic import ShopSpec, generate
-from recommender.training import TrainConfig
+from tests.conftest import in_production_then_more
 from tests.dags.conftest import run_dag, task_states
 
 DAYS, DRIFT_DAY = 60, 45
@@ -26,15 +21,7 @@ def shop_in_two_ingests(settings: Settings, folder: Path, drift_from: int | None
     """Production trained on the first 45 days; the last 15 days arrive afterwards."""
     events = generate(ShopSpec(users=1500, items=300, events=40_000, seed=5, days=DAYS, drift_from=drift_from)).events
     ts = pd.to_datetime(events.column("timestamp").to_pandas(), utc=True, format="ISO8601")
-    early = (ts < ts.min() + pd.Timedelta(days=DRIFT_DAY)).to_numpy()
-    folder.mkdir(parents=True)
-    for name, rows in (("early.csv", early), ("late.csv", ~early)):
-        pacsv.write_csv(events.filter(pa.array(rows)), folder / name)
-    ingest_file(folder / "early.csv", settings)
-    out = train_and_register(settings, TrainConfig(family="itemknn"))
-    promote(settings, "production", out.model_version)
-    publish_model(settings)
-    ingest_file(folder / "late.csv", settings)
+    in_production_then_more(settings, folder, events, (ts >= ts.min() + pd.Timedelta(days=DRIFT_DAY)).to_numpy())
 
 
 def monitoring_runs(env: dict[str, Any]) -> list[Any]:

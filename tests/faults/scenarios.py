@@ -7,11 +7,15 @@ raises AssertionError when a promise breaks and returns its figures otherwise.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
+import socket
+import struct
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -28,11 +32,11 @@ from recommender.ingest import ingest_file
 from recommender.keys import Keys
 from recommender.pipeline import train_candidate
 from recommender.privacy import pseudonymize
-from recommender.stack import MLFLOW_ENV, mlflow_auth, mlflow_command, spawn, stop_process, wait_healthy
 from recommender.store import Store
 from recommender.stream import GROUP, drain_stream
 from recommender.synthetic import ShopSpec, generate, write_shop
 from recommender.tracking import TrackingUnavailableError
+from tests.conftest import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 HEADER = "event_id,user_id,item_id,event_type,timestamp\n"
@@ -235,29 +239,62 @@ def redis_restarted_with_pending_events(settings: Settings, restart: Callable[[]
     }
 
 
-class MlflowServer:
-    """A real ``mlflow server`` (basic auth) that a scenario can stop and start again on the same port and store."""
+class Outage:
+    """A TCP proxy in front of a server that a scenario can cut and restore at once (a toxiproxy of a few lines):
+    while down, connections are refused and open ones are reset, as if the server had died."""
 
-    def __init__(self, home: Path, port: int) -> None:
-        self.home, self.port = home, port
-        self.auth = mlflow_auth(home)
-        self.url = f"http://127.0.0.1:{port}"
-        self.proc: subprocess.Popen[bytes] | None = None
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream = upstream_port
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._open: set[socket.socket] = set()
+        self._listener: socket.socket | None = None
+        self.up()
 
-    def start(self) -> None:
-        env = {**os.environ, **MLFLOW_ENV, **self.auth.server_env}
-        self.proc = spawn("mlflow", mlflow_command(self.home, self.port), env, self.home / "logs")
-        wait_healthy("MLflow", f"{self.url}/health", self.proc, self.home / "logs" / "mlflow.log", 180)
+    def up(self) -> None:
+        listener = socket.create_server(("127.0.0.1", self.port), reuse_port=False)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
 
-    def stop(self) -> None:
-        if self.proc is not None:
-            stop_process(self.proc)
-            self.proc = None
+    def down(self) -> None:
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.close()
+        for conn in list(self._open):
+            with contextlib.suppress(OSError):
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # reset, not FIN
+                conn.close()
+        self._open.clear()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return  # closed: down
+            server = socket.create_connection(("127.0.0.1", self.upstream))
+            self._open |= {client, server}
+            for a, b in ((client, server), (server, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                sink.sendall(data)
+        for conn in (source, sink):
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
 
 
-def mlflow_down_during_retrain(settings: Settings, server: MlflowServer, work: Path, rows: int) -> dict[str, Any]:
+def mlflow_down_during_retrain(
+    settings: Settings, take_down: Callable[[], None], bring_up: Callable[[], None], work: Path, rows: int
+) -> dict[str, Any]:
     """MLflow goes away after the model is registered, before it is made the candidate: the task fails with
-    a clear message; its retry (same DAG run) reuses the run and version: one version in the registry."""
+    a clear message; its retry (same DAG run) reuses the run and version: one version in the registry.
+
+    ``take_down`` / ``bring_up`` stop the server and start it again (bench/faults.py), or cut and restore the
+    network in front of it (:class:`Outage`, the test)."""
     ingest_file(shop(work / "shop", rows), settings)
     snapshot = Store(settings).current_snapshot_id()
     assert snapshot is not None
@@ -265,7 +302,7 @@ def mlflow_down_during_retrain(settings: Settings, server: MlflowServer, work: P
     real = tracking._candidate
 
     def server_gone(*args: Any, **kwargs: Any) -> None:
-        server.stop()
+        take_down()
         real(*args, **kwargs)
 
     started = time.monotonic()
@@ -276,14 +313,13 @@ def mlflow_down_during_retrain(settings: Settings, server: MlflowServer, work: P
         except TrackingUnavailableError as exc:
             message = str(exc)
     failed_after = round(time.monotonic() - started, 3)
-    assert server.url in message and "did not answer" in message and settings.tracking_uri == server.url
-    server.start()
+    assert settings.tracking_uri in message and "did not answer" in message
+    bring_up()
     retry = train_candidate(settings, {"model": "itemknn"}, snapshot, request_id=request)
     c = tracking.client(settings)
     versions = c.search_model_versions(f"name = '{settings.model_name}'")
     assert retry["reused"] and [v.version for v in versions] == [retry["model_version"]]
     candidate = c.get_model_version_by_alias(settings.model_name, tracking.CANDIDATE)
     assert candidate.version == retry["model_version"] and f"val_{settings.gate_metric}" in candidate.tags
-    again = train_candidate(settings, {"model": "itemknn"}, snapshot, request_id="retrain_recommender/another-run")
-    assert not again["reused"] and again["model_version"] != retry["model_version"]  # another run trains anew
+    assert tracking.find_request(settings, "retrain_recommender/another-run") is None  # another run trains anew
     return {"rows": rows, "failed_after_s": failed_after, "error": message, "versions_for_the_run": 1}

@@ -7,20 +7,17 @@ a real admin key, so they get past authentication), answers no input with a 5xx.
 from __future__ import annotations
 
 import os
-import threading
-import time
 from collections.abc import Iterator
 
 import pytest
 import redis
 import schemathesis
-import uvicorn
 from hypothesis import HealthCheck, settings
 from pydantic import SecretStr
 
 from recommender.config import Settings
 from serving.app import create_app
-from tests.conftest import free_port
+from tests.conftest import served_live
 from tests.serving.conftest import publish_small_shop
 
 ADMIN = "fuzz-admin-key"
@@ -37,18 +34,8 @@ def keyed_api(tmp_path_factory: pytest.TempPathFactory, redis_server: str) -> It
     home = tmp_path_factory.mktemp("fuzz")
     published = Settings(home=home / "home", hmac_secret="fuzz-secret", redis_url=url)
     publish_small_shop(published, home / "shop")
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(published.model_copy(update={"api_keys": KEYS})), port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    with served_live(create_app(published.model_copy(update={"api_keys": KEYS}))) as url:
+        yield url
 
 
 @schema.parametrize()

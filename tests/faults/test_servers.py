@@ -7,7 +7,7 @@ from pathlib import Path
 from recommender.config import Settings
 from tests.faults import scenarios
 from tests.faults.conftest import RestartableRedis
-from tests.faults.scenarios import MlflowServer
+from tests.faults.scenarios import Outage
 
 
 def test_redis_restarted_with_unacknowledged_events_loses_none_and_stores_none_twice(
@@ -18,6 +18,13 @@ def test_redis_restarted_with_unacknowledged_events_loses_none_and_stores_none_t
 
 
 def test_mlflow_down_during_a_retrain_fails_clearly_and_the_retry_registers_one_version(
-    tracked_settings: Settings, mlflow: MlflowServer, tmp_path: Path
+    outage: Outage, tmp_path: Path
 ) -> None:
-    scenarios.mlflow_down_during_retrain(tracked_settings, mlflow, tmp_path, rows=20_000)
+    settings = Settings(
+        home=tmp_path / "home",
+        hmac_secret="test-secret",
+        mlflow_tracking_uri=outage.url,
+        model_name="fault-model",
+        experiment="fault-experiment",
+    )
+    scenarios.mlflow_down_during_retrain(settings, outage.down, outage.up, tmp_path, rows=20_000)

@@ -32,7 +32,7 @@ def cluster_settings(redis_cluster: list[int], tmp_path_factory: pytest.TempPath
         redis_url=f"redis://127.0.0.1:{redis_cluster[0]}",
         redis_cluster=True,
         publish_batch=100,
-        api_keys="shop:read,ops:admin",
+        api_keys="shop:read,page:events,ops:admin",
     )
     publish_small_shop(settings, home / "shop")
     return settings
@@ -78,7 +78,7 @@ def test_the_api_answers_from_the_cluster(cluster_settings: Settings) -> None:
         assert api.get(f"/v1/items/{first}/similar", params={"n": 3}, headers=read).json()["items"]
         assert api.get("/v1/popular", params={"n": 3, "category": "c02"}, headers=read).json()["items"]
         event = {"user_id": "u1", "item_id": first, "event_type": "view", "timestamp": "2025-06-01T00:00:00Z"}
-        assert api.post("/v1/events", json=event, headers=read).status_code == 202
+        assert api.post("/v1/events", json=event, headers={"X-API-Key": "page"}).status_code == 202
         after = api.get("/v1/users/u1/recommendations", params={"n": 5}, headers=read).json()
         assert after["source"] == "session"  # the list and the session read in one MGET on one node
         assert api.delete("/v1/users/u1", headers=ADMIN).status_code == 202

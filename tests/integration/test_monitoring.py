@@ -8,22 +8,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
-import pyarrow as pa
-import pyarrow.csv as pacsv
 import pytest
 from typer.testing import CliRunner
 
 from recommender.cli import app
 from recommender.config import Settings, get_settings
 from recommender.forget import forget_user
-from recommender.ingest import ingest_file
-from recommender.lifecycle import publish_model, train_and_register
 from recommender.profile import ARTIFACT, Profile
-from recommender.promotion import promote
 from recommender.store import Store
 from recommender.synthetic import ShopSpec, generate
 from recommender.tracking import client
-from recommender.training import TrainConfig
+from tests.conftest import in_production_then_more
 
 runner = CliRunner()
 
@@ -50,15 +45,7 @@ def in_production(settings: Settings, tmp_path: Path, later_days: int) -> None:
     """A shop whose last ``later_days`` arrive after the production model was trained and published."""
     events = generate(ShopSpec(users=600, items=150, events=15_000, seed=8, days=40)).events
     ts = pd.to_datetime(events.column("timestamp").to_pandas(), utc=True)
-    early = (ts < ts.max() - pd.Timedelta(days=later_days)).to_numpy()
-    for name, rows in (("early.csv", early), ("late.csv", ~early)):
-        pacsv.write_csv(events.filter(pa.array(rows)), tmp_path / name)
-    ingest_file(tmp_path / "early.csv", settings)
-    out = train_and_register(settings, TrainConfig(family="itemknn"))
-    promote(settings, "production", out.model_version)
-    publish_model(settings)
-    if later_days:
-        ingest_file(tmp_path / "late.csv", settings)
+    in_production_then_more(settings, tmp_path, events, (ts > ts.max() - pd.Timedelta(days=later_days)).to_numpy())
 
 
 def test_right_after_a_retrain_monitoring_reports_that_nothing_is_newer(env: Settings, tmp_path: Path) -> None:

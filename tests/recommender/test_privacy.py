@@ -31,4 +31,6 @@ def test_many_equals_one_by_one() -> None:
 def test_production_refuses_default_secret(tmp_path) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(ValidationError, match="RECSYS_HMAC_SECRET"):
         Settings(env="production", home=tmp_path, hmac_secret=DEV_SECRET)
-    assert Settings(env="production", home=tmp_path, hmac_secret="a-real-secret").env == "production"
+    assert (
+        Settings(env="production", home=tmp_path, hmac_secret="a-real-secret-of-32-bytes-or-more").env == "production"
+    )

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis
-import uvicorn
 from fastapi.testclient import TestClient
 
 from recommender.config import Settings
@@ -19,7 +16,7 @@ from recommender.promotion import promote
 from recommender.synthetic import ShopSpec, generate, write_shop
 from recommender.training import TrainConfig
 from serving.app import create_app
-from tests.conftest import SMALL_SHOP_ARGS, free_port
+from tests.conftest import SMALL_SHOP_ARGS, served_live
 
 SECRET = "api-secret"
 
@@ -53,13 +50,5 @@ def client(api_settings: Settings) -> Iterator[TestClient]:
 @pytest.fixture(scope="module")
 def live_url(api_settings: Settings) -> Iterator[str]:
     """The API served by a real uvicorn on a free port."""
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(api_settings), port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    with served_live(create_app(api_settings)) as url:
+        yield url

@@ -33,7 +33,8 @@ def test_known_user_gets_their_published_list(client: TestClient, api_settings: 
     Recommendations.model_validate(body)  # the documented response model
     assert body["source"] == "personalized" and body["model_version"] == "1" and body["user_id"] == "u1"
     assert [i["item_id"] for i in body["items"]] == published(api_settings, "u1")[:5]
-    assert re.fullmatch(r"1-[0-9a-f]{24}", body["recommendation_id"])  # the variant's model version, then random
+    # the variant's model version, the placement, 96 random bits, the API's signature
+    assert re.fullmatch(r"1-home-[0-9a-f]{24}-[0-9a-f]{16}", body["recommendation_id"])
     scores = [i["score"] for i in body["items"]]
     assert scores == sorted(scores, reverse=True)
 
