@@ -32,6 +32,7 @@ from pathlib import Path
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+from pyiceberg.table import Table
 
 from recommender.catalog import read_catalog_csv
 from recommender.config import Settings
@@ -145,8 +146,15 @@ class _Keyed:
     def __init__(self, staged: StagedFiles, key: str, store: Store, seed: int) -> None:
         self.staged, self.key, self.store, self.seed = staged, key, store, seed
         self.base = _head(staged.table)
-        self.stored = store.keys(staged.table, key, seed)
+        self._stored: KeySet | None = None  # read on the first row to stage: an empty drain reads nothing
         self.mine = KeySet()
+
+    @property
+    def stored(self) -> KeySet:
+        """Digests of the keys the table held when this ingest first looked."""
+        if self._stored is None:
+            self._stored = self.store.keys(self.staged.table, self.key, self.seed)
+        return self._stored
 
     def add(self, rows: pa.Table) -> int:
         """Stage the rows whose key is new (first of each key only); returns how many were staged."""
@@ -166,17 +174,17 @@ class _Keyed:
         """
         table = self.staged.table = self.staged.table.refresh()
         duplicates = 0
-        if _head(table) != self.base:  # someone committed since this ingest read the keys
-            self.stored, self.base = self.store.keys(table, self.key, self.seed), _head(table)
+        if self.staged.files_or_pending and _head(table) != self.base:  # someone committed since the keys were read
+            self._stored, self.base = self.store.keys(table, self.key, self.seed), _head(table)
             duplicates = self.staged.drop(lambda rows: self.stored.contains(digests(rows.column(self.key), self.seed)))
         gone = 0
-        if len(forgotten):
+        if len(forgotten) and self.staged.files_or_pending:
             gone = self.staged.drop(lambda rows: pc.is_in(rows.column("user_id"), value_set=forgotten).to_numpy(False))
         return duplicates, gone
 
 
-def _head(table: object) -> int | None:
-    snap = table.current_snapshot()  # type: ignore[attr-defined]
+def _head(table: Table) -> int | None:
+    snap = table.current_snapshot()
     return None if snap is None else int(snap.snapshot_id)
 
 
@@ -326,29 +334,21 @@ def ingest_batches(
 
 
 def _store_catalog(
-    items: pa.Table, bad_items: pd.DataFrame, catalog: Path, ingest_id: str, store: Store
+    items: pa.Table, bad_items: pd.DataFrame, catalog: Path, ingest_id: str, store: Store, settings: Settings
 ) -> tuple[int, int]:
-    """Quarantine a catalog's bad rows and upsert its items; returns (items, quarantined)."""
-    quarantine = _quarantine_rows(bad_items, "catalog", str(catalog), ingest_id)
-    if quarantine.num_rows:
-
-        def append() -> None:
-            table = store.quarantine()
-            known = set(store.column(table, "quarantine_id").to_pylist())
-            new = quarantine.filter(
-                pc.invert(pc.is_in(quarantine.column("quarantine_id"), pa.array(list(known), pa.large_string())))
-            )
-            if new.num_rows:
-                table.append(new)
-
-        retry_commit(append)
+    """Quarantine a catalog's bad rows (deduplicated and committed like an ingest's) and upsert its items;
+    returns (items, quarantined)."""
+    if len(bad_items):
+        with ingest(str(catalog), settings, store) as current:
+            current.quarantine.add(_quarantine_rows(bad_items, "catalog", str(catalog), ingest_id))
+            current.commit()
     return store.upsert_items(items), len(bad_items)
 
 
 def ingest_catalog(catalog: Path, settings: Settings, *, store: Store | None = None) -> tuple[int, int]:
     """Ingest an item catalog CSV alone; returns (items upserted, rows quarantined)."""
     items, bad_items = read_catalog_csv(catalog, settings.max_field_length)
-    return _store_catalog(items, bad_items, catalog, uuid.uuid4().hex, store or Store(settings))
+    return _store_catalog(items, bad_items, catalog, uuid.uuid4().hex, store or Store(settings), settings)
 
 
 def ingest_file(
@@ -367,6 +367,6 @@ def ingest_file(
     summary = ingest_batches(read_events(path, fmt), str(path), settings, store=store, progress=progress)
     if items is not None and bad_items is not None and catalog is not None:
         summary.catalog_items, summary.catalog_quarantined = _store_catalog(
-            items, bad_items, catalog, summary.ingest_id, store
+            items, bad_items, catalog, summary.ingest_id, store, settings
         )
     return summary

@@ -110,7 +110,10 @@ def train_candidate(
     """Train and evaluate on ``snapshot_id``, track the run, register the model as ``candidate``.
 
     ``request_id`` names the DAG run: a retried attempt reuses the run and version an earlier one registered.
+    When no snapshot was asked for and a forget expired the picked one meanwhile, the newest is used.
     """
+    if params.get("snapshot_id") is None and snapshot_id not in {s.snapshot_id for s in Store(settings).snapshots()}:
+        snapshot_id = current_snapshot(settings) or snapshot_id
     with tracking_errors(settings):
         if params.get("model") == "auto":
             out = select_and_register(settings, snapshot_id, params.get("budget_seconds"), request_id=request_id)

@@ -63,11 +63,15 @@ class SnapshotInfo:
 
 
 def retry_commit(action: Callable[[], T], attempts: int = COMMIT_ATTEMPTS) -> T:
-    """Run ``action`` (which refreshes the table and commits) again while a concurrent writer wins the race."""
+    """Run ``action`` (which refreshes the table and commits) again while a concurrent writer wins the race.
+
+    A concurrent commit makes ours fail; a concurrent forget may also expire the snapshot ours was
+    built on and delete its files (FileNotFoundError): both are retried on the table's new state.
+    """
     for attempt in range(attempts):
         try:
             return action()
-        except CommitFailedException:
+        except (CommitFailedException, FileNotFoundError):
             if attempt == attempts - 1:
                 raise
             time.sleep(0.05 * 2**attempt * (1 + random.random()))  # jittered backoff
@@ -205,6 +209,11 @@ class StagedFiles:
         if sum(t.num_rows for t in self._pending) >= self.file_rows:
             self.flush()
 
+    @property
+    def files_or_pending(self) -> bool:
+        """Whether anything was staged."""
+        return bool(self.files or self._pending)
+
     def flush(self) -> None:
         """Write what is pending as data files (one per month partition)."""
         if not self._pending:
@@ -324,11 +333,7 @@ class Store:
     # ---- reads -------------------------------------------------------------------
     def forgotten_users(self) -> pa.Array:
         """Every tombstoned pseudonym."""
-        return self.column(self.tombstones(), "user_id").combine_chunks()
-
-    def column(self, table: Table, name: str) -> pa.ChunkedArray:
-        """One column of a table's current snapshot."""
-        return table.scan(selected_fields=(name,)).to_arrow().column(name)
+        return self.tombstones().scan(selected_fields=("user_id",)).to_arrow().column("user_id").combine_chunks()
 
     def keys(self, table: Table, name: str, seed: int) -> KeySet:
         """Digests of one key column of the table's current snapshot, read batch by batch (bounded memory)."""

@@ -5,12 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pyarrow.parquet as pq
+import pytest
 import redis
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
 from recommender.config import Settings
-from recommender.forget import forget_pending
+from recommender.forget import forget_pending, forget_user
 from recommender.ingest import ingest_file
 from recommender.keys import Keys
 from recommender.lifecycle import publish_model, train_and_register
@@ -82,3 +83,17 @@ def test_a_forgotten_user_is_gone_from_every_table_snapshot_file_redis_and_the_n
     bundle, _ = load_bundle(settings)  # the next model holds no vector (no row) for them
     assert user not in set(bundle.vocab.users.tolist()) and len(bundle.vocab.users) > 100
     assert list(r.scan_iter(match=f"*{user}*")) == []
+
+
+def test_a_retrain_whose_picked_snapshot_a_forget_expired_trains_on_the_newest(shop_settings: Settings) -> None:
+    from recommender.pipeline import train_candidate
+
+    picked = Store(shop_settings).current_snapshot_id()
+    assert picked is not None
+    forget_user(shop_settings, "u1")  # between the DAG's pick_snapshot and train_and_evaluate
+    newest = Store(shop_settings).current_snapshot_id()
+    assert newest != picked
+    trained = train_candidate(shop_settings, {"model": "popular"}, picked)
+    assert trained["snapshot_id"] == newest
+    with pytest.raises(LookupError, match=f"no snapshot {picked}"):  # asked for by id: no substitute
+        train_candidate(shop_settings, {"model": "popular", "snapshot_id": picked}, picked)

@@ -120,3 +120,28 @@ def test_a_failed_ingest_deletes_what_it_staged(settings: Settings, tmp_path: Pa
     with pytest.raises(OSError, match="disk went away"):
         ingest_batches(batches(), "a.csv", settings, store=store)
     assert not list(data.rglob("*.parquet")) and store.current_snapshot_id() is None
+
+
+def test_a_forget_that_expires_the_snapshot_an_ingest_builds_on_does_not_fail_it(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = Store(settings)
+    ingest_file(write(tmp_path / "first.csv", rows(20, start=500)), settings)
+    ingest = staged(settings, write(tmp_path / "a.csv", rows(30)), store)
+    real_commit = ingest.events.staged.commit
+    calls = {"n": 0}
+
+    def commit_after_a_forget(properties: dict[str, str]) -> object:
+        calls["n"] += 1
+        if calls["n"] == 1:  # between the check and the commit: a forget deletes, expires, deletes files
+            store.add_tombstone(pseudonymize("u2", "test-secret"))
+            store.delete_user(pseudonymize("u2", "test-secret"))
+        return real_commit(properties)
+
+    monkeypatch.setattr(ingest.events.staged, "commit", commit_after_a_forget)
+    summary = ingest.commit()
+    assert calls["n"] >= 2 and summary.reconciles  # the first attempt met the expired snapshot, the next one landed
+    users = store.read_events(columns=("user_id",)).column("user_id").to_pylist()
+    assert pseudonymize("u2", "test-secret") not in users
+    theirs = sum(1 for k in (*range(500, 520), *range(30)) if k % 7 == 2)  # rows() gives row k to user u{k % 7}
+    assert len(users) == 20 + 30 - theirs
