@@ -41,7 +41,7 @@ from recommender.events import QUARANTINE_SCHEMA, validate_events
 from recommender.privacy import pseudonymize
 from recommender.progress import ProgressFn, no_progress
 from recommender.readers import Malformed, RawBatch, read_events
-from recommender.store import StagedFiles, Store, retry_commit
+from recommender.store import StagedFiles, Store, retrying
 
 
 @dataclass
@@ -247,8 +247,8 @@ class Ingest:
             s.forgotten += gone
             self.events.staged.commit(self._properties())
 
-        retry_commit(commit_quarantine)
-        retry_commit(commit_events)
+        retrying(commit_quarantine)
+        retrying(commit_events)
         s.data_files = len(self.events.staged.files) + len(self.quarantine.staged.files)
         late = self._tombstoned_since(checked)  # forgotten between the last check and the commit: delete them now
         if len(late) and s.stored:

@@ -45,7 +45,7 @@ TOMBSTONE_SCHEMA = pa.schema(
 )
 TABLE_PROPERTIES = {"commit.retry.num-retries": "0"}
 """pyiceberg re-applies a failed append on top of whatever a concurrent writer committed, which would
-store rows that writer already stored: every commit here fails instead, and :func:`retry_commit`
+store rows that writer already stored: every commit here fails instead, and :func:`retrying`
 repeats it after the caller checked its rows against the new state."""
 COMMIT_ATTEMPTS = 8
 SCAN_BATCH = 1 << 20
@@ -62,11 +62,12 @@ class SnapshotInfo:
     properties: dict[str, str]
 
 
-def retry_commit(action: Callable[[], T], attempts: int = COMMIT_ATTEMPTS) -> T:
-    """Run ``action`` (which refreshes the table and commits) again while a concurrent writer wins the race.
+def retrying(action: Callable[[], T], attempts: int = COMMIT_ATTEMPTS) -> T:
+    """Run ``action`` again (with jittered backoff) when it lost a race with another writer of the table.
 
-    A concurrent commit makes ours fail; a concurrent forget may also expire the snapshot ours was
-    built on and delete its files (FileNotFoundError): both are retried on the table's new state.
+    ``action`` must refresh the table it works on. A concurrent commit makes a commit fail
+    (CommitFailedException); a concurrent forget may expire the snapshot a commit was built on, or a
+    read was reading, and delete its files (FileNotFoundError): both are retried on the new state.
     """
     for attempt in range(attempts):
         try:
@@ -135,7 +136,7 @@ def expire_and_purge(table: Table, orphan_min_age: timedelta, now: datetime | No
             fresh.maintenance.expire_snapshots().by_ids([s.snapshot_id for s in old]).commit()
         return fresh.refresh()
 
-    table = retry_commit(expire)
+    table = retrying(expire)
     live: set[str] = set()
     for snap in table.snapshots():  # the current one, and any a concurrent writer committed meanwhile
         live |= _references(table, snap)
@@ -337,10 +338,14 @@ class Store:
 
     def keys(self, table: Table, name: str, seed: int) -> KeySet:
         """Digests of one key column of the table's current snapshot, read batch by batch (bounded memory)."""
-        found = KeySet()
-        for batch in table.scan(selected_fields=(name,)).to_arrow_batch_reader():
-            found.add(digests(batch.column(name), seed))
-        return found
+
+        def scan(current: Table) -> KeySet:
+            found = KeySet()
+            for batch in current.scan(selected_fields=(name,)).to_arrow_batch_reader():
+                found.add(digests(batch.column(name), seed))
+            return found
+
+        return retrying(lambda: scan(table.refresh()))
 
     def read_events(self, snapshot_id: int | None = None, columns: tuple[str, ...] | None = None) -> pa.Table:
         """Events at ``snapshot_id`` (the current snapshot when None), all or some ``columns``."""
@@ -348,8 +353,14 @@ class Store:
         if snapshot_id is not None and table.snapshot_by_id(snapshot_id) is None:
             raise LookupError(f"no snapshot {snapshot_id} in {table.name()}; see `recsys snapshots`")
         schema = pa.schema([EVENT_SCHEMA.field(c) for c in columns]) if columns else EVENT_SCHEMA
-        scanned = table.scan(snapshot_id=snapshot_id, selected_fields=columns or ("*",)).to_arrow()
-        return (scanned.select(list(columns)) if columns else scanned).cast(schema)
+
+        def scan(current: Table) -> pa.Table:
+            if snapshot_id is not None and current.snapshot_by_id(snapshot_id) is None:
+                raise LookupError(f"snapshot {snapshot_id} was expired while it was read (a forget); read it again")
+            scanned = current.scan(snapshot_id=snapshot_id, selected_fields=columns or ("*",)).to_arrow()
+            return (scanned.select(list(columns)) if columns else scanned).cast(schema)
+
+        return retrying(lambda: scan(table.refresh()))
 
     def read_items(self) -> pa.Table:
         """The item catalog."""
@@ -400,7 +411,7 @@ class Store:
                 row = {"user_id": [user_id], "forgotten_at": [datetime.now(UTC)]}
                 self.tombstones().append(pa.table(row, schema=TOMBSTONE_SCHEMA))
 
-        retry_commit(append)
+        retrying(append)
 
     def delete_user(self, user_id: str) -> dict[str, int]:
         """Delete a pseudonym's rows from events and quarantine, expire every older snapshot and delete the
@@ -418,7 +429,7 @@ class Store:
                     table.delete(predicate)
                 return rows
 
-            removed[f"{name}_rows"] = retry_commit(delete)
+            removed[f"{name}_rows"] = retrying(delete)
             done = expire_and_purge(load(), self.orphan_min_age)
             removed[f"{name}_snapshots_expired"] = done.snapshots_expired
             removed[f"{name}_files_deleted"] = done.files_deleted
@@ -445,4 +456,4 @@ class Store:
                 table.append(merged)
             return merged.num_rows
 
-        return retry_commit(merge)
+        return retrying(merge)
