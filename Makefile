@@ -25,6 +25,7 @@ lint: install
 	$(VENV)/bin/ruff check $(PY)
 	$(VENV)/bin/ruff format --check $(PY)
 	$(VENV)/bin/mypy $(CODE)
+	$(VENV)/bin/lint-imports
 
 test: lint
 	$(VENV)/bin/pytest

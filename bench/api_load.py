@@ -28,7 +28,7 @@ import redis
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import SECRET, published_shop
-from recommender.keys import Keys
+from recommender.online.keys import Keys
 from tests.conftest import free_port
 
 BARE_APP = """

@@ -20,9 +20,10 @@ from pathlib import Path
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 from recommender.config import Settings
-from recommender.ingest import ingest_file
-from recommender.selection import Trial, search
-from recommender.training import fit_and_score, load_dataset
+from recommender.data.ingest import ingest_file
+from recommender.modeling.selection import Trial, search
+from recommender.modeling.training import fit_and_score
+from recommender.registry.lifecycle import load_dataset
 
 
 def describe(trial: Trial) -> str:

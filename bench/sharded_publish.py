@@ -30,10 +30,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.train_publish import _redis, prepare
 from recommender.config import Settings
-from recommender.lifecycle import publish_model, train_and_register
-from recommender.pipeline import flip_published, plan_publish, publish_part
-from recommender.promotion import promote
-from recommender.training import TrainConfig
+from recommender.modeling.training import TrainConfig
+from recommender.ops.pipeline import flip_published, plan_publish, publish_part
+from recommender.registry.lifecycle import publish_model, train_and_register
+from recommender.registry.promotion import promote
 
 
 def _part(settings: Settings, part: dict[str, Any]) -> dict[str, Any]:

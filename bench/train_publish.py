@@ -32,13 +32,13 @@ os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 import numpy as np
 
 from recommender.config import Settings
-from recommender.ingest import ingest_file
-from recommender.lifecycle import publish_model, train_and_register
-from recommender.matrix import confidence
-from recommender.promotion import promote
-from recommender.synthetic import ShopSpec, generate, write_shop
-from recommender.tracking import experiment_id
-from recommender.training import TrainConfig, default_weighting, load_dataset
+from recommender.data.ingest import ingest_file
+from recommender.data.synthetic import ShopSpec, generate, write_shop
+from recommender.modeling.matrix import confidence
+from recommender.modeling.training import TrainConfig, default_weighting
+from recommender.registry.lifecycle import load_dataset, publish_model, train_and_register
+from recommender.registry.promotion import promote
+from recommender.registry.tracking import experiment_id
 
 PARAMS = {"factors": 64, "iterations": 15}
 

@@ -35,7 +35,7 @@ def forget_user() -> None:
     @task(**WRITERS)
     def forget(params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         """Forget the given user and everyone queued by the API."""
-        from recommender.pipeline import forget_users
+        from recommender.ops.pipeline import forget_users
 
         return forget_users(settings(), (params or {}).get("user_id"))
 

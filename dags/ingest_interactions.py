@@ -41,28 +41,28 @@ def ingest_interactions() -> None:
     @task
     def mark_snapshot() -> int | None:
         """The events table's snapshot before this run (so retried attempts still count)."""
-        from recommender.pipeline import snapshot_mark
+        from recommender.ops.pipeline import snapshot_mark
 
         return snapshot_mark(settings())
 
     @task(**WRITERS)
     def drain_event_stream() -> dict[str, Any]:
         """Store the API's event stream, acknowledging after the commit."""
-        from recommender.pipeline import drain_events
+        from recommender.ops.pipeline import drain_events
 
         return drain_events(settings())
 
     @task(**WRITERS)
     def ingest_landing_files() -> dict[str, Any]:
         """Ingest each waiting file once and move it aside."""
-        from recommender.pipeline import ingest_landed_files
+        from recommender.ops.pipeline import ingest_landed_files
 
         return ingest_landed_files(settings())
 
     @task(outlets=[INTERACTIONS])
     def announce_interactions(mark: int | None, outlet_events: Any = None) -> int:
         """Update the ``interactions`` Asset when this run stored events (skip otherwise)."""
-        from recommender.pipeline import stored_since
+        from recommender.ops.pipeline import stored_since
 
         stored = stored_since(settings(), mark)
         if stored == 0:

@@ -48,7 +48,7 @@ def monitor_recommender() -> None:
     @task
     def measure_drift() -> dict[str, Any]:
         """Measure drift and log the report to MLflow."""
-        from recommender.pipeline import monitor
+        from recommender.ops.pipeline import monitor
 
         report = monitor(settings())
         if "skipped" in report:
@@ -71,7 +71,7 @@ def monitor_recommender() -> None:
     @task
     def experiment_report() -> dict[str, Any]:
         """Champion/challenger rates with intervals, logged to MLflow (skipped when no experiment runs)."""
-        from recommender.pipeline import experiment
+        from recommender.ops.pipeline import experiment
 
         out = experiment(settings())
         if "skipped" in out:

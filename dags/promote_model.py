@@ -56,7 +56,7 @@ def promote_model() -> None:
     @task(retries=0)
     def decide(params: dict[str, Any] | None = None) -> dict[str, Any]:
         """Apply the promotion (through the gate) or the rollback."""
-        from recommender.pipeline import human_decision
+        from recommender.ops.pipeline import human_decision
 
         p = params or {}
         return human_decision(settings(), p["action"], p.get("version"), p["reason"], bool(p.get("force")))
@@ -68,14 +68,14 @@ def promote_model() -> None:
             raise AirflowSkipException(f"gate refused: {decision['reason']}")
         if "published" in decision:
             return dict(decision["published"])
-        from recommender.pipeline import publish_version
+        from recommender.ops.pipeline import publish_version
 
         return publish_version(settings(), str(decision["version"]))
 
     @task
     def smoke_check(published: dict[str, Any]) -> dict[str, Any]:
         """Read the served version back."""
-        from recommender.pipeline import smoke_check
+        from recommender.ops.pipeline import smoke_check
 
         return smoke_check(settings(), str(published["model_version"]))
 

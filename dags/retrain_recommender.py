@@ -123,7 +123,7 @@ def retrain_recommender() -> None:
     @task
     def pick_snapshot(params: dict[str, Any] | None = None) -> int:
         """The snapshot to train on (the run is skipped while nothing was ingested)."""
-        from recommender.pipeline import current_snapshot
+        from recommender.ops.pipeline import current_snapshot
 
         snapshot = current_snapshot(settings(), (params or {}).get("snapshot_id"))
         if snapshot is None:
@@ -135,21 +135,21 @@ def retrain_recommender() -> None:
         snapshot_id: int, params: dict[str, Any] | None = None, run_id: str | None = None
     ) -> dict[str, Any]:
         """Train, evaluate, track in MLflow, register as candidate (a retry reuses what its run registered)."""
-        from recommender.pipeline import train_candidate
+        from recommender.ops.pipeline import train_candidate
 
         return train_candidate(settings(), params or {}, snapshot_id, request_id=f"retrain_recommender/{run_id}")
 
     @task
     def stage(trained: dict[str, Any]) -> dict[str, Any]:
         """Alias the new version ``staging``."""
-        from recommender.pipeline import stage
+        from recommender.ops.pipeline import stage
 
         return stage(settings(), trained["model_version"])
 
     @task
     def gate_and_promote(staged: dict[str, Any], params: dict[str, Any] | None = None) -> dict[str, Any]:
         """The quality gate; ``production`` moves only when it passes."""
-        from recommender.pipeline import gate_and_promote
+        from recommender.ops.pipeline import gate_and_promote
 
         decision = gate_and_promote(settings(), staged["version"], bool((params or {}).get("auto_promote", True)))
         log.log(logging.INFO if decision["promoted"] else logging.WARNING, "gate: %(decision)s: %(reason)s", decision)
@@ -160,7 +160,7 @@ def retrain_recommender() -> None:
         """Start serving the promoted version from Redis: its parts (skipped when the gate refused it)."""
         if not decision["promoted"]:
             raise AirflowSkipException(f"not promoted ({decision['decision']}): {decision['reason']}")
-        from recommender.pipeline import plan_publish
+        from recommender.ops.pipeline import plan_publish
 
         return plan_publish(settings(), str(decision["version"]))
 
@@ -169,7 +169,7 @@ def retrain_recommender() -> None:
         """Score and write one part of the users and similar items."""
         from airflow.sdk import get_current_context
 
-        from recommender.pipeline import publish_part
+        from recommender.ops.pipeline import publish_part
 
         get_current_context()["shard_label"] = f"shard {part['shard'] + 1} of {part['shards']}"  # type: ignore[typeddict-unknown-key]
         return publish_part(settings(), part)
@@ -177,14 +177,14 @@ def retrain_recommender() -> None:
     @task
     def flip_version(parts: list[dict[str, Any]]) -> dict[str, Any]:
         """The atomic flip, once every part is written."""
-        from recommender.pipeline import flip_published
+        from recommender.ops.pipeline import flip_published
 
         return flip_published(settings(), list(parts))
 
     @task
     def smoke_check(published: dict[str, Any]) -> dict[str, Any]:
         """Read the new lists back from Redis (and the API when RECSYS_API_URL is set)."""
-        from recommender.pipeline import smoke_check
+        from recommender.ops.pipeline import smoke_check
 
         return smoke_check(settings(), str(published["model_version"]))
 

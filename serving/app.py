@@ -1,4 +1,4 @@
-"""The recommendation API: ``create_app`` only assembles; the logic is in ``recommender.service``."""
+"""The recommendation API: ``create_app`` only assembles; the logic is in ``recommender.online.service``."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
 from recommender.config import Settings, get_settings
-from recommender.redis_conn import async_client, server_url
-from recommender.service import RecommendationService, RedisUnavailableError
+from recommender.online.redis_conn import async_client, server_url
+from recommender.online.service import RecommendationService, RedisUnavailableError
 from serving.limits import BodyLimitMiddleware
 from serving.routes import events, health, items, recommendations, users
 from serving.telemetry import MetricsMiddleware, set_model_version

@@ -14,8 +14,8 @@ from fastapi import Depends, HTTPException, Request, Security, status
 from fastapi.security import APIKeyHeader
 
 from recommender.config import Settings, role_allows
-from recommender.privacy import user_signature_valid
-from recommender.service import RecommendationService
+from recommender.data.privacy import user_signature_valid
+from recommender.online.service import RecommendationService
 
 api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="API key (see RECSYS_API_KEYS).")
 USER_SIGNATURE = "x-user-signature"

@@ -9,7 +9,7 @@ from collections.abc import Callable
 import uvicorn
 
 from recommender.config import Settings
-from recommender.redis_conn import redis_url
+from recommender.online.redis_conn import redis_url
 
 
 def describe_access(settings: Settings) -> str:

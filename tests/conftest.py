@@ -21,7 +21,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from recommender.config import Settings
-from recommender.stack import MLFLOW_ENV, mlflow_auth, mlflow_command, spawn, stop_process, wait_healthy
+from recommender.ops.stack import MLFLOW_ENV, mlflow_auth, mlflow_command, spawn, stop_process, wait_healthy
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = os.environ.get("RECSYS_CHROMIUM", shutil.which("chromium") or "/usr/bin/chromium")
@@ -94,8 +94,8 @@ def redis_settings(tmp_path: Path, redis_server: str) -> Iterator[Settings]:
 @pytest.fixture
 def shop_settings(redis_settings: Settings, tmp_path: Path) -> Settings:
     """``redis_settings`` with a small synthetic shop (and its catalog) already ingested."""
-    from recommender.ingest import ingest_file
-    from recommender.synthetic import ShopSpec, generate, write_shop
+    from recommender.data.ingest import ingest_file
+    from recommender.data.synthetic import ShopSpec, generate, write_shop
 
     events, catalog = write_shop(generate(ShopSpec(**SMALL_SHOP_ARGS)), tmp_path / "shop")
     ingest_file(events, redis_settings, catalog=catalog)
@@ -193,10 +193,10 @@ def served_live(app: FastAPI) -> Iterator[str]:
 def in_production_then_more(settings: Settings, folder: Path, events: pa.Table, later: np.ndarray) -> None:
     """Ingest the events where ``later`` is false, train item-KNN on them, promote and publish it; then ingest
     the rest (what shoppers did after the production model's data)."""
-    from recommender.ingest import ingest_file
-    from recommender.lifecycle import publish_model, train_and_register
-    from recommender.promotion import promote
-    from recommender.training import TrainConfig
+    from recommender.data.ingest import ingest_file
+    from recommender.modeling.training import TrainConfig
+    from recommender.registry.lifecycle import publish_model, train_and_register
+    from recommender.registry.promotion import promote
 
     folder.mkdir(parents=True, exist_ok=True)
     for name, rows in (("early.csv", ~later), ("late.csv", later)):

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, HTTPException, status
 
-from recommender.service import BacklogFullError, InvalidEventsError, RedisUnavailableError
+from recommender.online.service import BacklogFullError, InvalidEventsError, RedisUnavailableError
 from serving.deps import RoleDep, ServiceDep, check_user_signature
 from serving.schemas import Accepted, EventIn, Problem
 

@@ -6,7 +6,7 @@ import contextlib
 
 from fastapi import APIRouter, Response, status
 
-from recommender.service import RedisUnavailableError
+from recommender.online.service import RedisUnavailableError
 from serving.deps import ServiceDep
 from serving.schemas import Ready
 from serving.telemetry import EVENT_BACKLOG, render_metrics, set_model_version

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, HTTPException, Request, status
 from starlette.routing import Route
 
-from recommender.service import RecommendationService
+from recommender.online.service import RecommendationService
 from serving.deps import USER_SIGNATURE, authorize, check_user_signature
 from serving.params import MAX_TEXT, OPENAPI_PARAMETERS, parse_list_query
 from serving.schemas import FastJSON, Problem, Recommendations

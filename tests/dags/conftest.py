@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from recommender.stack import DAGS
+from recommender.ops.stack import DAGS
 from tests.conftest import MlflowServer
 
 AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="recsys-airflow-test-"))

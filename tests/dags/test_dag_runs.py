@@ -11,10 +11,10 @@ from fastapi.testclient import TestClient
 from mlflow.tracking import MlflowClient
 
 from recommender.config import Settings
-from recommender.keys import Keys
-from recommender.store import Store
-from recommender.stream import GROUP
-from recommender.synthetic import ShopSpec, generate, write_shop
+from recommender.data.store import Store
+from recommender.data.synthetic import ShopSpec, generate, write_shop
+from recommender.online.keys import Keys
+from recommender.ops.stream import GROUP
 from serving.app import create_app
 from tests.conftest import SMALL_SHOP_ARGS, write
 from tests.dags.conftest import run_dag, task_states
@@ -105,7 +105,7 @@ def served_model_version(settings: Settings) -> str | None:
 def test_retrain_gate_and_human_promotion_through_the_dags(
     dag_env: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from recommender.ingest import ingest_file
+    from recommender.data.ingest import ingest_file
 
     monkeypatch.setenv("RECSYS_PUBLISH_SHARDS", "3")  # scored by three mapped tasks, then one flip
     settings = Settings()

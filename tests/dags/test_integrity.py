@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from recommender.stack import DAGS
+from recommender.ops.stack import DAGS
 
 EXPECTED = {"ingest_interactions", "retrain_recommender", "promote_model", "forget_user", "monitor_recommender"}
-HEAVY = ("implicit", "mlflow", "pandas", "pyarrow", "pyiceberg", "numpy", "scipy", "redis", "recommender.pipeline")
+HEAVY = ("implicit", "mlflow", "pandas", "pyarrow", "pyiceberg", "numpy", "scipy", "redis", "recommender.ops.pipeline")
 
 
 @pytest.fixture(scope="module")

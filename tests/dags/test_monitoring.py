@@ -10,7 +10,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from recommender.config import Settings
-from recommender.synthetic import ShopSpec, generate
+from recommender.data.synthetic import ShopSpec, generate
 from tests.conftest import in_production_then_more
 from tests.dags.conftest import run_dag, task_states
 

@@ -26,16 +26,16 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import redis
 
-from recommender import tracking
 from recommender.config import Settings
-from recommender.ingest import ingest_file
-from recommender.keys import Keys
-from recommender.pipeline import train_candidate
-from recommender.privacy import pseudonymize
-from recommender.store import Store
-from recommender.stream import GROUP, drain_stream
-from recommender.synthetic import ShopSpec, generate, write_shop
-from recommender.tracking import TrackingUnavailableError
+from recommender.data.ingest import ingest_file
+from recommender.data.privacy import pseudonymize
+from recommender.data.store import Store
+from recommender.data.synthetic import ShopSpec, generate, write_shop
+from recommender.online.keys import Keys
+from recommender.ops.pipeline import train_candidate
+from recommender.ops.stream import GROUP, drain_stream
+from recommender.registry import tracking
+from recommender.registry.tracking import TrackingUnavailableError
 from tests.conftest import free_port
 
 REPO = Path(__file__).resolve().parents[2]

@@ -1,4 +1,4 @@
-"""kill -9 midway through an ingest, a drain and a forget (the publish: tests/integration/test_publish.py):
+"""kill -9 midway through an ingest, a drain and a forget (the publish: tests/registry/test_publish.py):
 the last good state is whole and readable, and a rerun completes with exact counts."""
 
 from __future__ import annotations

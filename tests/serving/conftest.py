@@ -10,11 +10,11 @@ import redis
 from fastapi.testclient import TestClient
 
 from recommender.config import Settings
-from recommender.ingest import ingest_file
-from recommender.lifecycle import publish_model, train_and_register
-from recommender.promotion import promote
-from recommender.synthetic import ShopSpec, generate, write_shop
-from recommender.training import TrainConfig
+from recommender.data.ingest import ingest_file
+from recommender.data.synthetic import ShopSpec, generate, write_shop
+from recommender.modeling.training import TrainConfig
+from recommender.registry.lifecycle import publish_model, train_and_register
+from recommender.registry.promotion import promote
 from serving.app import create_app
 from tests.conftest import SMALL_SHOP_ARGS, served_live
 

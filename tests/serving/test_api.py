@@ -12,8 +12,8 @@ from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
 from recommender.config import Settings
-from recommender.keys import Keys
-from recommender.privacy import pseudonymize, sign_user
+from recommender.data.privacy import pseudonymize, sign_user
+from recommender.online.keys import Keys
 from serving.app import create_app
 from serving.schemas import ItemList, Recommendations
 from tests.serving.conftest import SECRET

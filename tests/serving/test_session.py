@@ -6,9 +6,9 @@ import redis
 from fastapi.testclient import TestClient
 
 from recommender.config import Settings
-from recommender.keys import Keys, decode
-from recommender.privacy import pseudonymize
-from recommender.session import blend, updated_session
+from recommender.data.privacy import pseudonymize
+from recommender.online.keys import Keys, decode
+from recommender.online.session import blend, updated_session
 from tests.serving.conftest import SECRET
 
 

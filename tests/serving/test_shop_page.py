@@ -8,8 +8,8 @@ import redis
 from playwright.sync_api import sync_playwright
 
 from recommender.config import Settings
-from recommender.keys import Keys
-from recommender.privacy import pseudonymize
+from recommender.data.privacy import pseudonymize
+from recommender.online.keys import Keys
 from tests.conftest import CHROMIUM, CHROMIUM_ARGS, needs_chromium
 from tests.serving.conftest import SECRET
 

@@ -1,0 +1,5 @@
+"""``python -m recommender.cli``: the same as the ``recsys`` command."""
+
+from recommender.cli import app
+
+app()

@@ -1,0 +1,372 @@
+"""Ingest: read -> validate -> pseudonymize -> deduplicate -> stage data files -> one atomic Iceberg commit.
+
+The summary always reconciles: ``read == stored + duplicates + quarantined + forgotten``.
+
+Memory stays bounded whatever the file's size: each validated batch is deduplicated against
+compact digests of the keys already stored (:mod:`recommender.data.dedupe`) and written at once as
+Parquet data files; the commit adds all of them in ONE snapshot (a fast append). Nothing is
+visible before that commit, so a file that cannot be parsed, or a crash, leaves the last
+snapshot as it was (the unreferenced files it wrote are purged later, see
+:func:`recommender.data.store.expire_and_purge`).
+
+Concurrent writers (the CLI while a DAG runs, two drains) are safe: a commit fails when another
+writer committed first, and is retried after the staged rows were checked again against the
+table's new state, so no event is stored twice. Tombstones are re-read right before each commit
+and once after it, so a user forgotten during an ingest is not stored again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+from pyiceberg.table import Table
+
+from recommender.config import Settings
+from recommender.data.catalog import read_catalog_csv
+from recommender.data.dedupe import KeySet, digests, first_occurrences, seed_of
+from recommender.data.events import QUARANTINE_SCHEMA, validate_events
+from recommender.data.privacy import pseudonymize
+from recommender.data.readers import Malformed, RawBatch, read_events
+from recommender.data.store import StagedFiles, Store, retrying
+from recommender.progress import ProgressFn, no_progress
+
+
+@dataclass
+class IngestSummary:
+    """What an ingest did; reconciles exactly."""
+
+    ingest_id: str
+    source: str
+    read: int = 0
+    stored: int = 0
+    duplicates: int = 0
+    quarantined: int = 0
+    forgotten: int = 0
+    """Rows of users who asked to be forgotten (tombstoned): dropped, never stored."""
+    quarantine_new: int = 0
+    reasons: dict[str, int] = field(default_factory=dict)
+    snapshot_id: int | None = None
+    previous_snapshot_id: int | None = None
+    catalog_items: int | None = None
+    catalog_quarantined: int | None = None
+    data_files: int = 0
+    commit_attempts: int = 0
+    seconds: float = 0.0
+
+    @property
+    def reconciles(self) -> bool:
+        """True when every row read is accounted for."""
+        return self.read == self.stored + self.duplicates + self.quarantined + self.forgotten
+
+    def to_dict(self) -> dict[str, object]:
+        """Plain fields plus ``reconciles``."""
+        return {**asdict(self), "reconciles": self.reconciles}
+
+    def to_json(self) -> str:
+        """One machine-readable line."""
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+
+def _quarantine_rows(bad: pd.DataFrame, kind: str, source: str, ingest_id: str) -> pa.Table:
+    """Quarantine rows with a stable id (kind+source+position+reason+raw) for idempotency."""
+    now = datetime.now(UTC)
+    keys = (
+        kind
+        + "\x1f"
+        + source
+        + "\x1f"
+        + bad["position"].astype("string").fillna("")
+        + "\x1f"
+        + bad["reason"].astype("string")
+        + "\x1f"
+        + bad["raw"].astype("string")
+    )
+    frame = pd.DataFrame(
+        {
+            "quarantine_id": [hashlib.blake2b(k.encode(), digest_size=16).hexdigest() for k in keys],
+            "kind": kind,
+            "reason": bad["reason"].to_numpy(),
+            "position": bad["position"].astype("Int64").to_numpy(),
+            "user_id": bad["user_id"].to_numpy(),
+            "raw": bad["raw"].to_numpy(),
+            "source": source,
+            "ingest_id": ingest_id,
+            "quarantined_at": pd.Timestamp(now),
+        }
+    )
+    return pa.Table.from_pandas(frame, schema=QUARANTINE_SCHEMA, preserve_index=False)
+
+
+def _malformed_frame(rows: list[Malformed], secret: str) -> pd.DataFrame:
+    """Rows the parser could not split into fields: their text is never kept, only what cannot identify anyone.
+
+    The text of such a line may hold a raw id anywhere, so ``raw`` keeps a keyed hash of the line
+    (the same line always gives the same hash, and nobody without the secret can test a guess),
+    its length and its field count; ``user_id`` is the pseudonym of the field where the header
+    puts the user, so forgetting that user also removes the row.
+    """
+    key = secret.encode()
+    raw = [
+        json.dumps(
+            {
+                "line_hmac": hmac.digest(key, b"line:" + m.text.encode("utf-8", "replace"), "sha256").hex()[:32],
+                "length": len(m.text),
+                "fields": m.fields,
+                "expected_fields": m.expected,
+            }
+        )
+        for m in rows
+    ]
+    return pd.DataFrame(
+        {
+            "position": pd.array([m.line for m in rows], dtype="Int64"),
+            "reason": "malformed_row",
+            "user_id": [pseudonymize(m.user, secret) if m.user else None for m in rows],
+            "raw": raw,
+        }
+    )
+
+
+class _Keyed:
+    """One table's side of an ingest: the staged files and the digests of the keys staged and stored."""
+
+    def __init__(self, staged: StagedFiles, key: str, store: Store, seed: int) -> None:
+        self.staged, self.key, self.store, self.seed = staged, key, store, seed
+        self.base = _head(staged.table)
+        self._stored: KeySet | None = None  # read on the first row to stage: an empty drain reads nothing
+        self.mine = KeySet()
+
+    @property
+    def stored(self) -> KeySet:
+        """Digests of the keys the table held when this ingest first looked."""
+        if self._stored is None:
+            self._stored = self.store.keys(self.staged.table, self.key, self.seed)
+        return self._stored
+
+    def add(self, rows: pa.Table) -> int:
+        """Stage the rows whose key is new (first of each key only); returns how many were staged."""
+        if not rows.num_rows:
+            return 0
+        d = digests(rows.column(self.key), self.seed)
+        first = first_occurrences(d)
+        new = first[~self.stored.contains(d[first]) & ~self.mine.contains(d[first])]
+        self.mine.add(d[new])
+        self.staged.write(rows.take(pa.array(new)))
+        return len(new)
+
+    def reconcile(self, forgotten: pa.Array) -> tuple[int, int]:
+        """Before a commit: drop staged rows another writer stored meanwhile, and rows of ``forgotten`` users.
+
+        Returns (duplicates dropped, forgotten dropped).
+        """
+        table = self.staged.table = self.staged.table.refresh()
+        duplicates = 0
+        if self.staged.files_or_pending and _head(table) != self.base:  # someone committed since the keys were read
+            self._stored, self.base = self.store.keys(table, self.key, self.seed), _head(table)
+            duplicates = self.staged.drop(lambda rows: self.stored.contains(digests(rows.column(self.key), self.seed)))
+        gone = 0
+        if len(forgotten) and self.staged.files_or_pending:
+            gone = self.staged.drop(lambda rows: pc.is_in(rows.column("user_id"), value_set=forgotten).to_numpy(False))
+        return duplicates, gone
+
+
+def _head(table: Table) -> int | None:
+    snap = table.current_snapshot()
+    return None if snap is None else int(snap.snapshot_id)
+
+
+class Ingest:
+    """One ingest in progress: validated batches in, one commit out (use as a context manager)."""
+
+    def __init__(self, summary: IngestSummary, settings: Settings, store: Store, progress: ProgressFn = no_progress):
+        self.summary, self.settings, self.store, self.progress = summary, settings, store, progress
+        self.started = time.monotonic()
+        seed = seed_of(settings.hmac_secret.get_secret_value())
+        self.forgotten = store.forgotten_users()
+        self.events = _Keyed(store.staged_events(), "event_id", store, seed)
+        self.quarantine = _Keyed(store.staged_quarantine(), "quarantine_id", store, seed)
+        summary.previous_snapshot_id = self.events.base
+
+    def add(self, good: pa.Table, bad: pd.DataFrame) -> None:
+        """Deduplicate and stage one validated batch (good rows in the events schema, bad rows to quarantine)."""
+        s = self.summary
+        if good.num_rows:
+            good = _stamped(good, s.source, s.ingest_id)
+            if len(self.forgotten):  # a tombstoned user's late events are dropped, good or bad alike
+                keep = pc.invert(pc.is_in(good.column("user_id"), value_set=self.forgotten))
+                s.forgotten += good.num_rows - (pc.sum(keep).as_py() or 0)
+                good = good.filter(keep)
+            staged = self.events.add(good)
+            s.stored += staged
+            s.duplicates += good.num_rows - staged
+        if len(bad):
+            if len(self.forgotten):
+                gone = bad["user_id"].isin(self.forgotten.to_pylist()).to_numpy()
+                s.forgotten += int(gone.sum())
+                bad = bad[~gone]
+            s.quarantined += len(bad)
+            s.reasons = dict(Counter(s.reasons) + Counter(r for cell in bad["reason"] for r in str(cell).split(";")))
+            s.quarantine_new += self.quarantine.add(_quarantine_rows(bad, "event", s.source, s.ingest_id))
+        self.progress("stage", s.stored, None)
+
+    def commit(self) -> IngestSummary:
+        """Quarantine first, then the events in ONE snapshot; both deduplicated again if the tables moved."""
+        s = self.summary
+        self.progress("commit", 0, s.stored)
+
+        checked = self.forgotten
+
+        def commit_quarantine() -> None:
+            s.commit_attempts += 1
+            duplicates, gone = self.quarantine.reconcile(self._tombstoned_since(self.forgotten))
+            s.quarantine_new -= duplicates + gone
+            s.quarantined -= gone
+            s.forgotten += gone
+            self.quarantine.staged.commit(self._properties())
+
+        def commit_events() -> None:
+            nonlocal checked
+            s.commit_attempts += 1
+            checked = self.store.forgotten_users()
+            duplicates, gone = self.events.reconcile(self._tombstoned_since(self.forgotten, checked))
+            s.stored -= duplicates + gone
+            s.duplicates += duplicates
+            s.forgotten += gone
+            self.events.staged.commit(self._properties())
+
+        retrying(commit_quarantine)
+        retrying(commit_events)
+        s.data_files = len(self.events.staged.files) + len(self.quarantine.staged.files)
+        late = self._tombstoned_since(checked)  # forgotten between the last check and the commit: delete them now
+        if len(late) and s.stored:
+            self._forget_late(late)
+        s.snapshot_id = self.store.current_snapshot_id()
+        self.progress("commit", s.stored, s.stored)
+        s.seconds = round(time.monotonic() - self.started, 3)
+        return s
+
+    def _tombstoned_since(self, before: pa.Array, now: pa.Array | None = None) -> pa.Array:
+        """Users tombstoned now (or in ``now``) who were not in ``before``."""
+        now = self.store.forgotten_users() if now is None else now
+        return now.filter(pc.invert(pc.is_in(now, value_set=before)))
+
+    def _forget_late(self, late: pa.Array) -> None:
+        for user in set(late.to_pylist()):
+            columns = self.events.staged.column("user_id")
+            rows = sum(pc.sum(pc.equal(c, user)).as_py() or 0 for c in columns)
+            if rows:
+                self.store.delete_user(str(user))
+                self.summary.stored -= rows
+                self.summary.forgotten += rows
+
+    def _properties(self) -> dict[str, str]:
+        s = self.summary
+        props = {"ingest_id": s.ingest_id, "source": s.source, "read": str(s.read), "stored": str(s.stored)}
+        props |= {"duplicates": str(s.duplicates), "quarantined": str(s.quarantined), "forgotten": str(s.forgotten)}
+        return {f"recsys.{k}": v for k, v in props.items()}
+
+    def discard(self) -> None:
+        """Delete everything staged (the ingest failed before its commit)."""
+        self.events.staged.discard()
+        self.quarantine.staged.discard()
+
+
+@contextmanager
+def ingest(
+    source: str, settings: Settings, store: Store | None = None, progress: ProgressFn = no_progress, read: int = 0
+) -> Iterator[Ingest]:
+    """An :class:`Ingest` whose staged files are deleted if anything fails before its commit."""
+    current = Ingest(
+        IngestSummary(ingest_id=uuid.uuid4().hex, source=source, read=read),
+        settings,
+        store or Store(settings),
+        progress,
+    )
+    try:
+        yield current
+    except BaseException:
+        current.discard()
+        raise
+
+
+def _stamped(good: pa.Table, source: str, ingest_id: str) -> pa.Table:
+    """Rows with this ingest's ``source`` and ``ingest_id``."""
+    n = good.num_rows
+    for name, value in (("source", source), ("ingest_id", ingest_id)):
+        good = good.set_column(good.schema.get_field_index(name), name, pa.array([value] * n, pa.large_string()))
+    return good
+
+
+def ingest_batches(
+    batches: Iterable[RawBatch],
+    source: str,
+    settings: Settings,
+    *,
+    store: Store | None = None,
+    progress: ProgressFn = no_progress,
+    now: datetime | None = None,
+) -> IngestSummary:
+    """Validate, deduplicate and stage raw batches as they are read; commit them as one ingest (one snapshot)."""
+    secret = settings.hmac_secret.get_secret_value()
+    with ingest(source, settings, store, progress) as current:
+        for batch in batches:
+            checked = validate_events(batch.frame, settings, now)
+            bad = checked.bad
+            if batch.malformed:
+                bad = pd.concat([bad, _malformed_frame(batch.malformed, secret)], ignore_index=True)
+            current.summary.read += batch.count
+            current.add(checked.good, bad)
+            progress("validate", current.summary.read, None)
+        return current.commit()
+
+
+def _store_catalog(
+    items: pa.Table, bad_items: pd.DataFrame, catalog: Path, ingest_id: str, store: Store, settings: Settings
+) -> tuple[int, int]:
+    """Quarantine a catalog's bad rows (deduplicated and committed like an ingest's) and upsert its items;
+    returns (items, quarantined)."""
+    if len(bad_items):
+        with ingest(str(catalog), settings, store) as current:
+            current.quarantine.add(_quarantine_rows(bad_items, "catalog", str(catalog), ingest_id))
+            current.commit()
+    return store.upsert_items(items), len(bad_items)
+
+
+def ingest_catalog(catalog: Path, settings: Settings, *, store: Store | None = None) -> tuple[int, int]:
+    """Ingest an item catalog CSV alone; returns (items upserted, rows quarantined)."""
+    items, bad_items = read_catalog_csv(catalog, settings.max_field_length)
+    return _store_catalog(items, bad_items, catalog, uuid.uuid4().hex, store or Store(settings), settings)
+
+
+def ingest_file(
+    path: Path,
+    settings: Settings,
+    fmt: str = "auto",
+    *,
+    catalog: Path | None = None,
+    store: Store | None = None,
+    progress: ProgressFn = no_progress,
+) -> IngestSummary:
+    """Ingest one file (and optionally an item catalog CSV) as one snapshot."""
+    store = store or Store(settings)
+    # read the catalog first: an unreadable catalog must fail before any event is written
+    items, bad_items = read_catalog_csv(catalog, settings.max_field_length) if catalog else (None, None)
+    summary = ingest_batches(read_events(path, fmt), str(path), settings, store=store, progress=progress)
+    if items is not None and bad_items is not None and catalog is not None:
+        summary.catalog_items, summary.catalog_quarantined = _store_catalog(
+            items, bad_items, catalog, summary.ingest_id, store, settings
+        )
+    return summary

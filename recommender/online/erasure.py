@@ -1,0 +1,55 @@
+"""The right to be forgotten, the part that cannot wait: a person's data leaves Redis at once.
+
+The API's ``DELETE /v1/users/{id}`` calls :func:`request_forget`: the user's precomputed lists in
+every kept version, their session and their entries in the event stream are deleted, and the
+pseudonym is queued in ``{prefix}:forget:pending`` for :mod:`recommender.ops.forget`, which
+tombstones it and removes it from the store for good.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import redis
+
+from recommender.online.keys import Keys
+
+STREAM_SCAN = 10_000
+
+
+@dataclass
+class ForgetReport:
+    """What was removed where, for one user."""
+
+    user_id: str  # the pseudonym (the raw id is never kept)
+    redis_lists: int = 0
+    stream_entries: int = 0
+    store: dict[str, int] = field(default_factory=dict)
+    tombstoned: bool = False
+
+    def to_dict(self) -> dict[str, object]:
+        """Plain fields."""
+        return asdict(self)
+
+
+def forget_in_redis(r: redis.Redis, keys: Keys, user: str) -> tuple[int, int]:
+    """Delete a pseudonym's lists in every version, their session and stream entries; returns (keys, entries)."""
+    versions = {str(v) for v in r.lrange(keys.versions, 0, -1)} | {str(v) for v in r.smembers(keys.started)}
+    lists = int(r.delete(keys.session(user), *[keys.user(v, user) for v in versions]))
+    entries, start = 0, "-"
+    while True:
+        batch: list[Any] = list(r.xrange(keys.events, min=start, max="+", count=STREAM_SCAN) or [])
+        mine = [entry_id for entry_id, fields in batch if fields.get("user_id") == user]
+        if mine:
+            entries += int(r.xdel(keys.events, *mine))
+        if len(batch) < STREAM_SCAN:
+            return lists, entries
+        start = "(" + str(batch[-1][0])
+
+
+def request_forget(r: redis.Redis, keys: Keys, user: str) -> ForgetReport:
+    """The API's part: Redis now, the store later (queued for the ``forget_user`` DAG)."""
+    lists, entries = forget_in_redis(r, keys, user)
+    r.sadd(keys.forget_pending, user)
+    return ForgetReport(user, lists, entries)

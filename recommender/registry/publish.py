@@ -1,0 +1,311 @@
+"""Publishing: precompute every list the API serves and flip the active version atomically.
+
+A publish writes a whole new version namespace with pipelined writes: :func:`begin` the
+shared lists (popular overall and per category, the catalog), :func:`write_shard` the
+per-user top-N and similar items, split into ``RECSYS_PUBLISH_SHARDS`` parts that can run in
+parallel (the retrain DAG maps them onto Airflow workers); then :func:`finish` checks that
+every shard was written and in one MULTI/EXEC sets the active pointer and the list of kept
+versions, then deletes versions that are neither kept nor active. A publish killed midway
+leaves the previous version active and complete; its partial keys are removed by the next
+publish.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import redis
+
+from recommender.config import Settings
+from recommender.modeling.bundle import Bundle
+from recommender.online.experiments import start_experiment
+from recommender.online.keys import Keys, encode
+from recommender.progress import ProgressFn, no_progress
+
+
+@dataclass(frozen=True)
+class Published:
+    """What a publish wrote."""
+
+    version: str
+    model_version: str
+    users: int
+    items: int
+    categories: int
+    previous: str | None
+    removed: list[str]
+    reused: bool
+    seconds: float
+
+    def to_dict(self) -> dict[str, object]:
+        """Plain fields."""
+        return asdict(self)
+
+
+def _encoded(keys: list[str], ids: np.ndarray, scores: np.ndarray, names: np.ndarray) -> dict[str, bytes]:
+    """key -> encoded list, for one batch of rows (-1 ids dropped)."""
+    out = {}
+    for key, row_ids, row_scores in zip(keys, ids, scores, strict=True):
+        valid = row_ids >= 0
+        out[key] = encode(names[row_ids[valid]].tolist(), row_scores[valid])
+    return out
+
+
+def _catalog_maps(catalog: pa.Table | None) -> tuple[dict[str, str], dict[str, str]]:
+    """item -> category, and item -> JSON details, from the catalog table."""
+    if catalog is None or catalog.num_rows == 0:
+        return {}, {}
+    rows = catalog.select(["item_id", "title", "category", "price", "in_stock"]).to_pylist()
+    cats = {r["item_id"]: r["category"] for r in rows if r["category"]}
+    details = {r["item_id"]: json.dumps({k: r[k] for k in ("title", "category", "price", "in_stock")}) for r in rows}
+    return cats, details
+
+
+def _slice(n: int, shard: int, shards: int, batch: int) -> np.ndarray:
+    """Rows of ``shard`` out of ``shards`` contiguous parts of ``range(n)``, cut on the ``batch`` grid.
+
+    Whole scoring batches go to each shard, so a user is scored in the same batch (the same
+    matrix shapes, hence the same floating-point sums) however many shards a publish has.
+    """
+    batches = np.array_split(np.arange(-(-n // batch)), shards)[shard]
+    if not len(batches):
+        return np.arange(0)
+    return np.arange(int(batches[0]) * batch, min(n, (int(batches[-1]) + 1) * batch))
+
+
+def _write_shared(
+    r: redis.Redis, keys: Keys, version: str, bundle: Bundle, settings: Settings, catalog: pa.Table | None
+) -> dict[str, int]:
+    """Start ``version``: the popular lists, categories and catalog; returns counts. Flips nothing.
+
+    The per-user and similar-item lists are written by :func:`write_shard` (one or many, in any
+    order or in parallel), then :func:`finish` checks every shard and flips.
+    """
+    vocab = bundle.vocab
+    batch = settings.publish_batch
+    r.set(keys.lease(version), "1", ex=settings.publish_lease_seconds)  # before anything can see it as started
+    r.sadd(keys.started, version)
+    popularity = bundle.popularity()
+    order = np.argsort(-popularity, kind="stable")
+    cats, details = _catalog_maps(catalog)
+    pipe = r.pipeline(transaction=False)
+    top = order[: settings.top_n]
+    pipe.set(keys.popular(version), encode(vocab.items[top].tolist(), popularity[top]))
+    by_cat: dict[str, list[int]] = {}
+    for col in order:
+        cat = cats.get(str(vocab.items[col]))
+        if cat is not None and len(by_cat.setdefault(cat, [])) < settings.top_n:
+            by_cat[cat].append(int(col))
+    for cat, members in by_cat.items():
+        pipe.set(keys.popular(version, cat), encode(vocab.items[members].tolist(), popularity[members]))
+    pipe.set(keys.categories(version), json.dumps(sorted(by_cat)))
+    for lo in range(0, len(details), batch):
+        chunk = dict(list(details.items())[lo : lo + batch])
+        pipe.hset(keys.items(version), mapping=chunk)  # type: ignore[arg-type]
+    pipe.execute()
+    return {"users": len(vocab.users), "items": len(vocab.items), "categories": len(by_cat)}
+
+
+def write_shard(
+    r: redis.Redis,
+    keys: Keys,
+    version: str,
+    bundle: Bundle,
+    settings: Settings,
+    shard: int = 0,
+    shards: int = 1,
+    progress: ProgressFn = no_progress,
+) -> dict[str, int]:
+    """Write part ``shard`` of ``shards`` of the user and similar-item lists; record it as done."""
+    if not 0 <= shard < shards:
+        raise ValueError(f"shard {shard} is not in 0..{shards - 1}")
+    model, vocab = bundle.model, bundle.vocab
+    n_users, n_items = len(vocab.users), len(vocab.items)
+    batch = settings.publish_batch
+    shown = np.zeros(n_items, dtype=bool)
+    users, items = _slice(n_users, shard, shards, batch), _slice(n_items, shard, shards, batch)
+    for lo in range(0, len(users), batch):
+        _renew(r, keys, version, settings)
+        rows = users[lo : lo + batch]
+        ids, scores = model.recommend(rows, bundle.user_items, settings.top_n)
+        shown[ids[ids >= 0]] = True
+        r.mset(_encoded([keys.user(version, str(u)) for u in vocab.users[rows]], ids, scores, vocab.items))
+        progress("users", lo + len(rows), len(users))
+    for lo in range(0, len(items), batch):
+        _renew(r, keys, version, settings)
+        cols = items[lo : lo + batch]
+        ids, scores = model.similar_items(cols, settings.similar_n)
+        r.mset(_encoded([keys.similar(version, str(t)) for t in vocab.items[cols]], ids, scores, vocab.items))
+        progress("similar items", lo + len(cols), len(items))
+    # which items this shard's users were shown, for the catalogue coverage computed at the flip
+    _renew(r, keys, version, settings)  # never record a shard into a version that was cleaned up
+    r.hset(keys.meta(version), f"shard:{shard}/{shards}", np.packbits(shown).tobytes().hex())
+    return {"shard": shard, "users": len(users), "items": len(items)}
+
+
+class IncompletePublishError(RuntimeError):
+    """A version cannot be written or flipped to: shards are missing, or it was abandoned and cleaned up."""
+
+
+def _renew(r: redis.Redis, keys: Keys, version: str, settings: Settings) -> None:
+    """Extend ``version``'s lease; raise when it is gone (the publish was abandoned and may be cleaned up)."""
+    if not r.expire(keys.lease(version), settings.publish_lease_seconds):
+        raise IncompletePublishError(
+            f"version {version} is not being published any more (its lease expired or it was cleaned up); publish again"
+        )
+
+
+def _coverage(r: redis.Redis, keys: Keys, version: str, shards: int, n_items: int) -> float:
+    """Share of the catalogue in any user list of ``version``, from its shards' records (removed after)."""
+    fields = [f"shard:{s}/{shards}" for s in range(shards)]
+    records = r.hmget(keys.meta(version), fields)
+    missing = [s for s, value in enumerate(records) if value is None]
+    if missing:
+        raise IncompletePublishError(f"version {version}: shard(s) {missing} of {shards} not written; not flipped")
+    shown = np.zeros(n_items, dtype=bool)
+    for value in records:
+        shown |= np.unpackbits(np.frombuffer(bytes.fromhex(str(value)), dtype=np.uint8), count=n_items).astype(bool)
+    r.hdel(keys.meta(version), *fields)
+    return float(shown.mean()) if n_items else 0.0
+
+
+def flip(r: redis.Redis, keys: Keys, version: str, keep: int) -> tuple[str | None, list[str]]:
+    """Atomically make ``version`` active (kept first in the versions list); returns (previous, removed)."""
+    with r.pipeline(transaction=True) as pipe:
+        pipe.get(keys.active)
+        pipe.set(keys.active, version)
+        pipe.lrem(keys.versions, 0, version)
+        pipe.lpush(keys.versions, version)
+        pipe.ltrim(keys.versions, 0, keep - 1)
+        previous = pipe.execute()[0]
+    return previous, cleanup(r, keys)
+
+
+def cleanup(r: redis.Redis, keys: Keys) -> list[str]:
+    """Delete every started version that is neither kept nor active nor being written (abandoned partial
+    ones included: a failed publish gives its lease up, a killed one's lease expires)."""
+    kept = {str(v) for v in r.lrange(keys.versions, 0, -1)} | {str(r.get(keys.active)), str(r.get(keys.challenger))}
+    removed = []
+    for version in sorted({str(v) for v in r.smembers(keys.started)} - kept):
+        if r.exists(keys.lease(version)):
+            continue
+        for chunk in _chunks(r.scan_iter(match=keys.ns(version) + "*", count=5000), 5000):
+            r.unlink(*chunk)
+        r.srem(keys.started, version)
+        removed.append(version)
+    return removed
+
+
+def _chunks(it: Iterator[str], size: int) -> Iterator[list[str]]:
+    chunk: list[str] = []
+    for key in it:
+        chunk.append(key)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def find_published(r: redis.Redis, keys: Keys, model_version: str) -> str | None:
+    """A kept, complete published version of ``model_version``, if any."""
+    for version in map(str, r.lrange(keys.versions, 0, -1)):
+        meta = r.hgetall(keys.meta(version))
+        if meta.get("model_version") == model_version and meta.get("complete") == "1":
+            return version
+    return None
+
+
+def publish(
+    r: redis.Redis,
+    settings: Settings,
+    bundle: Bundle,
+    model_version: str,
+    catalog: pa.Table | None = None,
+    progress: ProgressFn = no_progress,
+    reuse: bool = False,
+    challenger: bool = False,
+) -> Published:
+    """Publish ``bundle`` as a new version (or, with ``reuse``, flip back to a kept copy of it).
+
+    With ``challenger`` the version is written completely but not made active: ``{prefix}:challenger``
+    points at it and the API serves it to ``RECSYS_EXPERIMENT_SHARE`` of the users.
+    """
+    keys = Keys(settings.redis_prefix)
+    existing = find_published(r, keys, model_version) if reuse else None
+    if existing:
+        previous, removed = flip(r, keys, existing, settings.keep_versions)
+        return _published(r.hgetall(keys.meta(existing)), existing, previous, removed, reused=True)
+    version = begin(r, settings, bundle, model_version, catalog)
+    shards = settings.publish_shards
+    try:
+        for shard in range(shards):
+            write_shard(r, keys, version, bundle, settings, shard, shards, progress)
+    except BaseException:
+        r.delete(keys.lease(version))  # abandoned: the next publish cleans it up
+        raise
+    return finish(r, settings, version, challenger)
+
+
+def begin(
+    r: redis.Redis, settings: Settings, bundle: Bundle, model_version: str, catalog: pa.Table | None = None
+) -> str:
+    """Start a new version of ``model_version`` (shared lists and its meta record); returns its name."""
+    keys = Keys(settings.redis_prefix)
+    version = f"m{model_version}-{datetime.now(UTC):%Y%m%dT%H%M%S%f}"
+    counts = _write_shared(r, keys, version, bundle, settings, catalog)
+    r.hset(
+        keys.meta(version),
+        mapping={
+            "model_version": model_version,
+            "started_at": datetime.now(UTC).isoformat(),
+            "snapshot_id": str(bundle.info.get("snapshot_id", "")),
+            "family": str(bundle.info.get("family", "")),
+            "shards": str(settings.publish_shards),
+            **{k: str(v) for k, v in counts.items()},
+        },
+    )
+    return version
+
+
+def finish(r: redis.Redis, settings: Settings, version: str, challenger: bool = False) -> Published:
+    """After every shard of ``version`` was written: mark it complete and flip to it (or make it the challenger).
+
+    Raises :class:`IncompletePublishError` (and flips nothing) when a shard is missing.
+    """
+    keys = Keys(settings.redis_prefix)
+    meta = r.hgetall(keys.meta(version))
+    if not meta.get("started_at"):
+        raise IncompletePublishError(f"version {version} was never started (or was cleaned up); publish again")
+    coverage = _coverage(r, keys, version, int(meta["shards"]), int(meta["items"]))
+    published_at = datetime.now(UTC).isoformat()
+    r.hset(keys.meta(version), mapping={"coverage": f"{coverage:.4f}", "published_at": published_at, "complete": "1"})
+    if challenger:
+        previous = start_experiment(r, keys, version)  # a new experiment: its counts start at zero
+        removed = cleanup(r, keys)
+    else:
+        previous, removed = flip(r, keys, version, settings.keep_versions)
+    r.delete(keys.lease(version))  # served now: being kept or active protects it from here on
+    return _published(meta, version, previous, removed, reused=False)
+
+
+def _published(meta: dict[Any, Any], version: str, previous: str | None, removed: list[str], reused: bool) -> Published:
+    """What a publish did, from the version's ``meta`` record."""
+    seconds = 0.0 if reused else (datetime.now(UTC) - datetime.fromisoformat(str(meta["started_at"]))).total_seconds()
+    return Published(
+        version,
+        str(meta["model_version"]),
+        int(meta["users"]),
+        int(meta["items"]),
+        int(meta["categories"]),
+        previous,
+        removed,
+        reused,
+        round(seconds, 3),
+    )

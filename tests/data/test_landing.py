@@ -1,0 +1,95 @@
+"""The landing folder: each file ingested once, then moved aside; unreadable files reported, not lost."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from recommender.config import Settings
+from recommender.data import landing
+from recommender.data.landing import ingest_landing, is_catalog, pending_files
+from recommender.data.store import Store
+from recommender.data.synthetic import ShopSpec, generate, write_shop
+from recommender.ops.pipeline import train_config
+from tests.conftest import SMALL_SHOP_ARGS, write
+
+
+def test_files_are_ingested_once_catalog_first_and_moved(settings: Settings) -> None:
+    settings.landing.mkdir(parents=True)
+    events, catalog = write_shop(generate(ShopSpec(**SMALL_SHOP_ARGS)), settings.landing)
+    write(settings.landing / "half-copied.csv.part", "user_id,item_id\n")
+    write(settings.landing / ".hidden.csv", "user_id,item_id\n")
+    assert is_catalog(catalog) and not is_catalog(events)
+
+    summary = ingest_landing(settings)
+
+    assert [f.kind for f in summary.files] == ["catalog", "events"]
+    assert summary.stored == Store(settings).read_events().num_rows > 0
+    assert summary.files[0].items == SMALL_SHOP_ARGS["items"]
+    assert {p.name for p in pending_files(settings.landing)} == set()  # in-flight and hidden files left alone
+    assert (settings.landing / "half-copied.csv.part").exists()
+    assert ingest_landing(settings).files == []  # nothing waits any more
+
+
+def test_a_crash_before_the_move_reingests_without_duplicates(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings.landing.mkdir(parents=True)
+    write_shop(generate(ShopSpec(**SMALL_SHOP_ARGS)), settings.landing)
+    (settings.landing / "catalog.csv").unlink()
+    real_move = landing._move
+
+    def crash(*args: object) -> None:
+        raise OSError("disk full while moving")
+
+    monkeypatch.setattr(landing, "_move", crash)
+    with pytest.raises(OSError):
+        ingest_landing(settings)  # committed, not moved
+    stored = Store(settings).read_events().num_rows
+    monkeypatch.setattr(landing, "_move", real_move)
+    again = ingest_landing(settings)
+    assert again.stored == 0 and again.files[0].duplicates == stored
+    assert Store(settings).read_events().num_rows == stored
+
+
+def test_an_unreadable_file_goes_to_failed_with_its_reason(settings: Settings) -> None:
+    settings.landing.mkdir(parents=True)
+    write(settings.landing / "notes.txt", "hello\n")
+    summary = ingest_landing(settings)
+    assert len(summary.failed) == 1 and "format" in str(summary.failed[0].error)
+    notes = list((settings.landing / "failed").glob("*.error"))
+    assert len(notes) == 1 and "format" in notes[0].read_text()
+
+
+def test_symlinks_out_of_the_landing_folder_are_never_followed(settings: Settings, tmp_path: Path) -> None:
+    settings.landing.mkdir(parents=True)
+    secret = write(
+        tmp_path / "elsewhere.csv", "user_id,item_id,event_type,timestamp\nu9,i9,view,2025-01-01T00:00:00Z\n"
+    )
+    (settings.landing / "escape.csv").symlink_to(secret)
+    (settings.landing / "dir-link").symlink_to(tmp_path)
+    inside = write(settings.landing / "_staged.csv", secret.read_text())  # hidden: only reachable through a link
+    (settings.landing / "inside.csv").symlink_to(inside)
+
+    summary = ingest_landing(settings)
+
+    outcome = {Path(f.file).name: f for f in summary.files}
+    assert outcome["escape.csv"].error == "escape.csv links outside the landing folder"
+    assert outcome["dir-link"].error and outcome["inside.csv"].stored == 1
+    assert Store(settings).read_events().num_rows == 1  # the file behind the escaping link was not read
+    assert secret.read_text().startswith("user_id") and (tmp_path / "elsewhere.csv").is_file()  # nor moved
+    assert sorted(p.name for p in (settings.landing / "failed").iterdir() if not p.name.endswith(".error")) == sorted(
+        p.name for p in (settings.landing / "failed").iterdir() if p.is_symlink()
+    )
+
+
+def test_train_config_from_a_trigger_form_keeps_only_the_family_parameters(settings: Settings) -> None:
+    conf = {"model": "itemknn", "K": 30, "factors": 99, "half_life_days": 7, "bm25": True, "k": 20, "seed": None}
+    config = train_config(settings, conf, snapshot_id=5)
+    assert config.family == "itemknn" and config.params == {"K": 30}  # factors is not an item-KNN knob
+    assert config.weighting is not None and config.weighting.half_life_days == 7 and config.weighting.bm25
+    assert config.weighting.event_weights == settings.event_weights
+    assert (config.k, config.seed, config.snapshot_id) == (20, settings.seed, 5)
+    with pytest.raises(ValueError, match="unknown model"):
+        train_config(settings, {"model": "svd"})

@@ -1,0 +1,190 @@
+"""Champion/challenger: a deterministic split, signed recommendation ids, and a per-user report over the
+experiment's own window that finds a planted difference, ignores forged ids and history before the start."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import pyarrow as pa
+import redis
+from fastapi.testclient import TestClient
+from pydantic import SecretStr
+from scipy.stats import binomtest
+
+from recommender.config import Settings
+from recommender.data.privacy import pseudonymize
+from recommender.modeling.training import TrainConfig
+from recommender.online.experiments import RecommendationIds, in_challenger
+from recommender.online.keys import Keys
+from recommender.ops.experiment_report import experiment_report, rate
+from recommender.ops.pipeline import drain_events, experiment, stop_experiment
+from recommender.registry.lifecycle import publish_model, train_and_register
+from recommender.registry.promotion import promote
+from serving.app import create_app
+
+IDS = RecommendationIds("test-secret")
+START = datetime(2025, 6, 1, tzinfo=UTC)
+
+
+def test_the_split_is_deterministic_and_respects_the_share() -> None:
+    users = [pseudonymize(f"user-{i}", "secret") for i in range(20_000)]
+    first = [in_challenger(u, 0.1) for u in users]
+    assert first == [in_challenger(u, 0.1) for u in users]  # the same users every time
+    assert abs(sum(first) / len(users) - 0.1) < 0.01
+    assert not any(in_challenger(u, 0.0) for u in users) and all(in_challenger(u, 1.0) for u in users)
+
+
+def test_recommendation_ids_are_signed_and_tampering_is_caught() -> None:
+    issued = IDS.issue("7", "home")
+    assert IDS.verify(issued) is not None and IDS.verify(issued).model_version == "7"  # type: ignore[union-attr]
+    version, placement, nonce, signature = issued.split("-")
+    assert version == "7"
+    assert placement == "home" and len(nonce) == 24 and len(signature) == 16
+    assert IDS.verify(f"8-{placement}-{nonce}-{signature}") is None  # claims another variant
+    assert IDS.verify(issued[:-1] + ("0" if issued[-1] != "0" else "1")) is None
+    assert RecommendationIds("other-secret").verify(issued) is None
+    assert IDS.verify("7-deadbeef") is None and IDS.verify(None) is None
+
+
+def clicks(users: range, version: str, converted: int, *, at: datetime = START, event: str = "view") -> list[dict]:  # type: ignore[type-arg]
+    """Events of the first ``converted`` of ``users``, each carrying a list served by ``version``."""
+    ts = at + timedelta(hours=1)
+    return [
+        {"user_id": f"u{u}", "recommendation_id": IDS.issue(version, "home"), "event_type": event, "timestamp": ts}
+        for u in list(users)[:converted]
+    ]
+
+
+def table(rows: list[dict]) -> pa.Table:  # type: ignore[type-arg]
+    return pa.Table.from_pylist(
+        rows,
+        schema=pa.schema(
+            [
+                ("user_id", pa.string()),
+                ("recommendation_id", pa.string()),
+                ("event_type", pa.string()),
+                ("timestamp", pa.timestamp("us", tz="UTC")),
+            ]
+        ),
+    )
+
+
+def report_of(rows: list[dict], exposed: dict[str, set[str]]):  # type: ignore[no-untyped-def,type-arg]
+    served = {v: 3 * len(u) for v, u in exposed.items()}
+    return experiment_report(table(rows), exposed, served, "1", "2", START.isoformat(), "exp1", IDS)
+
+
+def test_the_per_user_report_finds_a_planted_difference_and_not_a_missing_one() -> None:
+    exposed = {"1": {f"u{u}" for u in range(4000)}, "2": {f"u{u}" for u in range(4000, 8000)}}
+    repeat = clicks(range(4000), "1", 200) * 3  # a user who clicks three lists still counts once
+    better = report_of(repeat + clicks(range(4000, 8000), "2", 320), exposed)
+    assert better.production.click_through.rate == 0.05 and better.challenger.click_through.rate == 0.08
+    assert better.production.users == 4000 and better.production.served_lists == 12_000
+    assert better.click_through_p < 0.001 and better.tests["click_through"] == "two_proportion_z"
+    assert better.challenger.click_through.low > better.production.click_through.high
+    same = report_of(clicks(range(4000), "1", 200) + clicks(range(4000, 8000), "2", 205), exposed)
+    assert same.click_through_p > 0.5
+    ci = binomtest(200, 4000).proportion_ci(method="wilson")
+    assert (same.production.click_through.low, same.production.click_through.high) == (ci.low, ci.high)
+    assert rate(0, 0).high == 1.0
+
+
+def test_both_arms_count_the_same_window_and_only_ids_the_api_issued() -> None:
+    exposed = {"1": {f"u{u}" for u in range(100)}, "2": {f"u{u}" for u in range(100, 200)}}
+    history = clicks(range(100), "1", 90, at=START - timedelta(days=30))  # production's clicks before the start
+    forged = [
+        row | {"recommendation_id": "2-home-" + "0" * 24 + "-" + "f" * 16} for row in clicks(range(100, 200), "2", 50)
+    ]
+    wrong_user = clicks(range(100, 150), "1", 10)  # a challenger user's event claiming a production list
+    real = (
+        clicks(range(100), "1", 10)
+        + clicks(range(100, 200), "2", 12)
+        + clicks(range(100, 200), "2", 4, event="add_to_cart")
+    )
+    report = report_of(history + forged + wrong_user + real, exposed)
+    assert report.production.click_through.hits == 10 and report.challenger.click_through.hits == 12
+    assert report.challenger.add_to_cart.hits == 4 and report.production.add_to_cart.hits == 0
+    assert report.ignored == {"before_the_experiment": 90, "not_issued_by_this_api": 50, "other_variant_or_user": 10}
+    assert report.tests["add_to_cart"] == "fisher_exact"  # small counts
+
+
+def test_a_published_challenger_serves_its_share_and_the_report_counts_its_users(shop_settings: Settings) -> None:
+    settings = shop_settings.model_copy(
+        update={"experiment_share": 0.3, "api_keys": SecretStr("page:events,ops:admin")}
+    )
+    first = train_and_register(settings, TrainConfig(family="itemknn"))
+    promote(settings, "production", first.model_version)
+    publish_model(settings)
+    second = train_and_register(settings, TrainConfig(family="als", params={"factors": 8, "iterations": 3}))
+    published = publish_model(settings, alias=None, version=second.model_version, challenger=True)
+    r = redis.Redis.from_url(str(settings.redis_url), decode_responses=True)
+    keys = Keys()
+    assert r.get(keys.challenger) == published.version
+    experiment_id = running_id(r)
+
+    users = [f"u{i}" for i in range(200)]
+    page = {"X-API-Key": "page"}
+    with TestClient(create_app(settings)) as api:
+        answers = {u: api.get(f"/v1/users/{u}/recommendations", headers=page).json() for u in users}
+        api.get("/v1/users/u0/recommendations", headers=page)  # a second list for one user: one user still
+        now = datetime.now(UTC).isoformat()
+        events = [
+            {
+                "user_id": u,
+                "item_id": "i1",
+                "event_type": "view",
+                "timestamp": now,
+                "recommendation_id": answers[u]["recommendation_id"],
+            }
+            for u in users[:60]
+        ]
+        forged = {
+            "user_id": "u61",
+            "item_id": "i1",
+            "event_type": "view",
+            "timestamp": now,
+            "recommendation_id": "2-home-0-0",
+        }
+        assert api.post("/v1/events", json=[*events, forged], headers=page).status_code == 202
+    on_challenger = {u for u in users if in_challenger(pseudonymize(u, "test-secret"), 0.3)}
+    assert 30 < len(on_challenger) < 90
+    for user, body in answers.items():
+        expected = second.model_version if user in on_challenger else first.model_version
+        assert body["model_version"] == expected and IDS.verify(body["recommendation_id"]).model_version == expected  # type: ignore[union-attr]
+    exposed = {v: r.smembers(keys.exposed(experiment_id, v)) for v in (first.model_version, second.model_version)}
+    assert exposed[second.model_version] == {pseudonymize(u, "test-secret") for u in on_challenger}
+    assert len(exposed[first.model_version]) == len(users) - len(on_challenger)
+
+    drain_events(settings)
+    report = experiment(settings)
+    clicked_challenger = len(on_challenger & set(users[:60]))
+    assert (
+        report["challenger"]["users"] == len(on_challenger)
+        and report["challenger"]["click_through"]["hits"] == clicked_challenger
+    )
+    assert report["production"]["click_through"]["hits"] == 60 - clicked_challenger
+    assert report["production"]["served_lists"] == len(users) - len(on_challenger) + (0 if "u0" in on_challenger else 1)
+    assert report["ignored"]["not_issued_by_this_api"] == 1 and report["mlflow_run_id"]
+
+    assert stop_experiment(settings) == {"stopped": published.version, "experiment_id": experiment_id}
+    assert r.get(keys.challenger) is None and not list(r.scan_iter(match=keys.experiment_data(experiment_id)))
+    assert "skipped" in experiment(settings)
+
+
+def running_id(r: redis.Redis) -> str:
+    return str(json.loads(str(r.get(Keys().experiment)))["id"])
+
+
+def test_a_new_challenger_starts_a_new_experiment_from_zero(shop_settings: Settings) -> None:
+    first = train_and_register(shop_settings, TrainConfig(family="itemknn"))
+    promote(shop_settings, "production", first.model_version)
+    publish_model(shop_settings)
+    one = publish_model(shop_settings, alias=None, version=first.model_version, challenger=True)
+    r = redis.Redis.from_url(str(shop_settings.redis_url), decode_responses=True)
+    old_id = running_id(r)
+    r.hincrby(Keys().served(old_id), first.model_version, 5)
+    two = publish_model(shop_settings, alias=None, version=first.model_version, challenger=True)
+    assert two.previous == one.version
+    new_id = running_id(r)
+    assert new_id != old_id and not r.exists(Keys().served(old_id))
