@@ -12,6 +12,7 @@ Needs `wrk` (apt-get install wrk).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import re
@@ -24,11 +25,13 @@ from pathlib import Path
 
 import httpx
 import redis
+import redis.asyncio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import SECRET, published_shop
 from recommender.online.keys import Keys
+from recommender.online.live import change_items
 from tests.conftest import free_port
 
 BARE_APP = """
@@ -95,6 +98,26 @@ def start(cmd: list[str], env: dict[str, str], port: int) -> subprocess.Popen[by
     raise SystemExit(f"server did not start: {cmd}")
 
 
+def _with_live_changes(
+    url: str, count: int, targets: dict[str, str], load: tuple[int, int, Path], repeat: int
+) -> dict[str, object]:
+    """Mark ``count`` items unavailable (half out of stock, half hidden) through the live catalog, then
+    measure the same targets again; the cost is the api/bare ratio after over the ratio before."""
+    changes = {f"i{k}": ({"in_stock": False} if k % 2 else {"hidden": True}) for k in range(count)}
+
+    async def apply() -> None:
+        client = redis.asyncio.Redis.from_url(url, decode_responses=True)
+        try:
+            await change_items(client, Keys(), changes)
+        finally:
+            await client.aclose()
+
+    asyncio.run(apply())
+    time.sleep(0.5)
+    rounds = [{name: wrk(target, *load) for name, target in targets.items()} for _ in range(repeat)]
+    return {name: _median([rd[name] for rd in rounds]) for name in targets} | {"items_changed": count, "rounds": rounds}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workers", type=int, default=2)
@@ -102,6 +125,12 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--repeat", type=int, default=3, help="interleaved rounds; medians are reported")
     parser.add_argument("--session-items", type=int, default=None, help="RECSYS_SESSION_ITEMS for the API (0: off)")
+    parser.add_argument(
+        "--live-changes",
+        type=int,
+        default=0,
+        help="then make this many items unavailable live and measure bare / api again (the availability cost)",
+    )
     args = parser.parse_args()
     if not shutil.which("wrk"):
         raise SystemExit("wrk not found: apt-get install wrk")
@@ -158,6 +187,9 @@ def main() -> None:
             for name in targets:
                 results[name] = _median([r[name] for r in rounds])
             results["rounds"] = rounds
+            if args.live_changes:
+                plain = {k: targets[k] for k in ("bare", "api")}
+                results["live"] = _with_live_changes(url, args.live_changes, plain, load, args.repeat)
             server.stop()  # Redis away: the fallback path
             time.sleep(0.5)
             results["api_fallback"] = wrk(targets["api"], *load)
@@ -170,6 +202,10 @@ def main() -> None:
     assert isinstance(bare_r, dict) and isinstance(api_r, dict)
     results["throughput_ratio"] = round(api_r["rps"] / bare_r["rps"], 3)
     results["p99_ratio"] = round(api_r["p99_ms"] / bare_r["p99_ms"], 3)
+    live = results.get("live")
+    if isinstance(live, dict):  # the availability layer's cost: api/bare with live changes over api/bare without
+        live["throughput_ratio"] = round(live["api"]["rps"] / live["bare"]["rps"], 3)
+        live["cost"] = round(1 - live["throughput_ratio"] / results["throughput_ratio"], 3)
     print(json.dumps(results))
 
 

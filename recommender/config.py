@@ -6,11 +6,12 @@ so importing this module (or building ``Settings``) has no side effects.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
 from types import MappingProxyType
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -90,7 +91,9 @@ class Settings(BaseSettings):
         default=False, description="RECSYS_REDIS_URL names a node of a Redis Cluster (redis-py's cluster client)."
     )
     redis_prefix: str = "recsys"
-    top_n: int = Field(default=50, ge=1, le=1000)
+    top_n: int = Field(
+        default=200, ge=1, le=1000, description="Candidates published per user: more than shown, so rules have room."
+    )
     similar_n: int = Field(default=20, ge=1, le=1000)
     keep_versions: int = Field(default=2, ge=2, description="Published versions kept (active + previous ...).")
     publish_batch: int = Field(default=5_000, ge=1)
@@ -106,7 +109,8 @@ class Settings(BaseSettings):
     api_port: int = Field(default=8000, ge=1, le=65535)
     api_workers: int = Field(default=1, ge=1, le=64)
     api_keys: SecretStr = Field(
-        default=SecretStr(""), description="Comma-separated key:role pairs; roles: read, events, write, admin."
+        default=SecretStr(""),
+        description="Comma-separated key:role or key:role:name; roles: read, events, write, admin.",
     )
     open_reads: bool | None = Field(
         default=None, description="Shop reads without a key (default: only in development with no keys set)."
@@ -126,6 +130,11 @@ class Settings(BaseSettings):
     session_items: int = Field(default=5, ge=0, le=50, description="Recent items blended in (0: off).")
     session_ttl_seconds: int = Field(default=1800, ge=1, description="A session ends after this long quiet.")
     session_weight: float = Field(default=1.0, ge=0, description="Weight of the session lists in the blend.")
+    placements_file: Path | None = Field(default=None, description="JSON placements config (default: built in).")
+    live_poll_seconds: float = Field(
+        default=0.1, ge=0, description="How often each API worker checks for live catalog and rules changes."
+    )
+    cursor_ttl_seconds: int = Field(default=1800, ge=60, description="How long a pagination cursor remembers.")
 
     # monitoring (the monitor_recommender DAG): bands outside which the data counts as drifted
     drift_window_days: float = Field(default=14.0, gt=0, description="Window compared on each side.")
@@ -162,8 +171,8 @@ class Settings(BaseSettings):
             raise ValueError("RECSYS_EVENT_WEIGHTS must name at least one event type.")
         return self
 
-    def parsed_api_keys(self) -> Mapping[str, str]:
-        """``RECSYS_API_KEYS`` as {key: role} (parsed once; the API asks on every request)."""
+    def parsed_api_keys(self) -> Mapping[str, ApiKey]:
+        """``RECSYS_API_KEYS`` as {key: (role, name)} (parsed once; the API asks on every request)."""
         return parse_api_keys(self.api_keys.get_secret_value())
 
     @property
@@ -224,21 +233,38 @@ def refuse_weak_secret(name: str, value: str) -> None:
         )
 
 
-@lru_cache(maxsize=8)
-def parse_api_keys(text: str) -> Mapping[str, str]:
-    """Comma-separated ``key:role`` pairs as a read-only {key: role}.
+class ApiKey(NamedTuple):
+    """What a configured key may do, and the name it is recorded under (rules history)."""
 
-    A malformed entry is named by its position, never by its text: it may be a key.
+    role: str
+    name: str
+
+
+@lru_cache(maxsize=8)
+def parse_api_keys(text: str) -> Mapping[str, ApiKey]:
+    """Comma-separated ``key:role`` or ``key:role:name`` entries as a read-only {key: ApiKey}.
+
+    A key without a name is recorded as ``key<position>``. A malformed entry is named by its
+    position, never by its text: it may be a key.
     """
-    keys: dict[str, str] = {}
-    for n, pair in enumerate(filter(None, (p.strip() for p in text.split(","))), 1):
-        key, sep, role = pair.rpartition(":")
+    keys: dict[str, ApiKey] = {}
+    for n, entry in enumerate(filter(None, (p.strip() for p in text.split(","))), 1):
+        key, sep, role = entry.rpartition(":")
+        name = f"key{n}"
+        if role not in ROLES and sep:  # key:role:name
+            named = key.rpartition(":")
+            if named[1] and named[2] in ROLES and _NAME.fullmatch(role):
+                key, role, name = named[0], named[2], role
         if not sep or not key or role not in ROLES:
             raise ValueError(
-                f"RECSYS_API_KEYS: entry {n} is not key:role with a role in {', '.join(ROLES)} (keys are not shown)"
+                f"RECSYS_API_KEYS: entry {n} is not key:role or key:role:name with a role in {', '.join(ROLES)} "
+                "and a name of letters, digits, '-' or '_' (keys are not shown)"
             )
-        keys[key] = role
+        keys[key] = ApiKey(role, name)
     return MappingProxyType(keys)
+
+
+_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
 def role_allows(role: str | None, needed: str) -> bool:

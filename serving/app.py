@@ -13,9 +13,14 @@ from fastapi.staticfiles import StaticFiles
 
 from recommender.config import Settings, get_settings
 from recommender.online.redis_conn import async_client, server_url
-from recommender.online.service import RecommendationService, RedisUnavailableError
+from recommender.online.service import (
+    PlacementQueryError,
+    RecommendationService,
+    RedisUnavailableError,
+    UnknownPlacementError,
+)
 from serving.limits import BodyLimitMiddleware
-from serving.routes import events, health, items, recommendations, users
+from serving.routes import catalog, events, health, items, placements, recommendations, rules, users
 from serving.telemetry import MetricsMiddleware, set_model_version
 
 STATIC = Path(__file__).with_name("static")
@@ -53,13 +58,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware)  # added last: outermost, so it counts the 413s too
-    for module in (recommendations, items, events, users, health):
+    for module in (recommendations, placements, items, catalog, rules, events, users, health):
         app.include_router(module.router)
     app.router.routes.insert(0, recommendations.route)  # matched before the documenting FastAPI route
 
     @app.exception_handler(RedisUnavailableError)
     async def redis_down(request: Request, exc: RedisUnavailableError) -> JSONResponse:
         return JSONResponse({"detail": "Redis unavailable; retry later"}, status_code=503)
+
+    @app.exception_handler(UnknownPlacementError)
+    async def unknown_placement(request: Request, exc: UnknownPlacementError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=404)
+
+    @app.exception_handler(PlacementQueryError)
+    async def bad_placement_query(request: Request, exc: PlacementQueryError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=422)
 
     app.mount("/shop", StaticFiles(directory=STATIC, html=True), name="shop")
 

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 from fastapi import Depends, HTTPException, Request, Security, status
 from fastapi.security import APIKeyHeader
 
-from recommender.config import Settings, role_allows
+from recommender.config import ApiKey, Settings, role_allows
 from recommender.data.privacy import user_signature_valid
 from recommender.online.service import RecommendationService
 
@@ -37,15 +37,21 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 ServiceDep = Annotated[RecommendationService, Depends(get_service)]
 
 
-def role_of(key: str | None, settings: Settings) -> str | None:
-    """The role of ``key``, compared in constant time against every configured key."""
+def key_of(key: str | None, settings: Settings) -> ApiKey | None:
+    """The configured key matching ``key``, compared in constant time against every configured key."""
     if not key:
         return None
     found = None
-    for candidate, role in settings.parsed_api_keys().items():
+    for candidate, configured in settings.parsed_api_keys().items():
         if hmac.compare_digest(candidate.encode(), key.encode()):
-            found = role
+            found = configured
     return found
+
+
+def role_of(key: str | None, settings: Settings) -> str | None:
+    """The role of ``key`` (None for no key or an unknown one)."""
+    found = key_of(key, settings)
+    return None if found is None else found.role
 
 
 def _open_without_key(needed: str, settings: Settings) -> bool:
@@ -89,5 +95,7 @@ def require(needed: str) -> Callable[..., Awaitable[str | None]]:
 
 ReadAccess = Depends(require("read"))
 EventsAccess = Depends(require("events"))
+WriteAccess = Depends(require("write"))
 AdminAccess = Depends(require("admin"))
 RoleDep = Annotated[str | None, EventsAccess]
+ReadRole = Annotated[str | None, ReadAccess]

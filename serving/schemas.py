@@ -8,6 +8,8 @@ import orjson
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from recommender.online.live import ItemChange
+
 
 class FastJSON(JSONResponse):
     """JSON via orjson, returned as is: the hot routes skip re-validating what the service built.
@@ -38,6 +40,17 @@ class Recommendations(BaseModel):
     source: Literal["personalized", "popular", "fallback", "session"]
     model_version: str | None
     recommendation_id: str
+    cursor: str | None = None
+
+
+class PlacementList(BaseModel):
+    """One placement's list; ``cursor`` (with ``paginate`` or ``cursor``) fetches the next page."""
+
+    items: list[ItemScore]
+    source: Literal["personalized", "popular", "fallback", "session", "similar"]
+    model_version: str | None
+    recommendation_id: str
+    cursor: str | None = None
 
 
 class ItemList(BaseModel):
@@ -47,6 +60,31 @@ class ItemList(BaseModel):
     source: Literal["similar", "popular", "fallback"]
     model_version: str | None
     recommendation_id: str
+    cursor: str | None = None
+
+
+class ItemPatch(ItemChange):
+    """Catalog fields to change now (the others stay)."""
+
+
+class ItemBatchEntry(ItemChange):
+    """One item's changes in a batch."""
+
+    item_id: str = Field(min_length=1, max_length=256)
+
+
+class ItemsChanged(BaseModel):
+    """How many items changed (they are live on the next request)."""
+
+    changed: int
+
+
+class RulesEntry(BaseModel):
+    """A placement's rule set, when it was set and by which key (``by: config`` for the config's)."""
+
+    rules: dict[str, Any]
+    at: str | None
+    by: str
 
 
 class EventIn(BaseModel):

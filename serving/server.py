@@ -15,7 +15,7 @@ from recommender.online.redis_conn import redis_url
 def describe_access(settings: Settings) -> str:
     """One line on how the API is protected."""
     keys = settings.parsed_api_keys()
-    roles = sorted(set(keys.values()))
+    roles = sorted({k.role for k in keys.values()})
     signed = "; personal routes need X-User-Signature below the write role" if settings.require_user_signature else ""
     if settings.keyless:
         return "no API keys (development): reads and events OPEN without a key, admin routes closed"

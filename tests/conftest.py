@@ -87,7 +87,9 @@ def redis_settings(tmp_path: Path, redis_server: str) -> Iterator[Settings]:
     """Settings with their own RECSYS_HOME (Iceberg, MLflow) and a flushed real Redis."""
     client = redis.Redis.from_url(redis_server)
     client.flushdb()
-    yield Settings(home=tmp_path / "home", hmac_secret="test-secret", redis_url=redis_server, publish_batch=100)
+    yield Settings(
+        home=tmp_path / "home", hmac_secret="test-secret", redis_url=redis_server, publish_batch=100, top_n=50
+    )
     client.close()
 
 

@@ -13,7 +13,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before numpy: implicit war
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # keep stderr for our own progress
 os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
 
-from recommender.cli import data, models, monitor, serve, stack
+from recommender.cli import data, models, monitor, rules, serve, stack
 from recommender.cli.common import app
 
-__all__ = ["app", "data", "models", "monitor", "serve", "stack"]
+__all__ = ["app", "data", "models", "monitor", "rules", "serve", "stack"]

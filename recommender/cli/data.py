@@ -81,19 +81,21 @@ def ingest(
 
 @app.command()
 def drain(as_json: JsonOpt = False) -> None:
-    """Store the events the API accepted (the Redis stream) as one snapshot; acknowledge after the commit."""
+    """Store the events the API accepted (the Redis stream) as one snapshot, and the live catalog changes."""
     from recommender.online.redis_conn import connect
-    from recommender.ops.stream import drain_stream
+    from recommender.ops.stream import drain_catalog, drain_stream
 
     cfg = settings()
     with connect(cfg, note) as r, progress_bar(as_json) as update:
         summary = drain_stream(cfg, r, progress=update)  # type: ignore[arg-type]
+        changes = drain_catalog(cfg, r)
     if as_json:
-        typer.echo(summary.to_json())
+        echo_json({**summary.to_dict(), "catalog_changes": changes})
         return
     typer.echo(
         f"drained {summary.read:,} events from the stream: stored {summary.stored:,}, "
-        f"duplicates {summary.duplicates:,}, quarantined {summary.quarantined:,}; snapshot {summary.snapshot_id}"
+        f"duplicates {summary.duplicates:,}, quarantined {summary.quarantined:,}; snapshot {summary.snapshot_id}; "
+        f"{changes:,} live catalog changes stored in the items table"
     )
 
 

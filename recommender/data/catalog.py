@@ -1,18 +1,26 @@
-"""The item catalog: ``item_id, title, category, price, in_stock`` rows from a CSV file."""
+"""The item catalog: ``item_id, title, category, price, in_stock, hidden`` rows from a CSV file.
+
+Any other column of the file is an attribute of its own (brand, colour, ...) that merchandising
+rules can test; they are kept together as a JSON object in ``attributes``.
+"""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from recommender.data.events import Reasons, blank, raw_json
 from recommender.data.readers import FormatError
 
-CATALOG_COLUMNS = ("item_id", "title", "category", "price", "in_stock")
+CATALOG_COLUMNS = ("item_id", "title", "category", "price", "in_stock", "hidden")
+MAX_ATTRIBUTES = 32
 _TRUE = {"true", "1", "yes", "y", "t"}
 _FALSE = {"false", "0", "no", "n", "f"}
 
@@ -23,6 +31,8 @@ ITEM_SCHEMA = pa.schema(
         pa.field("category", pa.large_string()),
         pa.field("price", pa.float64()),
         pa.field("in_stock", pa.bool_()),
+        pa.field("hidden", pa.bool_()),
+        pa.field("attributes", pa.large_string()),
         pa.field("updated_at", pa.timestamp("us", tz="UTC"), nullable=False),
     ]
 )
@@ -41,7 +51,12 @@ def read_catalog_csv(path: Path, max_field_length: int = 256) -> tuple[pa.Table,
         raise FormatError(f"{path}: cannot read the catalog CSV ({exc})") from exc
     if "item_id" not in table.column_names:
         raise FormatError(f"{path}: catalog header lacks item_id; expected {', '.join(CATALOG_COLUMNS)}")
-    frame = table.to_pandas().reindex(columns=list(CATALOG_COLUMNS))
+    extra = [c for c in table.column_names if c not in CATALOG_COLUMNS]
+    if len(extra) > MAX_ATTRIBUTES:
+        raise FormatError(f"{path}: {len(extra)} attribute columns; at most {MAX_ATTRIBUTES} besides {CATALOG_COLUMNS}")
+    attributes = table.select(extra).to_pylist() if extra else [{}] * table.num_rows
+    frame = table.select([c for c in table.column_names if c in CATALOG_COLUMNS]).to_pandas()
+    frame = frame.reindex(columns=list(CATALOG_COLUMNS))
     reasons = Reasons(len(frame))
     flag = reasons.flag
 
@@ -50,8 +65,12 @@ def read_catalog_csv(path: Path, max_field_length: int = 256) -> tuple[pa.Table,
         flag(frame[col].astype("string").str.len() > max_field_length * 4, f"oversized_field:{col}")
     price = pd.to_numeric(frame["price"], errors="coerce")
     flag(~blank(frame["price"]) & (price.isna() | (price < 0)), "bad_number:price")
-    stock_text = frame["in_stock"].astype("string").str.strip().str.lower()
-    flag(~blank(frame["in_stock"]) & ~stock_text.isin(_TRUE | _FALSE), "bad_value:in_stock")
+    flags = {}
+    for col in ("in_stock", "hidden"):
+        flags[col] = frame[col].astype("string").str.strip().str.lower()
+        flag(~blank(frame[col]) & ~flags[col].isin(_TRUE | _FALSE), f"bad_value:{col}")
+    attribute_json = pd.Series([_attributes_json(a) for a in attributes], index=frame.index)
+    flag(attribute_json.str.len() > max_field_length * 16, "oversized_field:attributes")
     frame.insert(0, "position", range(1, len(frame) + 1))
 
     bad_mask = reasons.bad
@@ -62,7 +81,11 @@ def read_catalog_csv(path: Path, max_field_length: int = 256) -> tuple[pa.Table,
             "title": pa.array(good["title"].tolist(), pa.large_string()),
             "category": pa.array(good["category"].astype("string").str.strip().tolist(), pa.large_string()),
             "price": pa.array(price[~bad_mask].tolist(), pa.float64()),
-            "in_stock": pa.array([None if pd.isna(v) else v in _TRUE for v in stock_text[~bad_mask]], pa.bool_()),
+            **{
+                col: pa.array([None if pd.isna(v) else v in _TRUE for v in flags[col][~bad_mask]], pa.bool_())
+                for col in ("in_stock", "hidden")
+            },
+            "attributes": pa.array(attribute_json[~bad_mask].tolist(), pa.large_string()),
             "updated_at": pa.array([datetime.now(UTC)] * len(good), pa.timestamp("us", tz="UTC")),
         },
         schema=ITEM_SCHEMA,
@@ -78,3 +101,28 @@ def read_catalog_csv(path: Path, max_field_length: int = 256) -> tuple[pa.Table,
         }
     )
     return items, bad
+
+
+def _attributes_json(row: dict[str, object]) -> str | None:
+    """The non-empty extra columns of one row as a JSON object (None when there are none)."""
+    kept = {k: v.strip() if isinstance(v, str) else v for k, v in row.items() if v is not None and v != ""}
+    return json.dumps(kept, sort_keys=True, default=str) if kept else None
+
+
+def changed_rows(current: pa.Table, changes: list[tuple[str, dict[str, Any], datetime]]) -> pa.Table:
+    """The rows of ``current`` (an :data:`ITEM_SCHEMA` table) that live ``changes`` (item, fields, time) update.
+
+    A change applies when it is newer than the row as stored, so applying the same changes twice
+    (a drain that died before trimming) gives the same rows. Unknown items get a row of their own.
+    """
+    by_id = {row["item_id"]: row for row in current.filter(
+        pc.is_in(current.column("item_id"), value_set=pa.array({c[0] for c in changes}, pa.large_string()))
+    ).to_pylist()}  # fmt: skip
+    stored_at = {item: row["updated_at"] for item, row in by_id.items()}
+    for item, fields, at in sorted(changes, key=lambda c: c[2]):
+        row = by_id.setdefault(item, {f.name: None for f in ITEM_SCHEMA} | {"item_id": item})
+        if item in stored_at and at <= stored_at[item]:
+            continue
+        row.update({k: v for k, v in fields.items() if k in CATALOG_COLUMNS and k != "item_id"})
+        row["updated_at"] = max(at, row["updated_at"] or at)
+    return pa.Table.from_pylist(list(by_id.values()), schema=ITEM_SCHEMA)

@@ -281,6 +281,11 @@ class StagedFiles:
         self.files = []
 
 
+def _items(table: pa.Table) -> pa.Table:
+    """Catalog rows in :data:`ITEM_SCHEMA` (a table evolved to new columns keeps them after the old ones)."""
+    return table.select(ITEM_SCHEMA.names).cast(ITEM_SCHEMA)
+
+
 class Store:
     """Access to the Iceberg tables; the catalog connects on first use."""
 
@@ -311,6 +316,9 @@ class Store:
         if any(table.properties.get(k) != v for k, v in TABLE_PROPERTIES.items()):  # a table made before them
             with table.transaction() as tx:
                 tx.set_properties(TABLE_PROPERTIES)
+        if set(schema.names) - {f.name for f in table.schema().fields}:  # made before a column was added
+            with table.update_schema() as update:
+                update.union_by_name(iceberg_schema(schema))
         return table
 
     def events(self) -> Table:
@@ -364,7 +372,7 @@ class Store:
 
     def read_items(self) -> pa.Table:
         """The item catalog."""
-        return self.items().scan().to_arrow().cast(ITEM_SCHEMA)
+        return _items(self.items().scan().to_arrow())
 
     def snapshots(self) -> list[SnapshotInfo]:
         """Versions of the events table, oldest first."""
@@ -442,14 +450,19 @@ class Store:
         """How old an unreferenced file must be before a purge deletes it."""
         return timedelta(hours=self.settings.orphan_min_age_hours)
 
-    def upsert_items(self, items: pa.Table) -> int:
-        """Merge catalog rows by ``item_id`` (newest wins) in one overwrite commit; returns row count."""
+    def upsert_items(self, items: pa.Table | Callable[[pa.Table], pa.Table]) -> int:
+        """Replace catalog rows by ``item_id`` in one overwrite commit; returns the row count.
+
+        ``items`` are the new rows, or a function from the current rows to them (run again on
+        the newer state when a concurrent commit wins).
+        """
 
         def merge() -> int:
             table = self.items()
-            current = table.scan().to_arrow().cast(ITEM_SCHEMA)
-            keep = current.filter(pc.invert(pc.is_in(current.column("item_id"), value_set=items.column("item_id"))))
-            merged = pa.concat_tables([keep, items.cast(ITEM_SCHEMA)])
+            current = _items(table.scan().to_arrow())
+            new = (items(current) if callable(items) else items).cast(ITEM_SCHEMA)
+            keep = current.filter(pc.invert(pc.is_in(current.column("item_id"), value_set=new.column("item_id"))))
+            merged = pa.concat_tables([keep, new])
             if current.num_rows:
                 table.overwrite(merged)
             else:

@@ -28,6 +28,8 @@ CART_RATE = 0.09
 PURCHASE_RATE = 0.35
 """Share of carts that are bought."""
 MEAN_SESSION_VIEWS = 5.0
+BRANDS = 8
+"""Brands in a synthetic catalog (an attribute column, for merchandising rules)."""
 STYLES = 4
 STYLE_LOYALTY = 0.75
 """Probability that a view picks an item of the user's preferred style."""
@@ -221,7 +223,10 @@ def iter_shop(spec: ShopSpec, chunk_views: int = CHUNK_VIEWS) -> tuple[pa.Table,
     rng = np.random.default_rng(spec.seed)
     items = _catalog(rng, spec)
     sessions, user_style = _sessions(rng, spec, int(items["_cat"].max()) + 1)
-    catalog = pa.Table.from_pandas(items[["item_id", "title", "category", "price", "in_stock"]], preserve_index=False)
+    brands = np.random.default_rng([spec.seed, 1]).integers(0, BRANDS, spec.items)  # own stream: events unchanged
+    items["brand"] = [f"b{b}" for b in brands]
+    columns = ["item_id", "title", "category", "price", "in_stock", "brand"]
+    catalog = pa.Table.from_pandas(items[columns], preserve_index=False)
     views = np.cumsum(sessions.length)
     bounds = [0, *np.searchsorted(views, np.arange(chunk_views, views[-1], chunk_views), side="right"), len(views)]
 

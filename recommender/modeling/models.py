@@ -146,13 +146,15 @@ class ImplicitModel(Model):
 
     def recommend(self, users: np.ndarray, user_items: sp.csr_matrix, n: int) -> tuple[np.ndarray, np.ndarray]:
         """implicit's batch ``recommend`` with seen items filtered."""
-        ids, scores = self.model.recommend(users, user_items[users], N=n, filter_already_liked_items=True)
+        # never more than the catalogue: beyond it implicit pads with item 0, a duplicate
+        top = min(n, user_items.shape[1])
+        ids, scores = self.model.recommend(users, user_items[users], N=top, filter_already_liked_items=True)
         ids, scores = _clean(np.atleast_2d(ids), np.atleast_2d(scores))
         return _pad(*_drop_seen(users, user_items, ids, scores), n)
 
     def similar_items(self, items: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
         """implicit's batch ``similar_items``, without the item itself."""
-        ids, scores = self.model.similar_items(items, N=n + 1)
+        ids, scores = self.model.similar_items(items, N=min(n + 1, self._items()))
         ids, scores = _clean(np.atleast_2d(ids), np.atleast_2d(scores))
         keep = ids != items[:, None]
         out_ids = np.full((len(items), n), -1, dtype=np.int64)
@@ -161,6 +163,11 @@ class ImplicitModel(Model):
             row_ids, row_scores = ids[r][keep[r]][:n], scores[r][keep[r]][:n]
             out_ids[r, : len(row_ids)], out_scores[r, : len(row_ids)] = row_ids, row_scores
         return out_ids, out_scores
+
+    def _items(self) -> int:
+        """Items the fitted model knows."""
+        known = getattr(self.model, "item_factors", None)
+        return int((known if known is not None else self.model.similarity).shape[0])
 
     explanation = "history weight x dot product of item factors"
 

@@ -76,6 +76,33 @@ class Keys:
         """SET: pseudonyms whose deletion was requested through the API, for the forget_user DAG."""
         return f"{self.prefix}:forget:pending"
 
+    @property
+    def live_rev(self) -> str:
+        """STRING counter: bumped by every live catalog or rules change (API workers poll it)."""
+        return f"{self._control}:live:rev"
+
+    @property
+    def catalog_live(self) -> str:
+        """HASH: ``{field}:{item_id}`` -> JSON ``[value, updated_at]``: live catalog changes, newest per field."""
+        return f"{self._control}:catalog:live"
+
+    @property
+    def catalog_changes(self) -> str:
+        """STREAM: every live catalog change, drained into the items table."""
+        return f"{self._control}:catalog:changes"
+
+    def rules(self, placement: str) -> str:
+        """STRING: JSON rule set of ``placement`` (absent: the placements config's)."""
+        return f"{self._control}:rules:{placement}"
+
+    def rules_history(self, placement: str) -> str:
+        """LIST: every rule set ``placement`` had, newest first, with when and by which key."""
+        return f"{self._control}:rules:{placement}:history"
+
+    def cursor(self, token: str) -> str:
+        """SET with a TTL: items already shown on the pages of one cursor."""
+        return f"{self.prefix}:cursor:{token}"
+
     def session(self, user_id: str) -> str:
         """STRING: JSON list of a user's most recent items, newest first (expires after a quiet spell)."""
         return f"{self.prefix}:session:{{{user_id}}}"
@@ -109,8 +136,16 @@ class Keys:
         return f"{self.ns(version)}popular" + (f":cat:{category}" if category else "")
 
     def items(self, version: str) -> str:
-        """HASH: item_id -> {"title", "category", "price", "in_stock"} (the catalog, when known)."""
+        """HASH: item_id -> {"title", "category", "price", "in_stock", "hidden", ...attributes} (the catalog)."""
         return f"{self.ns(version)}items"
+
+    def out_of_stock(self, version: str) -> str:
+        """SET: items out of stock when ``version`` was published (live changes since apply on top)."""
+        return f"{self.ns(version)}out_of_stock"
+
+    def hidden(self, version: str) -> str:
+        """SET: items hidden when ``version`` was published (live changes since apply on top)."""
+        return f"{self.ns(version)}hidden"
 
     def categories(self, version: str) -> str:
         """STRING: JSON list of categories that have a popular list."""

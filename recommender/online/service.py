@@ -9,8 +9,11 @@ Redis is down or slow (``source: fallback``), retrying Redis by itself.
 from __future__ import annotations
 
 import asyncio
+import re
+import secrets
 import time
 from collections.abc import Callable, Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -26,10 +29,15 @@ from recommender.data.privacy import pseudonymize
 from recommender.online.erasure import ForgetReport, request_forget
 from recommender.online.experiments import RecommendationIds, in_challenger
 from recommender.online.keys import Keys, decode
+from recommender.online.live import LiveView, change_items, get_rules, parse_live, put_rules, rules_history
+from recommender.online.placements import Placement, load_placements, personalized
 from recommender.online.redis_conn import client, server_url
+from recommender.online.rules import RuleSet, arrange
 from recommender.online.session import blend, updated_session
 
 Item = dict[str, Any]
+Lists = list[tuple[list[str], list[float]]]
+CURSOR = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
 
 
 class RedisUnavailableError(Exception):
@@ -38,6 +46,14 @@ class RedisUnavailableError(Exception):
 
 class BacklogFullError(RuntimeError):
     """The event stream holds ``RECSYS_EVENT_BACKLOG_LIMIT`` undrained events: refuse more rather than drop any."""
+
+
+class UnknownPlacementError(LookupError):
+    """No placement of that name in the placements config."""
+
+
+class PlacementQueryError(ValueError):
+    """A placement request lacks what its feed needs (e.g. ``item_id`` for ``product``)."""
 
 
 class InvalidEventsError(ValueError):
@@ -56,6 +72,23 @@ class Listing:
     source: str
     model_version: str | None
     recommendation_id: str
+    cursor: str | None = None
+
+
+@dataclass(frozen=True)
+class PlacementQuery:
+    """What one placement request asks for."""
+
+    user_id: str | None = None
+    item_id: str | None = None
+    cart: tuple[str, ...] = ()
+    n: int | None = None
+    exclude: frozenset[str] = frozenset()
+    category: str | None = None
+    details: bool = False
+    max_per_category: int | None = None
+    cursor: str | None = None
+    paginate: bool = False
 
 
 @dataclass
@@ -100,6 +133,8 @@ class RecommendationService:
         self._backlog, self._backlog_read_at = 0, -1e9
         self._catalog_version: str | None = None  # published versions never change: their details are cached
         self._catalog: dict[str, Item | None] = {}
+        self.placements = load_placements(settings.placements_file)
+        self.live = LiveView()
 
     # ---- Redis access with a timeout and a short circuit breaker ------------------
     async def _call(self, coro: Any) -> Any:
@@ -139,50 +174,217 @@ class RecommendationService:
             self._model_versions[version] = str(value)
         return self._model_versions[version]
 
+    # ---- live catalog and rules --------------------------------------------------
+    async def _live(self, version: str) -> LiveView:
+        """The live state for ``version``, re-read when another version is served or the live counter moved.
+
+        The counter is checked at most every ``RECSYS_LIVE_POLL_SECONDS``; in between a request
+        costs nothing more than a clock read.
+        """
+        live, now = self.live, time.monotonic()
+        if live.version == version and now - live.checked_at < self.settings.live_poll_seconds:
+            return live
+        rev = await self._call(self.redis.get(self.keys.live_rev))
+        live.checked_at = now
+        if live.version == version and rev == live.rev:
+            return live
+        fresh = LiveView(rev=rev, version=version, checked_at=now)
+        if live.version == version:  # same version: its sets stay, the live fields and rules are re-read
+            fresh.read_at, fresh.out_of_stock, fresh.hidden = live.read_at, live.out_of_stock, live.hidden
+        else:
+            read_at, out_of_stock, hidden = await self._call(self._version_catalog(version))
+            fresh.read_at = float(read_at or "-inf")
+            fresh.out_of_stock, fresh.hidden = frozenset(out_of_stock), frozenset(hidden)
+        names = list(self.placements)
+        raw, stored = await self._call(self._live_fields(names))
+        fresh.overrides = parse_live(raw)
+        fresh.rules = {
+            name: RuleSet.model_validate(orjson.loads(value)["rules"]) if value else self.placements[name].rules
+            for name, value in zip(names, stored, strict=True)
+        }
+        self.live = fresh.rebuilt()
+        return self.live
+
+    async def _version_catalog(self, version: str) -> list[Any]:
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hget(self.keys.meta(version), "catalog_read_at")
+        pipe.smembers(self.keys.out_of_stock(version))
+        pipe.smembers(self.keys.hidden(version))
+        return list(await pipe.execute())
+
+    async def _live_fields(self, placements: list[str]) -> list[Any]:
+        pipe = self.redis.pipeline(transaction=False)  # GETs: a cluster pipeline refuses MGET
+        pipe.hgetall(self.keys.catalog_live)
+        for name in placements:
+            pipe.get(self.keys.rules(name))
+        raw, *stored = await pipe.execute()
+        return [raw, stored]
+
+    async def change_items(self, changes: Mapping[str, Mapping[str, Any]]) -> int:
+        """Apply live catalog changes (item -> fields); they show on the next request of every worker."""
+        changed = await self._call(change_items(self.redis, self.keys, changes))
+        self.live.checked_at = -1e9  # this worker sees its own change at once
+        return int(changed)
+
+    def placement_of(self, name: str) -> Placement:
+        """The named placement (:class:`UnknownPlacementError` if none)."""
+        if name not in self.placements:
+            raise UnknownPlacementError(f"no placement {name!r}; placements: {', '.join(self.placements)}")
+        return self.placements[name]
+
+    async def put_rules(self, name: str, rules: RuleSet, by: str) -> dict[str, Any]:
+        """Replace a placement's rules (kept in its history)."""
+        self.placement_of(name)
+        entry = await self._call(put_rules(self.redis, self.keys, name, rules, by))
+        self.live.checked_at = -1e9
+        return dict(entry)
+
+    async def rules(self, name: str) -> dict[str, Any]:
+        """A placement's rules: the stored entry, or the config's (``by: config``)."""
+        placement = self.placement_of(name)
+        stored = await self._call(get_rules(self.redis, self.keys, name))
+        return stored or {
+            "rules": placement.rules.model_dump(mode="json", exclude_none=True),
+            "at": None,
+            "by": "config",
+        }
+
+    async def rules_history(self, name: str, limit: int = 100) -> list[dict[str, Any]]:
+        """A placement's past rule sets, newest first."""
+        self.placement_of(name)
+        return list(await self._call(rules_history(self.redis, self.keys, name, limit)))
+
     # ---- requests ----------------------------------------------------------------
     async def recommendations(
         self, user_id: str, n: int, exclude: str | None = None, category: str | None = None, details: bool = False
     ) -> Listing:
-        """A user's top-n: personalized, popular (cold user) or fallback (Redis down)."""
-        excluded = set(_split_csv(exclude, 1000))
-        user = pseudonymize(user_id, self.settings.hmac_secret.get_secret_value())
+        """A user's top-n (the ``home`` placement): personalized, popular (cold user) or fallback (Redis down)."""
+        query = PlacementQuery(
+            user_id=user_id, n=n, exclude=frozenset(_split_csv(exclude, 1000)), category=category, details=details
+        )
+        return await self.placement("home", query)
+
+    async def placement(self, name: str, q: PlacementQuery) -> Listing:
+        """One placement's list for one request, under its rules, without unavailable or excluded items."""
+        placement = self.placement_of(name)
+        n = min(q.n or placement.n, self.settings.max_n)
+        user = pseudonymize(q.user_id, self.settings.hmac_secret.get_secret_value()) if q.user_id else None
+        cursor = _cursor(q)
         try:
             version = await self._active()
             if version is None:
-                return self._listing([], "popular", None, "home")
+                return self._listing([], "popular", None, name)
             challenger = self._challenger_version
-            if challenger is not None and in_challenger(user, self.settings.experiment_share):
+            if user is not None and challenger is not None and in_challenger(user, self.settings.experiment_share):
                 version = challenger
-            if self.settings.session_items:  # the precomputed list and the session in one round trip
-                stored, session = await self._call(
-                    self.redis.mget(self.keys.user(version, user), self.keys.session(user))
-                )
-            else:
-                stored, session = await self._call(self.redis.get(self.keys.user(version, user))), None
-            ids, scores = decode(stored)
-            source = "personalized" if ids else "popular"
-            fill_ids: list[str] = []
-            fill_scores: list[float] = []
-            if len(ids) < n or excluded or category is not None or session:  # the list alone may not be enough
-                fill_ids, fill_scores = await self._popular(version, category)
-            if session:
-                ids, scores, fill_ids, fill_scores, source = await self._with_session(
-                    version, orjson.loads(session), (ids, scores), (fill_ids, fill_scores), source, n
-                )
-            if ids:  # fillers after a personalized list carry no model score
-                fill_scores = [0.0] * len(fill_ids)
-            need_details = details or category is not None
-            info = await self._details(version, ids + fill_ids) if need_details else {}
+            live = await self._live(version)
+            rules = live.rules.get(name, placement.rules).narrowed(q.category, q.max_per_category)
+            excluded: AbstractSet[str] = q.exclude
+            if q.cursor:
+                excluded = excluded | set(await self._call(self.redis.smembers(self.keys.cursor(q.cursor))))
+            lists, source = await self._feed(placement, version, user, q, n)
+            items = await self._arranged(version, lists, rules, n, excluded, live, q.details)
             model_version = await self._model_version(version)
-            if challenger is not None and self._experiment_id:  # an experiment runs: who was served which variant
+            if user is not None and challenger is not None and self._experiment_id:
                 await self._exposed(self._experiment_id, str(model_version), user)
+            if cursor:
+                await self._remember_page(cursor, items)
         except RedisUnavailableError:
-            return self._from_fallback(n, excluded, category, details, "home")
-        items = _merge([(ids, scores), (fill_ids, fill_scores)], n, excluded, category, info, details)
-        return self._listing(items, source, model_version, "home")
+            return self._from_fallback(n, q, placement, name)
+        return self._listing(items, source, model_version, name, cursor)
 
-    def _listing(self, items: list[Item], source: str, model_version: str | None, placement: str) -> Listing:
-        return Listing(items, source, model_version, self.ids.issue(model_version, placement))
+    async def _feed(
+        self, placement: Placement, version: str, user: str | None, q: PlacementQuery, n: int
+    ) -> tuple[Lists, str]:
+        """The placement's candidate lists, best first, and where they came from."""
+        if placement.feed == "recent":
+            if user is None:
+                raise PlacementQueryError("this placement needs user_id")
+            session = await self._call(self.redis.get(self.keys.session(user)))
+            recent = orjson.loads(session) if session else []
+            return [(recent, [0.0] * len(recent))], "session"
+        if placement.feed == "similar":
+            if not q.item_id:
+                raise PlacementQueryError("this placement needs item_id")
+            keys = [self.keys.similar(version, q.item_id)] + ([self.keys.user(version, user)] if user else [])
+            values = await self._call(self.redis.mget(keys))
+            similar = decode(values[0])
+            if user:
+                similar = personalized(similar, decode(values[1]), placement.personalize)
+            return [similar, _unscored(await self._popular(version, None))], "similar"
+        if placement.feed == "together":
+            if not q.cart:
+                raise PlacementQueryError("this placement needs cart (comma-separated item ids)")
+            values = await self._call(self.redis.mget([self.keys.similar(version, i) for i in q.cart]))
+            ids, scores = blend(([], []), [decode(v) for v in values], list(q.cart), 1.0)
+            return [(ids, scores), _unscored(await self._popular(version, None))], "similar"
+        return await self._user_lists(version, user, n, q.category)
+
+    async def _user_lists(self, version: str, user: str | None, n: int, category: str | None) -> tuple[Lists, str]:
+        """The user's precomputed list (blended with their session), then popular items to fill."""
+        if user is None:
+            return [await self._popular(version, category)], "popular"
+        if self.settings.session_items:  # the precomputed list and the session in one round trip
+            stored, session = await self._call(self.redis.mget(self.keys.user(version, user), self.keys.session(user)))
+        else:
+            stored, session = await self._call(self.redis.get(self.keys.user(version, user))), None
+        ids, scores = decode(stored)
+        source = "personalized" if ids else "popular"
+        fill = await self._popular(version, category)
+        if session:
+            ids, scores, fill, source = await self._with_session(
+                version, orjson.loads(session), (ids, scores), fill, source, n
+            )
+        return [(ids, scores), _unscored(fill) if ids else fill], source
+
+    async def _arranged(
+        self,
+        version: str,
+        lists: Lists,
+        rules: RuleSet,
+        n: int,
+        excluded: AbstractSet[str],
+        live: LiveView,
+        details: bool,
+    ) -> list[Item]:
+        """The first ``n`` candidates under ``rules``; catalog attributes are read only when needed."""
+        blocked = live.unavailable
+        if rules.empty and not details:  # the fast path: live changes matter only through ``unavailable``
+            return _merge(lists, n, excluded, blocked, {}, False)
+        candidates = _distinct(lists)
+        info: Mapping[str, Item | None] = {}
+        if rules.needs_attributes or details:
+            cache = await self._details(version, [i for i, _ in candidates] + rules.pinned_items)
+            info = _LiveDetails(cache, live)
+        similarity = None
+        if rules.diversity.mmr_lambda is not None:
+            similarity = await self._similarity(version, [i for i, _ in candidates[: 3 * n]])
+        chosen = arrange(
+            candidates, info, rules, n, datetime.now(UTC), unavailable=blocked, excluded=excluded, similarity=similarity
+        )
+        return _entries(chosen, info, details)
+
+    async def _similarity(self, version: str, ids: list[str]) -> Callable[[str, str], float]:
+        """Similarity of two items from their published similar lists (each list scaled to [0, 1])."""
+        values = await self._call(self.redis.mget([self.keys.similar(version, i) for i in ids])) if ids else []
+        table: dict[str, dict[str, float]] = {}
+        for item, value in zip(ids, values, strict=True):
+            others, scores = decode(value)
+            top = max(scores, default=0.0) or 1.0
+            table[item] = {o: max(0.0, s / top) for o, s in zip(others, scores, strict=True)}
+        return lambda a, b: max(table.get(a, {}).get(b, 0.0), table.get(b, {}).get(a, 0.0))
+
+    async def _remember_page(self, cursor: str, items: list[Item]) -> None:
+        pipe = self.redis.pipeline(transaction=False)
+        if items:
+            pipe.sadd(self.keys.cursor(cursor), *[i["item_id"] for i in items])
+        pipe.expire(self.keys.cursor(cursor), self.settings.cursor_ttl_seconds)
+        await self._call(pipe.execute())
+
+    def _listing(
+        self, items: list[Item], source: str, model_version: str | None, placement: str, cursor: str | None = None
+    ) -> Listing:
+        return Listing(items, source, model_version, self.ids.issue(model_version, placement), cursor)
 
     async def _exposed(self, experiment_id: str, model_version: str, user: str) -> None:
         """Count the impression and remember the user on this variant (one round trip)."""
@@ -199,7 +401,7 @@ class RecommendationService:
         popular: tuple[list[str], list[float]],
         source: str,
         n: int,
-    ) -> tuple[list[str], list[float], list[str], list[float], str]:
+    ) -> tuple[list[str], list[float], tuple[list[str], list[float]], str]:
         """Blend the user's list (popular for a cold user) with the similar lists of their recent items."""
         values = await self._call(self.redis.mget([self.keys.similar(version, i) for i in recent]))
         base = stored if stored[0] else popular
@@ -207,7 +409,7 @@ class RecommendationService:
         seen = set(recent)
         fill = [i for i in popular[0] if i not in seen]
         changed = ids[:n] != [i for i in base[0] if i not in seen][:n]
-        return ids, scores, fill, [0.0] * len(fill), "session" if changed else source
+        return ids, scores, (fill, [0.0] * len(fill)), "session" if changed else source
 
     async def similar(self, item_id: str, n: int, details: bool = False) -> Listing:
         """Items similar to ``item_id`` (empty for an unknown item)."""
@@ -226,17 +428,20 @@ class RecommendationService:
         excluded: set[str],
         category: str | None,
     ) -> Listing:
-        """One published list as is; the fallback copy (minus ``excluded``, in ``category``) when Redis is away."""
+        """One published list minus unavailable items; the fallback copy (minus ``excluded``, in ``category``)
+        when Redis is away."""
         try:
             version = await self._active()
             if version is None:
                 return self._listing([], source, None, source)
-            ids, scores = decode(await self._call(self.redis.get(key_of(version))))
-            info = await self._details(version, ids) if details else {}
+            live = await self._live(version)
+            lists = [decode(await self._call(self.redis.get(key_of(version))))]
+            items = await self._arranged(version, lists, RuleSet(), n, frozenset(), live, details)
             model_version = await self._model_version(version)
         except RedisUnavailableError:
-            return self._from_fallback(n, excluded, category, details, source)
-        return self._listing(_merge([(ids, scores)], n, set(), None, info, details), source, model_version, source)
+            query = PlacementQuery(n=n, exclude=frozenset(excluded), category=category, details=details)
+            return self._from_fallback(n, query, None, source)
+        return self._listing(items, source, model_version, source)
 
     async def _popular(self, version: str, category: str | None) -> tuple[list[str], list[float]]:
         """A popular list of ``version``: from the in-process copy when it is of that version, else Redis."""
@@ -253,19 +458,25 @@ class RecommendationService:
         if version != self._catalog_version or len(self._catalog) > self.settings.item_cache_size:
             self._catalog_version, self._catalog = version, {}
         cache = self._catalog
-        missing = [i for i in ids if i not in cache]
+        missing = list(dict.fromkeys(i for i in ids if i not in cache))
         if missing:
             values = await self._call(self.redis.hmget(self.keys.items(version), missing))
             for item_id, value in zip(missing, values, strict=True):
                 cache[item_id] = None if value is None else orjson.loads(value)
         return cache
 
-    def _from_fallback(
-        self, n: int, excluded: set[str], category: str | None, details: bool, placement: str
-    ) -> Listing:
-        fb = self.fallback
-        items = _merge([fb.lists(category)], n, excluded, category, fb.details, details)
-        return self._listing(items, "fallback", fb.model_version, placement)
+    def _from_fallback(self, n: int, q: PlacementQuery, placement: Placement | None, name: str) -> Listing:
+        """The in-process popular lists, under the last known live state and rules (Redis is away)."""
+        fb, live = self.fallback, self.live
+        rules = (live.rules.get(name, placement.rules) if placement else RuleSet()).narrowed(
+            q.category, q.max_per_category
+        )
+        info = _LiveDetails(fb.details, live)
+        chosen = arrange(
+            _distinct([fb.lists(q.category)]), info, rules, n, datetime.now(UTC),
+            unavailable=live.unavailable, excluded=q.exclude,
+        )  # fmt: skip
+        return self._listing(_entries(chosen, info, q.details), "fallback", fb.model_version, name)
 
     async def forget(self, user_id: str) -> ForgetReport:
         """Remove a user from Redis now and queue the store's part (raises RedisUnavailableError)."""
@@ -369,22 +580,67 @@ def _field(value: Any) -> str:
     return str(value)
 
 
+class _LiveDetails(Mapping[str, Item | None]):
+    """Published catalog details with the live changes on top, item by item, as they are asked for."""
+
+    def __init__(self, published: Mapping[str, Item | None], live: LiveView) -> None:
+        self.published, self.live = published, live
+
+    def __getitem__(self, item_id: str) -> Item | None:
+        return self.live.details(item_id, self.published.get(item_id))
+
+    def __iter__(self) -> Any:
+        return iter(self.published)
+
+    def __len__(self) -> int:
+        return len(self.published)
+
+
+def _cursor(q: PlacementQuery) -> str | None:
+    """The request's cursor (validated), a new one with ``paginate``, else None."""
+    if q.cursor is not None:
+        if not CURSOR.fullmatch(q.cursor):
+            raise PlacementQueryError("cursor is not one this API issued")
+        return q.cursor
+    return secrets.token_urlsafe(18) if q.paginate else None
+
+
+def _unscored(lst: tuple[list[str], list[float]]) -> tuple[list[str], list[float]]:
+    """Fillers after a model's list carry no model score."""
+    return lst[0], [0.0] * len(lst[0])
+
+
+def _distinct(lists: Lists) -> list[tuple[str, float]]:
+    """The lists' items in order, each once (its first score)."""
+    seen: dict[str, float] = {}
+    for ids, scores in lists:
+        for item_id, score in zip(ids, scores, strict=True):
+            seen.setdefault(item_id, score)
+    return list(seen.items())
+
+
+def _entries(chosen: list[tuple[str, float]], info: Mapping[str, Item | None], details: bool) -> list[Item]:
+    if not details:
+        return [{"item_id": i, "score": s} for i, s in chosen]
+    return [{"item_id": i, "score": s, **(info.get(i) or {})} for i, s in chosen]
+
+
 def _merge(
-    lists: list[tuple[list[str], list[float]]],
+    lists: Lists,
     n: int,
-    excluded: set[str],
-    category: str | None,
+    excluded: AbstractSet[str],
+    unavailable: AbstractSet[str],
     info: Mapping[str, Item | None],
     details: bool,
 ) -> list[Item]:
-    """First ``n`` distinct items across ``lists`` in order, minus excluded / other categories."""
+    """First ``n`` distinct items across ``lists`` in order, minus excluded and unavailable ones."""
     out: list[Item] = []
-    seen = set(excluded)
+    seen: set[str] = set()
     for ids, scores in lists:
         for item_id, score in zip(ids, scores, strict=True):
             if len(out) == n:
                 return out
-            if item_id in seen or (category and (info.get(item_id) or {}).get("category") != category):
+            if item_id in seen or item_id in excluded or item_id in unavailable:
                 continue
             seen.add(item_id)
             entry: Item = {"item_id": item_id, "score": score}

@@ -81,7 +81,7 @@ def drop_shop(settings: Settings, spec: ShopSpec = DEMO_SHOP) -> list[str]:
 
 
 def _api_get(settings: Settings, url: str) -> dict[str, Any]:
-    keys = [k for k, role in settings.parsed_api_keys().items() if role in ("read", "admin")]
+    keys = [k for k, found in settings.parsed_api_keys().items() if found.role in ("read", "admin")]
     headers = {"X-API-Key": keys[0]} if keys and not settings.reads_open else {}
     response = httpx.get(url, headers=headers, timeout=10)
     response.raise_for_status()

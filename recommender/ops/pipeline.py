@@ -27,7 +27,7 @@ from recommender.online.redis_conn import connect
 from recommender.ops.experiment_report import experiment_report
 from recommender.ops.forget import forget_pending, forget_user
 from recommender.ops.monitoring import check_drift
-from recommender.ops.stream import drain_stream
+from recommender.ops.stream import drain_catalog, drain_stream
 from recommender.registry.lifecycle import (
     publish_model,
     rollback_and_republish,
@@ -53,9 +53,10 @@ class SmokeCheckError(RuntimeError):
 
 
 def drain_events(settings: Settings) -> dict[str, object]:
-    """Store the API's event stream (ack after commit); returns the ingest summary."""
+    """Store the API's event stream (ack after commit) and its live catalog changes; returns the ingest summary."""
     with connect(settings) as r:
-        return drain_stream(settings, r).to_dict()
+        summary = drain_stream(settings, r).to_dict()
+        return {**summary, "catalog_changes": drain_catalog(settings, r)}
 
 
 def ingest_landed_files(settings: Settings) -> dict[str, object]:

@@ -9,11 +9,15 @@ acknowledges them: nothing is lost and nothing is stored twice.
 
 from __future__ import annotations
 
+from datetime import datetime
+
+import orjson
 import pandas as pd
 import pyarrow as pa
 import redis
 
 from recommender.config import Settings
+from recommender.data.catalog import changed_rows
 from recommender.data.events import EVENT_SCHEMA, raw_json
 from recommender.data.ingest import IngestSummary, ingest
 from recommender.data.store import Store
@@ -137,3 +141,20 @@ def trim_acknowledged(r: redis.Redis, stream: str) -> int:
     last = str(groups[GROUP]["last-delivered-id"])
     threshold = str(pending["min"]) if pending["pending"] else _next_id(last)
     return int(r.xtrim(stream, minid=threshold, approximate=False))
+
+
+def drain_catalog(settings: Settings, r: redis.Redis, *, store: Store | None = None, limit: int = 100_000) -> int:
+    """Store up to ``limit`` live catalog changes in the items table, then trim them; returns how many.
+
+    The changes stay in the live hash for the API; storing them is idempotent (a change older
+    than its item's stored row is skipped), so a drain that dies before trimming loses nothing.
+    """
+    stream = Keys(settings.redis_prefix).catalog_changes
+    entries = r.xrange(stream, count=limit)
+    if not entries:
+        return 0
+    rows = [dict(f or {}) for _, f in entries]
+    changes = [(str(f["item_id"]), orjson.loads(f["fields"]), datetime.fromisoformat(str(f["at"]))) for f in rows]
+    (store or Store(settings)).upsert_items(lambda current: changed_rows(current, changes))
+    r.xtrim(stream, minid=_next_id(str(entries[-1][0])), approximate=False)
+    return len(entries)

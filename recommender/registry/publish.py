@@ -13,6 +13,7 @@ publish.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -26,6 +27,7 @@ from recommender.config import Settings
 from recommender.modeling.bundle import Bundle
 from recommender.online.experiments import start_experiment
 from recommender.online.keys import Keys, encode
+from recommender.online.live import Overrides, newer_than, parse_live
 from recommender.progress import ProgressFn, no_progress
 
 
@@ -57,14 +59,38 @@ def _encoded(keys: list[str], ids: np.ndarray, scores: np.ndarray, names: np.nda
     return out
 
 
-def _catalog_maps(catalog: pa.Table | None) -> tuple[dict[str, str], dict[str, str]]:
-    """item -> category, and item -> JSON details, from the catalog table."""
-    if catalog is None or catalog.num_rows == 0:
-        return {}, {}
-    rows = catalog.select(["item_id", "title", "category", "price", "in_stock"]).to_pylist()
-    cats = {r["item_id"]: r["category"] for r in rows if r["category"]}
-    details = {r["item_id"]: json.dumps({k: r[k] for k in ("title", "category", "price", "in_stock")}) for r in rows}
-    return cats, details
+DETAIL_FIELDS = ("title", "category", "price", "in_stock", "hidden")
+
+
+@dataclass(frozen=True)
+class CatalogView:
+    """The catalog a version is published with: the items table with the live changes newer than each row."""
+
+    categories: dict[str, str]
+    details: dict[str, str]
+    out_of_stock: list[str]
+    hidden: list[str]
+    read_at: float
+
+
+def catalog_view(catalog: pa.Table | None, live: Overrides, read_at: float) -> CatalogView:
+    """Merge the items table with live changes (newest wins per item row) into what a publish writes."""
+    rows: dict[str, dict[str, Any]] = {}
+    stamps: dict[str, float] = {}
+    if catalog is not None and catalog.num_rows:
+        for row in catalog.select(["item_id", *DETAIL_FIELDS, "attributes", "updated_at"]).to_pylist():
+            extra = json.loads(row["attributes"]) if row.get("attributes") else {}
+            rows[row["item_id"]] = {**extra, **{k: row[k] for k in DETAIL_FIELDS}}
+            stamps[row["item_id"]] = row["updated_at"].timestamp()
+    for item, fields in newer_than(live, stamps).items():
+        rows[item] = {**rows.get(item, dict.fromkeys(DETAIL_FIELDS)), **fields}
+    return CatalogView(
+        categories={i: r["category"] for i, r in rows.items() if r.get("category")},
+        details={i: json.dumps(r) for i, r in rows.items()},
+        out_of_stock=[i for i, r in rows.items() if r.get("in_stock") is False],
+        hidden=[i for i, r in rows.items() if r.get("hidden")],
+        read_at=read_at,
+    )
 
 
 def _slice(n: int, shard: int, shards: int, batch: int) -> np.ndarray:
@@ -81,7 +107,7 @@ def _slice(n: int, shard: int, shards: int, batch: int) -> np.ndarray:
 
 def _write_shared(
     r: redis.Redis, keys: Keys, version: str, bundle: Bundle, settings: Settings, catalog: pa.Table | None
-) -> dict[str, int]:
+) -> dict[str, float]:
     """Start ``version``: the popular lists, categories and catalog; returns counts. Flips nothing.
 
     The per-user and similar-item lists are written by :func:`write_shard` (one or many, in any
@@ -93,7 +119,9 @@ def _write_shared(
     r.sadd(keys.started, version)
     popularity = bundle.popularity()
     order = np.argsort(-popularity, kind="stable")
-    cats, details = _catalog_maps(catalog)
+    read_at = time.time()
+    view = catalog_view(catalog, parse_live(r.hgetall(keys.catalog_live)), read_at)
+    cats, details = view.categories, view.details
     pipe = r.pipeline(transaction=False)
     top = order[: settings.top_n]
     pipe.set(keys.popular(version), encode(vocab.items[top].tolist(), popularity[top]))
@@ -108,8 +136,17 @@ def _write_shared(
     for lo in range(0, len(details), batch):
         chunk = dict(list(details.items())[lo : lo + batch])
         pipe.hset(keys.items(version), mapping=chunk)  # type: ignore[arg-type]
+    for key, gone in ((keys.out_of_stock(version), view.out_of_stock), (keys.hidden(version), view.hidden)):
+        for lo in range(0, len(gone), batch):
+            pipe.sadd(key, *gone[lo : lo + batch])
     pipe.execute()
-    return {"users": len(vocab.users), "items": len(vocab.items), "categories": len(by_cat)}
+    return {
+        "users": len(vocab.users),
+        "items": len(vocab.items),
+        "categories": len(by_cat),
+        "catalog_read_at": round(view.read_at, 3),
+        "unavailable": len(set(view.out_of_stock) | set(view.hidden)),
+    }
 
 
 def write_shard(

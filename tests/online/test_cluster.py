@@ -81,6 +81,13 @@ def test_the_api_answers_from_the_cluster(cluster_settings: Settings) -> None:
         assert api.post("/v1/events", json=event, headers={"X-API-Key": "page"}).status_code == 202
         after = api.get("/v1/users/u1/recommendations", params={"n": 5}, headers=read).json()
         assert after["source"] == "session"  # the list and the session read in one MGET on one node
+        # the live catalog and the rules change in one transaction on the {recsys} slot
+        assert api.patch(f"/v1/items/{first}", json={"in_stock": False}, headers=ADMIN).status_code == 200
+        rules = {"rules": [{"kind": "pin", "item_id": "i0", "position": 1}]}
+        assert api.put("/v1/rules/home", json=rules, headers=ADMIN).status_code == 200
+        pinned = api.get("/v1/placements/home", params={"user_id": "u2", "n": 20}, headers=read).json()
+        assert pinned["items"][0]["item_id"] == "i0" and first not in [i["item_id"] for i in pinned["items"]]
+        assert api.put("/v1/rules/home", json={}, headers=ADMIN).status_code == 200
         assert api.delete("/v1/users/u1", headers=ADMIN).status_code == 202
         gone = api.get("/v1/users/u1/recommendations", params={"n": 5}, headers=read).json()
         assert gone["source"] == "popular"

@@ -139,7 +139,9 @@ def version_contents(r: redis.Redis, version: str) -> dict[str, object]:
         out[name] = r.hgetall(key) if r.type(key) == "hash" else r.get(key)
     meta = out.pop("meta")
     assert isinstance(meta, dict)
-    out["meta"] = {k: v for k, v in meta.items() if k not in {"started_at", "published_at", "shards"}}
+    out["meta"] = {
+        k: v for k, v in meta.items() if k not in {"started_at", "published_at", "catalog_read_at", "shards"}
+    }
     return out
 
 

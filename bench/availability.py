@@ -1,0 +1,138 @@
+"""Benchmark: from a catalog update's 2xx to the item's absence from every answer, through the real API.
+
+A small shop is published to an embedded Valkey; the API runs under uvicorn with two workers
+(each polls the live counter every ``RECSYS_LIVE_POLL_SECONDS``, 0.1 s by default). For each of
+200 items that some user is shown: PATCH it out of stock, then ask the user's recommendations,
+the similar list of a neighbour that lists it, and the popular list, again and again, until three
+answers of each in a row (so both workers) leave it out; the time from the PATCH's response to
+the first answer of that run is the latency. Then restock it the same way. Target: p99 < 1 s.
+
+    .venv/bin/python bench/availability.py [--items 200] [--workers 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import orjson
+import redis
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import SECRET, published_shop
+from recommender.data.privacy import pseudonymize
+from recommender.online.keys import Keys
+from tests.conftest import free_port
+
+KEY = "bench-writer"
+RUN = 3  # answers in a row, per endpoint, that must agree
+
+
+def _lists(r: redis.Redis, version: str, key: str) -> list[str]:
+    value = r.get(key)
+    return list(orjson.loads(value)["items"]) if value else []
+
+
+def _probes(r: redis.Redis, keys: Keys, version: str, count: int) -> list[tuple[str, list[str]]]:
+    """(item, the URLs whose answers show it now) for ``count`` items."""
+    popular = _lists(r, version, keys.popular(version))
+    similar = {i: _lists(r, version, keys.similar(version, i))[:10] for i in popular}
+    out: list[tuple[str, list[str]]] = []
+    for n in range(400):
+        user = f"u{n}"
+        mine = _lists(r, version, keys.user(version, pseudonymize(user, SECRET)))[:10]
+        for item in mine:
+            holder = next((i for i, lst in similar.items() if item in lst), None)
+            if holder and item not in {p for p, _ in out}:
+                urls = [f"/v1/users/{user}/recommendations?n=10", f"/v1/items/{holder}/similar?n=10"]
+                if item in popular[:50]:
+                    urls.append("/v1/popular?n=50")
+                out.append((item, urls))
+                break
+        if len(out) == count:
+            break
+    return out
+
+
+def _shows(http: httpx.Client, url: str, item: str) -> bool:
+    return item in {i["item_id"] for i in http.get(url).json()["items"]}
+
+
+def _until(http: httpx.Client, item: str, urls: list[str], present: bool) -> float:
+    """Seconds until a run of answers (``RUN`` per URL, so every worker) all show ``item`` present / absent;
+    the time is taken when that run started."""
+    start = time.perf_counter()
+    while True:
+        began = time.perf_counter() - start
+        if all(_shows(http, url, item) == present for url in urls for _ in range(RUN)):
+            return began
+        if began > 30:
+            raise SystemExit(f"{item} still {'absent' if present else 'present'} after 30 s")
+
+
+def main() -> None:
+    """Print p50 / p99 / max of both directions in milliseconds as one JSON line."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--items", type=int, default=200)
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args()
+    with published_shop("availabilitybench-") as (_, _server, settings):
+        url = str(settings.redis_url)
+        r = redis.Redis.from_url(url, decode_responses=True)
+        keys = Keys()
+        version = str(r.get(keys.active))
+        probes = _probes(r, keys, version, args.items)
+        port = free_port()
+        env = {
+            **os.environ,
+            "RECSYS_HOME": str(settings.home),
+            "RECSYS_REDIS_URL": url,
+            "RECSYS_HMAC_SECRET": SECRET,
+            "RECSYS_API_KEYS": f"{KEY}:write",
+            "RECSYS_OPEN_READS": "true",
+        }
+        cmd = [sys.executable, "-m", "uvicorn", "--factory", "serving.app:create_app", "--port", str(port)]
+        api = subprocess.Popen([*cmd, "--workers", str(args.workers), "--log-level", "warning"], env=env)
+        gone, back = [], []
+        try:
+            with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10, headers={"X-API-Key": KEY}) as http:
+                for _ in range(200):
+                    try:
+                        if http.get("/readyz").status_code == 200:
+                            break
+                    except httpx.HTTPError:
+                        pass
+                    time.sleep(0.1)
+                for item, urls in probes:
+                    assert http.patch(f"/v1/items/{item}", json={"in_stock": False}).status_code == 200
+                    gone.append(_until(http, item, urls, present=False) * 1000)
+                    assert http.patch(f"/v1/items/{item}", json={"in_stock": True}).status_code == 200
+                    back.append(_until(http, item, urls, present=True) * 1000)
+        finally:
+            api.terminate()
+            api.wait(10)
+
+    def summary(values: list[float]) -> dict[str, float]:
+        values = sorted(values)
+        return {
+            "p50_ms": round(values[len(values) // 2], 1),
+            "p99_ms": round(values[int(0.99 * (len(values) - 1))], 1),
+            "max_ms": round(values[-1], 1),
+        }
+
+    print(
+        json.dumps(
+            {"items": len(probes), "workers": args.workers, "unavailable": summary(gone), "restocked": summary(back)}
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

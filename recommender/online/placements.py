@@ -1,0 +1,83 @@
+"""Placements: the places on the shop's pages that show a list, and what feeds each.
+
+One config (``RECSYS_PLACEMENTS_FILE``, JSON; the defaults below without one) names every
+placement with the list that feeds it, how many items it shows and its default rules:
+
+* ``user``: the user's precomputed list, blended with their session (``home``);
+* ``similar``: items similar to ``item_id``, re-ranked towards the user's own list when known (``product``);
+* ``together``: frequently bought together with the ``cart`` items (``cart``);
+* ``recent``: the items of the user's session, newest first (``recently_viewed``).
+
+Rules stored with ``PUT /v1/rules/{placement}`` replace the config's rules of that placement.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from recommender.online.rules import RuleSet
+from recommender.online.session import RRF_K
+
+PLACEMENT_NAME = r"^[a-z][a-z0-9_]{0,31}$"
+Feed = Literal["user", "similar", "together", "recent"]
+
+
+class Placement(BaseModel):
+    """One placement's settings."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    feed: Feed
+    n: int = Field(default=10, ge=1, le=1000, description="Items shown when a request does not say.")
+    rules: RuleSet = Field(default_factory=RuleSet)
+    personalize: float = Field(default=0.5, ge=0, le=10, description="Weight of the user's own list (similar feed).")
+
+
+DEFAULT_PLACEMENTS: dict[str, Placement] = {
+    "home": Placement(feed="user"),
+    "product": Placement(feed="similar", n=8),
+    "cart": Placement(feed="together", n=6),
+    "recently_viewed": Placement(feed="recent", n=5),
+}
+
+
+class PlacementsConfig(BaseModel):
+    """The placements file: ``{"placements": {"home": {"feed": "user", "n": 12, "rules": {...}}, ...}}``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    placements: dict[str, Placement]
+
+
+def load_placements(path: Path | None) -> dict[str, Placement]:
+    """The placements of ``path`` (the defaults for None); raises ValueError saying what is wrong."""
+    if path is None:
+        return dict(DEFAULT_PLACEMENTS)
+    try:
+        config = PlacementsConfig.model_validate(json.loads(Path(path).read_text()))
+    except (OSError, json.JSONDecodeError, ValidationError) as exc:
+        raise ValueError(f"RECSYS_PLACEMENTS_FILE {path}: {exc}") from exc
+    bad = [name for name in config.placements if not re.fullmatch(PLACEMENT_NAME, name)]
+    if bad:
+        raise ValueError(f"RECSYS_PLACEMENTS_FILE {path}: placement names {bad} must match {PLACEMENT_NAME}")
+    return config.placements
+
+
+def personalized(
+    similar: tuple[list[str], list[float]], user: tuple[list[str], list[float]], weight: float
+) -> tuple[list[str], list[float]]:
+    """``similar`` items re-ranked by reciprocal-rank fusion with the user's list (only similar items stay)."""
+    if not user[0] or weight == 0:
+        return similar
+    rank = {item: r for r, item in enumerate(user[0])}
+    fused = {
+        item: 1 / (RRF_K + r) + (weight / (RRF_K + rank[item]) if item in rank else 0.0)
+        for r, item in enumerate(similar[0])
+    }
+    ranked = sorted(fused.items(), key=lambda kv: -kv[1])
+    return [i for i, _ in ranked], [round(s, 6) for _, s in ranked]

@@ -1,0 +1,362 @@
+"""Merchandising rules: what a placement shows, arranged on top of the model's ranked candidates.
+
+A placement's :class:`RuleSet` holds rules of five kinds and a diversity setting:
+
+* ``filter``: keep only items whose attributes match every condition (``category in [...]``,
+  ``price between [lo, hi]``, ``brand ne "acme"``, ...);
+* ``boost`` / ``bury``: multiply the score of matching items by ``factor`` (> 1 / < 1), then re-rank;
+* ``pin``: show ``item_id`` at ``position`` (1-based), optionally only between ``start`` and ``end``;
+* ``promote``: fill ``share`` of the slots with the best candidates matching ``where`` (AWS
+  Personalize's promotions), spread evenly down the list;
+* ``diversity``: at most ``max_per_category`` items of one category in the list, and optionally
+  maximal marginal relevance (``mmr_lambda``) on the model's item similarities.
+
+Conflicts resolve in one documented order: an item that is hidden or out of stock is never shown
+(it beats a pin); a pin is shown where it says (it beats filters, boosts, diversity and promotions);
+filters beat boosts and promotions (a promoted item must pass them too); boosts reorder what is left.
+
+Pure functions over lists and dicts: the API runs them per request, the offline evaluation on
+whole test sets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+
+Item = Mapping[str, Any]
+Scored = tuple[str, float]
+OPS = ("eq", "ne", "in", "not_in", "gte", "lte", "between")
+
+
+class Condition(BaseModel):
+    """One attribute test: ``field`` is a catalog attribute (category, price, title, in_stock, or any other)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    field: str = Field(min_length=1, max_length=64)
+    op: Literal["eq", "ne", "in", "not_in", "gte", "lte", "between"]
+    value: Any
+
+    @model_validator(mode="after")
+    def _value_fits_op(self) -> Condition:
+        v = self.value
+        if self.op in ("in", "not_in") and not (isinstance(v, list) and v and len(v) <= 1000):
+            raise ValueError(f"{self.op} needs a list of 1 to 1000 values")
+        if self.op in ("gte", "lte") and not _number(v):
+            raise ValueError(f"{self.op} needs a number")
+        if self.op == "between" and not (isinstance(v, list) and len(v) == 2 and all(map(_number, v)) and v[0] <= v[1]):
+            raise ValueError("between needs [low, high] numbers with low <= high")
+        if self.op in ("eq", "ne") and not isinstance(v, str | int | float | bool):
+            raise ValueError(f"{self.op} needs a single value")
+        return self
+
+    def holds(self, item: Item) -> bool:
+        """Whether ``item`` (its attributes) passes; a missing attribute passes only ``ne`` and ``not_in``."""
+        value = item.get(self.field)
+        if value is None:
+            return self.op in ("ne", "not_in")
+        if self.op in ("gte", "lte", "between") and not _number(value):
+            return False
+        return bool(_TESTS[self.op](value, self.value))
+
+
+_TESTS: dict[str, Callable[[Any, Any], bool]] = {
+    "eq": lambda v, t: v == t,
+    "ne": lambda v, t: v != t,
+    "in": lambda v, t: v in t,
+    "not_in": lambda v, t: v not in t,
+    "gte": lambda v, t: v >= t,
+    "lte": lambda v, t: v <= t,
+    "between": lambda v, t: t[0] <= v <= t[1],
+}
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+Where = Annotated[list[Condition], Field(min_length=1, max_length=20)]
+
+
+def matches(where: Sequence[Condition], item: Item) -> bool:
+    """Every condition holds."""
+    return all(c.holds(item) for c in where)
+
+
+class FilterRule(BaseModel):
+    """Keep only the items that match."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    kind: Literal["filter"]
+    where: Where
+
+
+class BoostRule(BaseModel):
+    """Multiply matching items' scores by ``factor`` (> 1)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    kind: Literal["boost"]
+    where: Where
+    factor: float = Field(gt=1, le=100)
+
+
+class BuryRule(BaseModel):
+    """Multiply matching items' scores by ``factor`` (between 0 and 1)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    kind: Literal["bury"]
+    where: Where
+    factor: float = Field(gt=0, lt=1)
+
+
+class PinRule(BaseModel):
+    """Show ``item_id`` at ``position`` (1-based), between ``start`` and ``end`` when given."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    kind: Literal["pin"]
+    item_id: str = Field(min_length=1, max_length=256)
+    position: int = Field(ge=1, le=1000)
+    start: datetime | None = None
+    end: datetime | None = None
+
+    @model_validator(mode="after")
+    def _window(self) -> PinRule:
+        for stamp in (self.start, self.end):
+            if stamp is not None and stamp.tzinfo is None:
+                raise ValueError("start and end need a time zone (e.g. 2026-12-24T00:00:00Z)")
+        if self.start and self.end and self.start >= self.end:
+            raise ValueError("start must be before end")
+        return self
+
+    def active(self, now: datetime) -> bool:
+        """Whether the pin's window contains ``now``."""
+        return (self.start is None or self.start <= now) and (self.end is None or now < self.end)
+
+
+class PromoteRule(BaseModel):
+    """Fill ``share`` of the slots with the best candidates that match ``where``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    kind: Literal["promote"]
+    where: Where
+    share: float = Field(gt=0, le=1)
+
+
+Rule = Annotated[FilterRule | BoostRule | BuryRule | PinRule | PromoteRule, Field(discriminator="kind")]
+RULE = TypeAdapter(Rule)
+
+
+class Diversity(BaseModel):
+    """At most ``max_per_category`` items of one category; MMR with ``mmr_lambda`` (1: relevance only)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    max_per_category: int | None = Field(default=None, ge=1, le=1000)
+    mmr_lambda: float | None = Field(default=None, ge=0, le=1)
+
+
+class RuleSet(BaseModel):
+    """What a placement applies to its candidates."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    rules: list[Rule] = Field(default_factory=list, max_length=200)
+    diversity: Diversity = Field(default_factory=Diversity)
+
+    @property
+    def empty(self) -> bool:
+        """Nothing to apply (the fast path)."""
+        return not self.rules and self.diversity == Diversity()
+
+    @property
+    def pinned_items(self) -> list[str]:
+        """Items some pin names (active or not)."""
+        return [r.item_id for r in self.rules if isinstance(r, PinRule)]
+
+    @property
+    def needs_attributes(self) -> bool:
+        """Whether applying it reads catalog attributes (pins and MMR alone do not)."""
+        return self.diversity.max_per_category is not None or any(not isinstance(r, PinRule) for r in self.rules)
+
+    def narrowed(self, category: str | None = None, max_per_category: int | None = None) -> RuleSet:
+        """This rule set with a request's own filter on ``category`` and cap per category added."""
+        if category is None and max_per_category is None:
+            return self
+        rules = list(self.rules)
+        if category is not None:
+            rules.append(FilterRule(kind="filter", where=[Condition(field="category", op="eq", value=category)]))
+        diversity = self.diversity
+        if max_per_category is not None:
+            diversity = diversity.model_copy(update={"max_per_category": max_per_category})
+        return RuleSet(rules=rules, diversity=diversity)
+
+
+class RulesError(ValueError):
+    """A rule set that cannot be applied; ``errors`` has one entry per bad rule."""
+
+    def __init__(self, errors: list[dict[str, Any]]) -> None:
+        super().__init__(f"{len(errors)} invalid rule(s)")
+        self.errors = errors
+
+
+def parse_rules(payload: Any) -> RuleSet:
+    """Validate a rule set, reporting every bad rule with its index and reasons (:class:`RulesError`)."""
+    if not isinstance(payload, dict):
+        raise RulesError([{"rule": None, "reasons": ['a rule set is an object: {"rules": [...], "diversity": {...}}']}])
+    errors: list[dict[str, Any]] = []
+    unknown = sorted(set(payload) - {"rules", "diversity"})
+    if unknown:
+        errors.append({"rule": None, "reasons": [f"unknown field(s) {unknown}: a rule set has rules and diversity"]})
+    raw = payload.get("rules", [])
+    if not isinstance(raw, list):
+        raise RulesError([*errors, {"rule": None, "reasons": ["rules must be a list"]}])
+    rules = []
+    for index, rule in enumerate(raw):
+        try:
+            rules.append(RULE.validate_python(rule))
+        except ValidationError as exc:
+            errors.append({"rule": index, "reasons": [_reason(e) for e in exc.errors()]})
+    positions = [r.position for r in rules if isinstance(r, PinRule) and r.start is None and r.end is None]
+    if len(positions) != len(set(positions)):
+        errors.append({"rule": None, "reasons": ["two pins without a time window share a position"]})
+    try:
+        diversity = Diversity.model_validate(payload.get("diversity") or {})
+    except ValidationError as exc:
+        errors.append({"rule": "diversity", "reasons": [_reason(e) for e in exc.errors()]})
+        diversity = Diversity()
+    if errors:
+        raise RulesError(errors)
+    return RuleSet(rules=rules, diversity=diversity)
+
+
+def _reason(error: Any) -> str:
+    where = ".".join(str(p) for p in error.get("loc", ()))
+    message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
+    return f"{where}: {message}" if where else message
+
+
+def arrange(
+    candidates: Sequence[Scored],
+    attributes: Mapping[str, Item | None],
+    rules: RuleSet,
+    n: int,
+    now: datetime,
+    *,
+    unavailable: AbstractSet[str] = frozenset(),
+    excluded: AbstractSet[str] = frozenset(),
+    similarity: Callable[[str, str], float] | None = None,
+) -> list[Scored]:
+    """The first ``n`` items to show: ``candidates`` (best first) under the placement's ``rules``.
+
+    ``attributes`` maps item ids to their catalog attributes; an item without any matches no
+    condition but ``ne`` / ``not_in``. ``similarity`` (for MMR) scores two items in [0, 1].
+    """
+    pool = [(i, s) for i, s in candidates if i not in unavailable and i not in excluded]
+    if rules.empty:
+        return pool[:n]
+    none: Item = {}
+
+    def attrs(item: str) -> Item:
+        return attributes.get(item) or none
+
+    pins = {r.position: r.item_id for r in rules.rules if isinstance(r, PinRule) and r.active(now)}
+    pinned = {item for item in pins.values() if item not in unavailable and item not in excluded}
+    pool = [(i, s) for i, s in pool if i not in pinned]
+    for rule in rules.rules:
+        if isinstance(rule, FilterRule):
+            pool = [(i, s) for i, s in pool if matches(rule.where, attrs(i))]
+    reweights = [r for r in rules.rules if isinstance(r, BoostRule | BuryRule)]
+    if reweights:
+        pool = [(i, _reweighted(s, reweights, attrs(i))) for i, s in pool]
+        pool.sort(key=lambda pair: -pair[1])  # stable: ties keep the model's order
+    pool = _diverse(pool, rules.diversity, attrs, n, similarity)
+    for rule in rules.rules:
+        if isinstance(rule, PromoteRule):
+            pool = _promoted(pool, rule, attrs, n - len(pinned))
+    out = pool[: max(0, n - len(pinned))]
+    scores = {i: s for i, s in candidates}
+    for position in sorted(pins):
+        item = pins[position]
+        if item in pinned:
+            out.insert(min(position - 1, len(out)), (item, scores.get(item, 0.0)))
+    return out[:n]
+
+
+def _reweighted(score: float, rules: Sequence[BoostRule | BuryRule], item: Item) -> float:
+    for rule in rules:
+        if matches(rule.where, item):
+            score *= rule.factor
+    return score
+
+
+def _diverse(
+    pool: list[Scored],
+    diversity: Diversity,
+    attrs: Callable[[str], Item],
+    n: int,
+    similarity: Callable[[str, str], float] | None,
+) -> list[Scored]:
+    """MMR re-ranking, then the per-category cap (over-cap items move behind the list, kept as fillers)."""
+    if diversity.mmr_lambda is not None and similarity is not None and diversity.mmr_lambda < 1:
+        pool = mmr(pool, diversity.mmr_lambda, similarity, n)
+    cap = diversity.max_per_category
+    if cap is None:
+        return pool
+    kept: list[Scored] = []
+    later: list[Scored] = []
+    seen: dict[Any, int] = {}
+    for pair in pool:
+        category = attrs(pair[0]).get("category")
+        count = seen.get(category, 0)
+        if category is not None and count >= cap:
+            later.append(pair)
+            continue
+        seen[category] = count + 1
+        kept.append(pair)
+    return kept + later
+
+
+def mmr(pool: list[Scored], lam: float, similarity: Callable[[str, str], float], n: int) -> list[Scored]:
+    """Maximal marginal relevance (Carbonell and Goldstein): greedily take the item with the best
+    ``lam * relevance - (1 - lam) * max similarity to what is taken``; relevance is the score scaled to [0, 1]."""
+    if len(pool) < 2:
+        return pool
+    top, bottom = pool[0][1], min(s for _, s in pool)
+    span = (top - bottom) or 1.0
+    rest = list(pool)
+    taken: list[Scored] = []
+    while rest and len(taken) < n:
+        best = max(
+            range(len(rest)),
+            key=lambda k: (
+                lam * (rest[k][1] - bottom) / span
+                - (1 - lam) * max((similarity(rest[k][0], t) for t, _ in taken), default=0.0)
+            ),
+        )
+        taken.append(rest.pop(best))
+    return taken + rest
+
+
+def _promoted(pool: list[Scored], rule: PromoteRule, attrs: Callable[[str], Item], n: int) -> list[Scored]:
+    """``share`` of the first ``n`` slots, spread evenly, hold the best items matching ``where``."""
+    slots = round(n * rule.share)
+    if slots <= 0 or n <= 0:
+        return pool
+    promoted = [p for p in pool if matches(rule.where, attrs(p[0]))][:slots]
+    if not promoted:
+        return pool
+    chosen = {i for i, _ in promoted}
+    rest = [p for p in pool if p[0] not in chosen]
+    positions = sorted({min(n - 1, round((k + 1) * n / (len(promoted) + 1)) - 1) for k in range(len(promoted))})
+    out: list[Scored] = []
+    queue = iter(promoted)
+    for slot in range(n):
+        if slot in positions:
+            out.append(next(queue))
+        elif rest:
+            out.append(rest.pop(0))
+    out.extend(queue)
+    return out + rest

@@ -1,0 +1,163 @@
+"""The rules engine: every rule kind, every conflict, and bad rules rejected with their reasons."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from recommender.online.rules import RulesError, RuleSet, arrange, parse_rules
+
+NOW = datetime(2026, 12, 1, 12, tzinfo=UTC)
+# ten candidates, best first: i0..i9; even items are shoes, odd are bags; brand acme for i0-i2
+CANDIDATES = [(f"i{k}", 1.0 - k / 10) for k in range(10)]
+ATTRS = {
+    f"i{k}": {
+        "category": "shoes" if k % 2 == 0 else "bags",
+        "price": 10.0 * (k + 1),
+        "brand": "acme" if k < 3 else "zed",
+    }
+    for k in range(10)
+}
+
+
+def ids(rules: dict | RuleSet, n: int = 5, **kwargs) -> list[str]:  # type: ignore[type-arg]
+    ruleset = rules if isinstance(rules, RuleSet) else parse_rules(rules)
+    return [i for i, _ in arrange(CANDIDATES, ATTRS, ruleset, n, NOW, **kwargs)]
+
+
+def where(field: str, op: str, value: object) -> list[dict[str, object]]:
+    return [{"field": field, "op": op, "value": value}]
+
+
+def test_no_rules_is_the_model_order_minus_unavailable_and_excluded() -> None:
+    assert ids({}) == ["i0", "i1", "i2", "i3", "i4"]
+    assert ids({}, unavailable={"i1"}, excluded={"i3"}) == ["i0", "i2", "i4", "i5", "i6"]
+
+
+@pytest.mark.parametrize(
+    ("condition", "expected"),
+    [
+        (where("category", "in", ["bags"]), ["i1", "i3", "i5", "i7", "i9"]),
+        (where("category", "not_in", ["bags"]), ["i0", "i2", "i4", "i6", "i8"]),
+        (where("price", "between", [30, 60]), ["i2", "i3", "i4", "i5"]),
+        (where("price", "gte", 80), ["i7", "i8", "i9"]),
+        (where("price", "lte", 20), ["i0", "i1"]),
+        (where("brand", "eq", "acme"), ["i0", "i1", "i2"]),
+        (where("brand", "ne", "acme"), ["i3", "i4", "i5", "i6", "i7"]),
+        (where("colour", "eq", "red"), []),  # a missing attribute matches no eq
+        (where("colour", "ne", "red"), ["i0", "i1", "i2", "i3", "i4"]),  # ... and every ne
+    ],
+)
+def test_filters(condition: list[dict[str, object]], expected: list[str]) -> None:
+    assert ids({"rules": [{"kind": "filter", "where": condition}]}) == expected
+
+
+def test_conditions_of_one_filter_all_hold_and_filters_combine() -> None:
+    both = [*where("category", "eq", "shoes"), *where("price", "gte", 40)]
+    assert ids({"rules": [{"kind": "filter", "where": both}]}) == ["i4", "i6", "i8"]
+    two = [
+        {"kind": "filter", "where": where("category", "eq", "shoes")},
+        {"kind": "filter", "where": where("brand", "eq", "zed")},
+    ]
+    assert ids({"rules": two}) == ["i4", "i6", "i8"]
+
+
+def test_boost_lifts_and_bury_sinks_matching_items() -> None:
+    boosted = ids({"rules": [{"kind": "boost", "where": where("brand", "eq", "zed"), "factor": 3}]}, n=3)
+    assert boosted == ["i3", "i4", "i5"]  # 0.7 * 3 > 1.0
+    buried = ids({"rules": [{"kind": "bury", "where": where("category", "eq", "shoes"), "factor": 0.1}]}, n=4)
+    assert buried == ["i1", "i3", "i5", "i7"]
+
+
+def test_pin_at_position_inside_its_window_only() -> None:
+    pin = {"kind": "pin", "item_id": "i9", "position": 2}
+    assert ids({"rules": [pin]}, n=4) == ["i0", "i9", "i1", "i2"]
+    later = {**pin, "start": (NOW + timedelta(hours=1)).isoformat()}
+    assert ids({"rules": [later]}, n=4) == ["i0", "i1", "i2", "i3"]
+    ended = {**pin, "start": (NOW - timedelta(days=2)).isoformat(), "end": (NOW - timedelta(days=1)).isoformat()}
+    assert ids({"rules": [ended]}, n=4) == ["i0", "i1", "i2", "i3"]
+    outside = {"kind": "pin", "item_id": "new-item", "position": 1}  # an item the model never proposed
+    assert ids({"rules": [outside]}, n=3) == ["new-item", "i0", "i1"]
+
+
+def test_promoted_share_of_the_slots() -> None:
+    rules = {"rules": [{"kind": "promote", "where": where("price", "gte", 90), "share": 0.2}]}
+    out = ids(rules, n=10)
+    assert sorted(out) == sorted(i for i, _ in CANDIDATES) and out[:5].count("i8") + out[:5].count("i9") == 1
+    shown = ids(rules, n=5)
+    assert len(shown) == 5 and sum(i in ("i8", "i9") for i in shown) == 1  # 20% of 5 slots
+
+
+def test_diversity_caps_a_category_and_keeps_the_list_full() -> None:
+    out = ids({"diversity": {"max_per_category": 1}}, n=4)
+    assert out[:2] == ["i0", "i1"] and len(out) == 4  # over-cap items only fill what is left
+    many = [(f"s{k}", 1.0 - k / 100) for k in range(8)] + [("b0", 0.1), ("b1", 0.05)]
+    attrs = {i: {"category": "shoes" if i.startswith("s") else "bags"} for i, _ in many}
+    top = [i for i, _ in arrange(many, attrs, parse_rules({"diversity": {"max_per_category": 3}}), 5, NOW)]
+    assert top == ["s0", "s1", "s2", "b0", "b1"]
+
+
+def test_mmr_trades_relevance_for_novelty() -> None:
+    twins = {("i0", "i1"), ("i0", "i2"), ("i1", "i2")}  # the top three are near copies
+
+    def similarity(a: str, b: str) -> float:
+        return 1.0 if (a, b) in twins or (b, a) in twins else 0.0
+
+    plain = ids({"diversity": {"mmr_lambda": 1.0}}, n=3, similarity=similarity)
+    diverse = ids({"diversity": {"mmr_lambda": 0.3}}, n=3, similarity=similarity)
+    assert plain == ["i0", "i1", "i2"] and diverse == ["i0", "i3", "i4"]
+
+
+def test_conflicts_resolve_in_the_documented_order() -> None:
+    pin = {"kind": "pin", "item_id": "i9", "position": 1}
+    # unavailable (hidden or out of stock) beats pin
+    assert "i9" not in ids({"rules": [pin]}, unavailable={"i9"})
+    # pin beats filter: the pinned bag shows although the placement shows only shoes
+    shoes = {"kind": "filter", "where": where("category", "eq", "shoes")}
+    assert ids({"rules": [shoes, pin]}, n=3) == ["i9", "i0", "i2"]
+    # filter beats boost: a boosted bag stays out
+    boost_bags = {"kind": "boost", "where": where("category", "eq", "bags"), "factor": 50}
+    assert ids({"rules": [shoes, boost_bags]}, n=3) == ["i0", "i2", "i4"]
+    # filter beats promote: promoted items must pass the filters too
+    promote_bags = {"kind": "promote", "where": where("category", "eq", "bags"), "share": 0.5}
+    assert ids({"rules": [shoes, promote_bags]}, n=4) == ["i0", "i2", "i4", "i6"]
+    # a pin of an excluded item (already shown, in the cart) is not shown either
+    assert "i9" not in ids({"rules": [pin]}, excluded={"i9"})
+
+
+def test_bad_rules_are_rejected_each_with_its_reasons() -> None:
+    with pytest.raises(RulesError) as caught:
+        parse_rules(
+            {
+                "rules": [
+                    {"kind": "filter", "where": where("price", "between", [9, 1])},
+                    {"kind": "boost", "where": where("brand", "eq", "x"), "factor": 0.5},
+                    {"kind": "pin", "item_id": "i1", "position": 0},
+                    {"kind": "pin", "item_id": "i1", "position": 1, "start": "2026-12-01T00:00:00"},
+                    {"kind": "teleport"},
+                    {"kind": "filter", "where": where("brand", "eq", "ok")},  # the one good rule
+                    {"kind": "promote", "where": where("brand", "in", []), "share": 2},
+                ],
+                "diversity": {"max_per_category": 0},
+            }
+        )
+    errors = {e["rule"]: " ".join(e["reasons"]) for e in caught.value.errors}
+    assert set(errors) == {0, 1, 2, 3, 4, 6, "diversity"}
+    assert "low <= high" in errors[0] and "greater than 1" in errors[1] and "greater than or equal to 1" in errors[2]
+    assert "time zone" in errors[3] and "teleport" in errors[4] and "1 to 1000 values" in errors[6]
+    with pytest.raises(RulesError, match="invalid"):
+        parse_rules(
+            {"rules": [{"kind": "pin", "item_id": "a", "position": 1}, {"kind": "pin", "item_id": "b", "position": 1}]}
+        )
+    with pytest.raises(RulesError):
+        parse_rules(["not", "an", "object"])
+    with pytest.raises(RulesError):
+        parse_rules({"rules": [], "surprise": 1})
+
+
+def test_a_request_narrows_the_placement_rules() -> None:
+    rules = parse_rules({"rules": [{"kind": "pin", "item_id": "i9", "position": 1}]})
+    narrowed = rules.narrowed(category="shoes", max_per_category=2)
+    assert ids(narrowed, n=4) == ["i9", "i0", "i2", "i4"]
+    assert rules.narrowed() is rules and not rules.needs_attributes and narrowed.needs_attributes

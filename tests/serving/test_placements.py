@@ -1,0 +1,172 @@
+"""Placements, pages without repeats, and merchandising rules through the API (real Valkey)."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+import redis
+from fastapi.testclient import TestClient
+from pydantic import SecretStr
+from typer.testing import CliRunner
+
+from recommender.cli import app as cli
+from recommender.config import Settings, get_settings
+from recommender.online.keys import Keys
+from serving.app import create_app
+from serving.schemas import PlacementList
+
+KEYS = Keys("recsys")
+READ, WRITE, ADMIN = {"X-API-Key": "shop"}, {"X-API-Key": "backend"}, {"X-API-Key": "ops"}
+
+
+@pytest.fixture(scope="module")
+def keyed(api_settings: Settings) -> Settings:
+    return api_settings.model_copy(
+        update={"api_keys": SecretStr("shop:read,backend:write,ops:admin:merch"), "live_poll_seconds": 0.0}
+    )
+
+
+@pytest.fixture
+def c(keyed: Settings) -> Iterator[TestClient]:
+    with TestClient(create_app(keyed)) as client:
+        yield client
+
+
+def get(c: TestClient, name: str, **params: object) -> dict:  # type: ignore[type-arg]
+    response = c.get(f"/v1/placements/{name}", params=params, headers=READ)
+    assert response.status_code == 200, response.text
+    PlacementList.model_validate(response.json())
+    return response.json()  # type: ignore[no-any-return]
+
+
+def ids(body: dict) -> list[str]:  # type: ignore[type-arg]
+    return [i["item_id"] for i in body["items"]]
+
+
+def similar_of(settings: Settings, item: str) -> list[str]:
+    r = redis.Redis.from_url(str(settings.redis_url), decode_responses=True)
+    return list(orjson.loads(r.get(KEYS.similar(str(r.get(KEYS.active)), item)) or b'{"items":[]}')["items"])
+
+
+def test_home_is_the_users_list_and_names_its_placement(c: TestClient) -> None:
+    home = get(c, "home", user_id="u1", n=6)
+    direct = c.get("/v1/users/u1/recommendations", params={"n": 6}, headers=READ).json()
+    assert ids(home) == ids(direct) and home["source"] == "personalized"
+    assert re.fullmatch(r"1-home-[0-9a-f]{24}-[0-9a-f]{16}", home["recommendation_id"])
+
+
+def test_product_shows_similar_items_personalized_for_a_known_user(c: TestClient, keyed: Settings) -> None:
+    anonymous = get(c, "product", item_id="i3")
+    similar = [i for i in similar_of(keyed, "i3")]
+    assert len(ids(anonymous)) == 8 and "i3" not in ids(anonymous)  # the config's n
+    assert ids(anonymous) == [i for i in similar if i in ids(anonymous)][:8]
+    assert "-product-" in anonymous["recommendation_id"]
+    personal = get(c, "product", item_id="i3", user_id="u1", n=8)
+    assert set(ids(personal)) <= set(similar) and "i3" not in ids(personal)
+    assert c.get("/v1/placements/product", headers=READ).status_code == 422  # no item_id
+    assert c.get("/v1/placements/nowhere", headers=READ).status_code == 404
+    assert c.get("/v1/placements/Bad-Name", headers=READ).status_code == 422
+
+
+def test_cart_leaves_the_cart_out(c: TestClient, keyed: Settings) -> None:
+    body = get(c, "cart", cart="i1,i2")
+    assert len(ids(body)) == 6 and not {"i1", "i2"} & set(ids(body))
+    assert c.get("/v1/placements/cart", headers=READ).status_code == 422
+
+
+def test_recently_viewed_is_the_session_newest_first(c: TestClient) -> None:
+    events = [
+        {"user_id": "viewer", "item_id": item, "event_type": "view", "timestamp": f"2026-12-01T10:0{k}:00Z"}
+        for k, item in enumerate(["i4", "i9", "i6"])
+    ]
+    assert c.post("/v1/events", json=events, headers=WRITE).status_code == 202
+    assert ids(get(c, "recently_viewed", user_id="viewer")) == ["i6", "i9", "i4"]
+    c.patch("/v1/items/i9", json={"hidden": True}, headers=WRITE)
+    assert ids(get(c, "recently_viewed", user_id="viewer")) == ["i6", "i4"]
+    c.patch("/v1/items/i9", json={"hidden": False}, headers=WRITE)
+    assert c.get("/v1/placements/recently_viewed", headers=READ).status_code == 422
+
+
+def test_pages_of_one_cursor_never_repeat(c: TestClient) -> None:
+    first = get(c, "home", user_id="u3", n=10, paginate=True)
+    cursor, seen = first["cursor"], ids(first)
+    assert cursor and len(seen) == 10
+    for _ in range(6):
+        page = get(c, "home", user_id="u3", n=10, cursor=cursor)
+        assert page["cursor"] == cursor and not set(ids(page)) & set(seen)
+        seen += ids(page)
+    assert len(seen) == len(set(seen)) == 70
+    assert ids(get(c, "home", user_id="u3", n=10))[:10] == ids(first)  # without the cursor: page one again
+    assert c.get("/v1/placements/home", params={"cursor": "x;DROP"}, headers=READ).status_code == 422
+
+
+def test_a_per_request_category_cap(c: TestClient) -> None:
+    body = get(c, "home", user_id="u1", n=8, max_per_category=1, details=True)
+    categories = [i["category"] for i in body["items"]]
+    distinct = len(set(categories))
+    assert len(categories) == 8 and distinct > 1
+    assert len(set(categories[:distinct])) == distinct  # one of each first; over-cap items only fill the end
+
+
+def test_rules_through_the_api_are_validated_versioned_and_applied(c: TestClient) -> None:
+    baseline = ids(get(c, "home", user_id="u1", n=5, details=True))
+    rules = {
+        "rules": [
+            {"kind": "filter", "where": [{"field": "brand", "op": "ne", "value": "b0"}]},
+            {"kind": "pin", "item_id": "i149", "position": 2},
+        ]
+    }
+    assert c.put("/v1/rules/home", json=rules, headers=WRITE).status_code == 403
+    put = c.put("/v1/rules/home", json=rules, headers=ADMIN)
+    assert put.status_code == 200 and put.json()["by"] == "merch"
+    shown = get(c, "home", user_id="u1", n=5, details=True)
+    assert ids(shown)[1] == "i149" and all(i.get("brand") != "b0" for i in shown["items"][:1] + shown["items"][2:])
+    assert c.get("/v1/rules/home", headers=ADMIN).json()["rules"]["rules"][1]["item_id"] == "i149"
+
+    bad = c.put(
+        "/v1/rules/home",
+        json={"rules": [{"kind": "pin", "item_id": "x", "position": -1}, {"kind": "?"}]},
+        headers=ADMIN,
+    )
+    assert bad.status_code == 422 and [e["rule"] for e in bad.json()["detail"]] == [0, 1]
+    assert c.get("/v1/rules/home", headers=ADMIN).json()["rules"] == put.json()["rules"]  # unchanged
+    assert c.put("/v1/rules/nowhere", json={}, headers=ADMIN).status_code == 404
+
+    assert c.put("/v1/rules/home", json={}, headers=ADMIN).status_code == 200  # back to none
+    assert ids(get(c, "home", user_id="u1", n=5, details=True)) == baseline
+    history = c.get("/v1/rules/home/history", headers=ADMIN).json()
+    assert [len(h["rules"].get("rules", [])) for h in history[:2]] == [0, 2] and history[0]["by"] == "merch"
+
+
+def test_the_rules_cli_shares_the_history(keyed: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RECSYS_HOME", str(keyed.home))
+    monkeypatch.setenv("RECSYS_REDIS_URL", str(keyed.redis_url))
+    monkeypatch.setenv("RECSYS_HMAC_SECRET", keyed.hmac_secret.get_secret_value())
+    get_settings.cache_clear()
+    runner = CliRunner()
+    good, bad = tmp_path / "rules.yaml", tmp_path / "bad.json"
+    good.write_text("rules:\n  - kind: bury\n    where: [{field: brand, op: eq, value: b1}]\n    factor: 0.5\n")
+    bad.write_text(json.dumps({"rules": [{"kind": "boost", "where": [], "factor": 2}]}))
+    try:
+        assert runner.invoke(cli, ["rules", "check", str(good)]).exit_code == 0
+        failed = runner.invoke(cli, ["rules", "put", "product", str(bad)])
+        assert failed.exit_code != 0 and "rule 0" in failed.output and "nothing was stored" in failed.output
+        stored = runner.invoke(cli, ["rules", "put", "product", str(good), "--json"])
+        assert stored.exit_code == 0 and json.loads(stored.stdout)["by"].startswith("cli:")
+        history = runner.invoke(cli, ["rules", "history", "product", "--json"])
+        assert [h["rules"]["rules"][0]["kind"] for h in json.loads(history.stdout)][:1] == ["bury"]
+        assert runner.invoke(cli, ["rules", "get", "nowhere"]).exit_code != 0
+    finally:
+        runner.invoke(cli, ["rules", "put", "product", str(_empty(tmp_path))])
+        get_settings.cache_clear()
+
+
+def _empty(tmp_path: Path) -> Path:
+    path = tmp_path / "empty.json"
+    path.write_text("{}")
+    return path
