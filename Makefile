@@ -6,7 +6,7 @@ VENV := .venv
 UV = $(shell command -v uv 2>/dev/null || echo "$(PYTHON) -m uv")
 export RECSYS_HOME ?= $(CURDIR)/.recsys
 export OPENBLAS_NUM_THREADS ?= 1
-CODE := $(wildcard recommender serving dags)
+CODE := $(wildcard recommender serving dags clients/python/src)
 PY := $(wildcard $(CODE) tests bench)
 
 .PHONY: install demo test lint unit format clean

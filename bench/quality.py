@@ -8,6 +8,16 @@ is fitted on train + validation and scored once on the test item, next to popula
         --format amazon-5core
     OPENBLAS_NUM_THREADS=1 .venv/bin/python bench/quality.py \
         ../shared/data/yoochoose-clicks-sample/yoochoose-clicks-100k_train_full.txt
+
+With ``--diversity`` it skips the search and measures what the serve-time diversity settings do
+to one configuration on the test item: HR@10 and NDCG@10, intra-list diversity (1 - the mean
+item-item cosine of the list's items over the training matrix, and the share of pairs from two
+categories), and catalogue coverage, for no diversity, a cap of 2 per category, MMR and both.
+With no path it runs on a synthetic shop (which has categories):
+
+    OPENBLAS_NUM_THREADS=1 .venv/bin/python bench/quality.py --diversity
+    OPENBLAS_NUM_THREADS=1 .venv/bin/python bench/quality.py ../shared/data/amazon-beauty-5core/Beauty.txt \
+        --format amazon-5core --diversity
 """
 
 from __future__ import annotations
@@ -19,11 +29,87 @@ from pathlib import Path
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
+from datetime import UTC, datetime
+
+import numpy as np
+import scipy.sparse as sp
+
 from recommender.config import Settings
 from recommender.data.ingest import ingest_file
+from recommender.data.synthetic import ShopSpec, generate, write_shop
+from recommender.modeling.matrix import Weighting, confidence
+from recommender.modeling.models import make_model
 from recommender.modeling.selection import Trial, search
-from recommender.modeling.training import fit_and_score
+from recommender.modeling.training import Dataset, default_weighting, fit_and_score
+from recommender.online.rules import RuleSet, arrange
 from recommender.registry.lifecycle import load_dataset
+
+VARIANTS = {
+    "none": {},
+    "max 2 per category": {"max_per_category": 2},
+    "MMR, lambda 0.7": {"mmr_lambda": 0.7},
+    "max 2 per category + MMR 0.7": {"max_per_category": 2, "mmr_lambda": 0.7},
+}
+POOL = 200  # candidates per user, as published
+
+
+def diversity_table(data: Dataset, family: str, weighting: Weighting, sample: int, n: int = 10) -> None:
+    """Print the diversity rows for ``family`` (default parameters) on ``sample`` evaluated users."""
+    split = data.split
+    matrix = confidence(data.inter, split.train_val, weighting)
+    model = make_model(family, {}, 0)
+    model.fit(matrix)
+    rng = np.random.default_rng(0)
+    chosen = np.sort(rng.choice(len(split.users), min(sample, len(split.users)), replace=False))
+    users, targets = split.users[chosen], split.test_items[chosen]
+    ids, scores = model.recommend(users, matrix, POOL)
+    n_items = matrix.shape[1]
+    similar_ids, similar_scores = model.similar_items(np.arange(n_items), 50)
+    table = {}
+    for item in range(n_items):
+        valid = similar_ids[item] >= 0
+        top = float(similar_scores[item][valid].max(initial=0.0)) or 1.0
+        table[str(item)] = {
+            str(o): max(0.0, float(v) / top)
+            for o, v in zip(similar_ids[item][valid], similar_scores[item][valid], strict=True)
+        }
+
+    def similarity(a: str, b: str) -> float:
+        return max(table[a].get(b, 0.0), table[b].get(a, 0.0))
+
+    cats = data.categories if data.categories is not None else np.full(n_items, "")
+    attrs = {str(i): {"category": cats[i]} if cats[i] else {} for i in range(n_items)}
+    binary = (matrix > 0).astype(np.float32).tocsc()
+    norms = np.sqrt(np.asarray(binary.multiply(binary).sum(axis=0)).ravel()) + 1e-9
+    vectors = sp.csr_matrix(binary.T.multiply(1 / norms[:, None]))
+    print(f"{family} (default parameters), {len(users):,} sampled test users, {POOL} candidates each, top {n}")
+    print("| diversity | test HR@10 | test NDCG@10 | ILD@10 (cosine) | category pairs differing | coverage@10 |")
+    print("|---|---|---|---|---|---|")
+    now = datetime.now(UTC)
+    for name, setting in VARIANTS.items():
+        if "max_per_category" in setting and not any(cats):
+            continue
+        rules = RuleSet.model_validate({"diversity": setting})
+        hits = ndcg = ild = differ = 0.0
+        shown: set[int] = set()
+        for row in range(len(users)):
+            valid = ids[row] >= 0
+            pool = [(str(i), float(s)) for i, s in zip(ids[row][valid], scores[row][valid], strict=True)]
+            top = [int(i) for i, _ in arrange(pool, attrs, rules, n, now, similarity=similarity)]
+            shown.update(top)
+            if int(targets[row]) in top:
+                hits += 1
+                ndcg += 1 / np.log2(top.index(int(targets[row])) + 2)
+            block = (vectors[top] @ vectors[top].T).toarray()
+            pairs = len(top) * (len(top) - 1)
+            ild += (pairs - (block.sum() - np.trace(block))) / pairs if pairs else 0.0
+            labels = [cats[i] for i in top]
+            differ += sum(a != b for a in labels for b in labels) / pairs if pairs else 0.0
+        count = len(users)
+        print(
+            f"| {name} | {hits / count:.4f} | {ndcg / count:.4f} | {ild / count:.3f} | "
+            f"{differ / count if any(cats) else float('nan'):.3f} | {len(shown) / n_items:.3f} |"
+        )
 
 
 def describe(trial: Trial) -> str:
@@ -42,14 +128,26 @@ def describe(trial: Trial) -> str:
 def main() -> None:
     """Print the markdown rows."""
     parser = argparse.ArgumentParser()
-    parser.add_argument("path", type=Path)
+    parser.add_argument("path", type=Path, nargs="?", help="events file (default with --diversity: a synthetic shop)")
     parser.add_argument("--format", default="auto")
     parser.add_argument("--budget-seconds", type=float, default=None, help="default RECSYS_SEARCH_SECONDS")
+    parser.add_argument("--diversity", action="store_true", help="the diversity table instead of the search")
+    parser.add_argument("--family", default="itemknn", help="with --diversity: the family measured")
+    parser.add_argument("--users", type=int, default=3000, help="with --diversity: evaluated users sampled")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         settings = Settings(home=Path(tmp))
-        ingest_file(args.path, settings, args.format)
+        if args.path is None:
+            events, catalog = write_shop(
+                generate(ShopSpec(users=20_000, items=3_000, events=600_000, seed=5)), Path(tmp)
+            )
+            ingest_file(events, settings, catalog=catalog)
+        else:
+            ingest_file(args.path, settings, args.format)
         data = load_dataset(settings)
+        if args.diversity:
+            diversity_table(data, args.family, default_weighting(settings), args.users)
+            return
         budget = settings.search_seconds if args.budget_seconds is None else args.budget_seconds
         selection = search(settings, data, budget_seconds=budget, max_trials=settings.search_trials, k=settings.k)
         split = data.split

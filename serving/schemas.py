@@ -47,7 +47,7 @@ class PlacementList(BaseModel):
     """One placement's list; ``cursor`` (with ``paginate`` or ``cursor``) fetches the next page."""
 
     items: list[ItemScore]
-    source: Literal["personalized", "popular", "fallback", "session", "similar"]
+    source: Literal["personalized", "popular", "fallback", "session", "similar", "together", "buy_again"]
     model_version: str | None
     recommendation_id: str
     cursor: str | None = None

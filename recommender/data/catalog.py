@@ -85,7 +85,9 @@ def read_catalog_csv(path: Path, max_field_length: int = 256) -> tuple[pa.Table,
                 col: pa.array([None if pd.isna(v) else v in _TRUE for v in flags[col][~bad_mask]], pa.bool_())
                 for col in ("in_stock", "hidden")
             },
-            "attributes": pa.array(attribute_json[~bad_mask].tolist(), pa.large_string()),
+            "attributes": pa.array(
+                [v if isinstance(v, str) else None for v in attribute_json[~bad_mask]], pa.large_string()
+            ),
             "updated_at": pa.array([datetime.now(UTC)] * len(good), pa.timestamp("us", tz="UTC")),
         },
         schema=ITEM_SCHEMA,

@@ -28,6 +28,10 @@ class Bundle:
     weighting: Weighting
     user_items: sp.csr_matrix
     info: dict[str, Any] = field(default_factory=dict)
+    together: tuple[np.ndarray, np.ndarray] | None = None
+    """Per item column: the top items bought together with it (ids, scores); None in older bundles."""
+    bought: sp.csr_matrix | None = None
+    """User x item: the last purchase time (unix seconds); None in older bundles."""
 
     def save(self, folder: Path) -> Path:
         """Write the bundle into ``folder`` and return it."""
@@ -37,17 +41,28 @@ class Bundle:
         sp.save_npz(folder / "user_items.npz", self.user_items, compressed=False)
         (folder / "weighting.json").write_text(json.dumps(asdict(self.weighting)))
         (folder / "bundle.json").write_text(json.dumps(self.info, default=str))
+        if self.together is not None:
+            np.savez(folder / "together.npz", ids=self.together[0], scores=self.together[1])
+        if self.bought is not None:
+            sp.save_npz(folder / "bought.npz", self.bought, compressed=False)
         return folder
 
     @classmethod
     def load(cls, folder: Path) -> Bundle:
         """Read a bundle written by :meth:`save`."""
+        together = None
+        if (folder / "together.npz").exists():
+            with np.load(folder / "together.npz") as arrays:
+                together = (arrays["ids"], arrays["scores"])
+        bought = folder / "bought.npz"
         return cls(
             model=load_model(folder / "model"),
             vocab=Vocabulary.load(folder),
             weighting=Weighting(**json.loads((folder / "weighting.json").read_text())),
             user_items=sp.csr_matrix(sp.load_npz(folder / "user_items.npz")),
             info=json.loads((folder / "bundle.json").read_text()),
+            together=together,
+            bought=sp.csr_matrix(sp.load_npz(bought)) if bought.exists() else None,
         )
 
     def popularity(self) -> np.ndarray:

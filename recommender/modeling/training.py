@@ -21,6 +21,7 @@ from recommender.modeling.bundle import Bundle
 from recommender.modeling.evaluation import EvalResult, evaluate
 from recommender.modeling.matrix import Interactions, Split, Weighting, confidence
 from recommender.modeling.models import make_model
+from recommender.modeling.together import baskets, evaluate_together, last_purchases, repurchase_intervals, together
 from recommender.progress import StepFn, silent
 
 
@@ -49,6 +50,8 @@ class Dataset:
     profile: Profile
     """What the snapshot looked like (logged with the model: the reference of drift monitoring)."""
     read_seconds: float = 0.0
+    categories: np.ndarray | None = None
+    """Each item column's catalog category ("" when unknown), for the repurchase intervals."""
 
 
 @dataclass
@@ -64,6 +67,8 @@ class Trained:
     baseline_test: EvalResult
     bundle: Bundle
     seconds: dict[str, float]
+    extra_metrics: dict[str, float] = field(default_factory=dict)
+    """Frequently-bought-together against its popularity baseline."""
 
     def metrics(self) -> dict[str, float]:
         """Flat metrics with the same keys in every run (MLflow compares runs by them)."""
@@ -81,6 +86,7 @@ class Trained:
         for split in ("val", "test"):
             base = out[f"baseline_{split}_ndcg_at_{k}"]
             out[f"{split}_ndcg_lift_over_baseline"] = out[f"{split}_ndcg_at_{k}"] / base if base > 0 else 0.0
+        out.update(self.extra_metrics)
         out.update({f"seconds_{name}": v for name, v in self.seconds.items()})
         return out
 
@@ -144,6 +150,13 @@ def train(settings: Settings, config: TrainConfig, data: Dataset, step: StepFn =
     model = make_model(config.family, config.params, config.seed)
     model.fit(matrix)
     lap("refit")
+    step("frequently bought together and repurchase intervals")
+    found = baskets(data.inter)
+    together_metrics = {
+        f"{m}_at_{config.k}" if m.endswith("_hr") else m: v for m, v in evaluate_together(found, config.k).items()
+    }
+    categories = data.categories if data.categories is not None else np.full(len(data.inter.vocab.items), "")
+    lap("together")
     bundle = Bundle(
         model=model,
         vocab=data.inter.vocab,
@@ -155,7 +168,10 @@ def train(settings: Settings, config: TrainConfig, data: Dataset, step: StepFn =
             "seed": config.seed,
             "snapshot_id": data.snapshot_id,
             "k": config.k,
+            "repurchase_intervals": repurchase_intervals(data.inter, categories),
         },
+        together=together(found.matrix, settings.similar_n),
+        bought=last_purchases(data.inter),
     )
     return Trained(
         config=config,
@@ -167,4 +183,5 @@ def train(settings: Settings, config: TrainConfig, data: Dataset, step: StepFn =
         baseline_test=base_test,
         bundle=bundle,
         seconds=seconds,
+        extra_metrics=together_metrics,
     )

@@ -34,9 +34,12 @@ class ForgetReport:
 
 
 def forget_in_redis(r: redis.Redis, keys: Keys, user: str) -> tuple[int, int]:
-    """Delete a pseudonym's lists in every version, their session and stream entries; returns (keys, entries)."""
+    """Delete a pseudonym's lists (recommended, bought) in every version, their session and stream entries;
+    returns (keys, entries)."""
     versions = {str(v) for v in r.lrange(keys.versions, 0, -1)} | {str(v) for v in r.smembers(keys.started)}
-    lists = int(r.delete(keys.session(user), *[keys.user(v, user) for v in versions]))
+    lists = int(
+        r.delete(keys.session(user), *[k for v in versions for k in (keys.user(v, user), keys.bought(v, user))])
+    )
     entries, start = 0, "-"
     while True:
         batch: list[Any] = list(r.xrange(keys.events, min=start, max="+", count=STREAM_SCAN) or [])

@@ -131,6 +131,18 @@ class Keys:
         """STRING: {"items": [...], "scores": [...]} similar to ``item_id``."""
         return f"{self.ns(version)}similar:{item_id}"
 
+    def together(self, version: str, item_id: str) -> str:
+        """STRING: {"items": [...], "scores": [...]} frequently bought together with ``item_id``."""
+        return f"{self.ns(version)}together:{item_id}"
+
+    def bought(self, version: str, user_id: str) -> str:
+        """STRING: {"items": [...], "scores": [last purchase, unix seconds]} of a pseudonymized user."""
+        return f"{self.ns(version)}bought:{{{user_id}}}"
+
+    def repurchase(self, version: str) -> str:
+        """HASH: category -> median seconds between two purchases of it by one user."""
+        return f"{self.ns(version)}repurchase"
+
     def popular(self, version: str, category: str | None = None) -> str:
         """STRING: popular items overall, or within ``category``."""
         return f"{self.ns(version)}popular" + (f":cat:{category}" if category else "")

@@ -149,6 +149,7 @@ class LiveView:
     changed: dict[str, dict[str, Any]] = field(default_factory=dict)
     unavailable: frozenset[str] = frozenset()
     rules: dict[str, RuleSet] = field(default_factory=dict)
+    repurchase: dict[str, float] = field(default_factory=dict)
     checked_at: float = -1e9
 
     def rebuilt(self) -> LiveView:

@@ -5,7 +5,10 @@ placement with the list that feeds it, how many items it shows and its default r
 
 * ``user``: the user's precomputed list, blended with their session (``home``);
 * ``similar``: items similar to ``item_id``, re-ranked towards the user's own list when known (``product``);
-* ``together``: frequently bought together with the ``cart`` items (``cart``);
+* ``together``: frequently bought together with the ``cart`` items, from co-purchase counts of
+  the training data (the similar-items lists for items without any) (``cart``);
+* ``buy_again``: items the user bought whose category is typically bought again after an interval
+  that has now passed, most overdue first (``buy_again``);
 * ``recent``: the items of the user's session, newest first (``recently_viewed``).
 
 Rules stored with ``PUT /v1/rules/{placement}`` replace the config's rules of that placement.
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Literal
 
@@ -24,7 +28,7 @@ from recommender.online.rules import RuleSet
 from recommender.online.session import RRF_K
 
 PLACEMENT_NAME = r"^[a-z][a-z0-9_]{0,31}$"
-Feed = Literal["user", "similar", "together", "recent"]
+Feed = Literal["user", "similar", "together", "buy_again", "recent"]
 
 
 class Placement(BaseModel):
@@ -42,6 +46,7 @@ DEFAULT_PLACEMENTS: dict[str, Placement] = {
     "home": Placement(feed="user"),
     "product": Placement(feed="similar", n=8),
     "cart": Placement(feed="together", n=6),
+    "buy_again": Placement(feed="buy_again", n=6),
     "recently_viewed": Placement(feed="recent", n=5),
 }
 
@@ -81,3 +86,19 @@ def personalized(
     }
     ranked = sorted(fused.items(), key=lambda kv: -kv[1])
     return [i for i, _ in ranked], [round(s, 6) for _, s in ranked]
+
+
+def due_again(
+    bought: tuple[list[str], list[float]],
+    category_of: Callable[[str], str | None],
+    intervals: Mapping[str, float],
+    now: float,
+) -> tuple[list[str], list[float]]:
+    """Bought items whose category's repurchase interval has passed, most overdue first (score: elapsed / interval)."""
+    due = []
+    for item, at in zip(*bought, strict=True):
+        interval = intervals.get(category_of(item) or "")
+        if interval and now - at >= interval:
+            due.append((item, round((now - at) / interval, 6)))
+    due.sort(key=lambda pair: -pair[1])
+    return [i for i, _ in due], [s for _, s in due]

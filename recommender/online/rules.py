@@ -319,14 +319,20 @@ def _diverse(
     return kept + later
 
 
+def mmr_window(n: int) -> int:
+    """How many of the best candidates MMR chooses from: its cost is ``n x window``, not ``n x pool``."""
+    return max(3 * n, 30)
+
+
 def mmr(pool: list[Scored], lam: float, similarity: Callable[[str, str], float], n: int) -> list[Scored]:
     """Maximal marginal relevance (Carbonell and Goldstein): greedily take the item with the best
     ``lam * relevance - (1 - lam) * max similarity to what is taken``; relevance is the score scaled to [0, 1]."""
     if len(pool) < 2:
         return pool
-    top, bottom = pool[0][1], min(s for _, s in pool)
+    head, tail = pool[: mmr_window(n)], pool[mmr_window(n) :]
+    top, bottom = head[0][1], min(s for _, s in head)
     span = (top - bottom) or 1.0
-    rest = list(pool)
+    rest = list(head)
     taken: list[Scored] = []
     while rest and len(taken) < n:
         best = max(
@@ -337,7 +343,7 @@ def mmr(pool: list[Scored], lam: float, similarity: Callable[[str, str], float],
             ),
         )
         taken.append(rest.pop(best))
-    return taken + rest
+    return taken + rest + tail
 
 
 def _promoted(pool: list[Scored], rule: PromoteRule, attrs: Callable[[str], Item], n: int) -> list[Scored]:

@@ -30,9 +30,9 @@ from recommender.online.erasure import ForgetReport, request_forget
 from recommender.online.experiments import RecommendationIds, in_challenger
 from recommender.online.keys import Keys, decode
 from recommender.online.live import LiveView, change_items, get_rules, parse_live, put_rules, rules_history
-from recommender.online.placements import Placement, load_placements, personalized
+from recommender.online.placements import Placement, due_again, load_placements, personalized
 from recommender.online.redis_conn import client, server_url
-from recommender.online.rules import RuleSet, arrange
+from recommender.online.rules import RuleSet, arrange, mmr_window
 from recommender.online.session import blend, updated_session
 
 Item = dict[str, Any]
@@ -191,10 +191,12 @@ class RecommendationService:
         fresh = LiveView(rev=rev, version=version, checked_at=now)
         if live.version == version:  # same version: its sets stay, the live fields and rules are re-read
             fresh.read_at, fresh.out_of_stock, fresh.hidden = live.read_at, live.out_of_stock, live.hidden
+            fresh.repurchase = live.repurchase
         else:
-            read_at, out_of_stock, hidden = await self._call(self._version_catalog(version))
+            read_at, out_of_stock, hidden, repurchase = await self._call(self._version_catalog(version))
             fresh.read_at = float(read_at or "-inf")
             fresh.out_of_stock, fresh.hidden = frozenset(out_of_stock), frozenset(hidden)
+            fresh.repurchase = {str(c): float(v) for c, v in repurchase.items()}
         names = list(self.placements)
         raw, stored = await self._call(self._live_fields(names))
         fresh.overrides = parse_live(raw)
@@ -210,6 +212,7 @@ class RecommendationService:
         pipe.hget(self.keys.meta(version), "catalog_read_at")
         pipe.smembers(self.keys.out_of_stock(version))
         pipe.smembers(self.keys.hidden(version))
+        pipe.hgetall(self.keys.repurchase(version))
         return list(await pipe.execute())
 
     async def _live_fields(self, placements: list[str]) -> list[Any]:
@@ -315,10 +318,26 @@ class RecommendationService:
         if placement.feed == "together":
             if not q.cart:
                 raise PlacementQueryError("this placement needs cart (comma-separated item ids)")
-            values = await self._call(self.redis.mget([self.keys.similar(version, i) for i in q.cart]))
-            ids, scores = blend(([], []), [decode(v) for v in values], list(q.cart), 1.0)
-            return [(ids, scores), _unscored(await self._popular(version, None))], "similar"
+            return await self._together(version, q.cart), "together"
+        if placement.feed == "buy_again":
+            if user is None:
+                raise PlacementQueryError("this placement needs user_id")
+            bought = decode(await self._call(self.redis.get(self.keys.bought(version, user))))
+            info = _LiveDetails(await self._details(version, bought[0]), self.live)
+            due = due_again(bought, lambda i: (info.get(i) or {}).get("category"), self.live.repurchase, time.time())
+            return [due], "buy_again"
         return await self._user_lists(version, user, n, q.category)
+
+    async def _together(self, version: str, cart: tuple[str, ...]) -> Lists:
+        """The cart items' bought-together lists fused (their similar lists where they have none), then popular."""
+        keys = [self.keys.together(version, i) for i in cart] + [self.keys.similar(version, i) for i in cart]
+        values = await self._call(self.redis.mget(keys))
+        lists = [
+            decode(t) if t is not None else decode(s)
+            for t, s in zip(values[: len(cart)], values[len(cart) :], strict=True)
+        ]
+        ids, scores = blend(([], []), lists, list(cart), 1.0)
+        return [(ids, scores), _unscored(await self._popular(version, None))]
 
     async def _user_lists(self, version: str, user: str | None, n: int, category: str | None) -> tuple[Lists, str]:
         """The user's precomputed list (blended with their session), then popular items to fill."""
@@ -358,7 +377,7 @@ class RecommendationService:
             info = _LiveDetails(cache, live)
         similarity = None
         if rules.diversity.mmr_lambda is not None:
-            similarity = await self._similarity(version, [i for i, _ in candidates[: 3 * n]])
+            similarity = await self._similarity(version, [i for i, _ in candidates[: mmr_window(n)]])
         chosen = arrange(
             candidates, info, rules, n, datetime.now(UTC), unavailable=blocked, excluded=excluded, similarity=similarity
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -48,6 +49,8 @@ def load_dataset(settings: Settings, snapshot_id: int | None = None, store: Stor
     if len(forgotten):  # an older snapshot may predate a deletion: tombstones win
         events = events.filter(pc.invert(pc.is_in(events.column("user_id"), value_set=forgotten)))
     inter = interactions_from_events(events)
+    known = {r["item_id"]: r["category"] or "" for r in store.read_items().select(["item_id", "category"]).to_pylist()}
+    categories = np.array([known.get(str(i), "") for i in inter.vocab.items], dtype=object)
     split = leave_last_out(inter)
     if len(split.users) == 0:
         raise ValueError("no user has 3 or more distinct items: nothing to evaluate on")
@@ -59,6 +62,7 @@ def load_dataset(settings: Settings, snapshot_id: int | None = None, store: Stor
         source=store.events().location(),
         profile=profile_of(events, settings.drift_window_days, snapshot),
         read_seconds=round(time.monotonic() - started, 3),
+        categories=categories,
     )
 
 

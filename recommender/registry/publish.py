@@ -93,6 +93,21 @@ def catalog_view(catalog: pa.Table | None, live: Overrides, read_at: float) -> C
     )
 
 
+def _write_bought(r: redis.Redis, keys: Keys, version: str, bundle: Bundle, rows: np.ndarray) -> None:
+    """The purchase history (item, last time) of the users in ``rows`` who bought anything."""
+    assert bundle.bought is not None
+    part = bundle.bought[rows]
+    lists = {}
+    for k, user in enumerate(bundle.vocab.users[rows]):
+        lo, hi = part.indptr[k], part.indptr[k + 1]
+        if lo < hi:
+            order = np.argsort(-part.data[lo:hi], kind="stable")
+            cols, times = part.indices[lo:hi][order], part.data[lo:hi][order]
+            lists[keys.bought(version, str(user))] = encode(bundle.vocab.items[cols].tolist(), times)
+    if lists:
+        r.mset(lists)
+
+
 def _slice(n: int, shard: int, shards: int, batch: int) -> np.ndarray:
     """Rows of ``shard`` out of ``shards`` contiguous parts of ``range(n)``, cut on the ``batch`` grid.
 
@@ -133,6 +148,9 @@ def _write_shared(
     for cat, members in by_cat.items():
         pipe.set(keys.popular(version, cat), encode(vocab.items[members].tolist(), popularity[members]))
     pipe.set(keys.categories(version), json.dumps(sorted(by_cat)))
+    intervals = bundle.info.get("repurchase_intervals") or {}
+    if intervals:
+        pipe.hset(keys.repurchase(version), mapping={c: str(v) for c, v in intervals.items()})
     for lo in range(0, len(details), batch):
         chunk = dict(list(details.items())[lo : lo + batch])
         pipe.hset(keys.items(version), mapping=chunk)  # type: ignore[arg-type]
@@ -173,12 +191,20 @@ def write_shard(
         ids, scores = model.recommend(rows, bundle.user_items, settings.top_n)
         shown[ids[ids >= 0]] = True
         r.mset(_encoded([keys.user(version, str(u)) for u in vocab.users[rows]], ids, scores, vocab.items))
+        if bundle.bought is not None:
+            _write_bought(r, keys, version, bundle, rows)
         progress("users", lo + len(rows), len(users))
     for lo in range(0, len(items), batch):
         _renew(r, keys, version, settings)
         cols = items[lo : lo + batch]
         ids, scores = model.similar_items(cols, settings.similar_n)
         r.mset(_encoded([keys.similar(version, str(t)) for t in vocab.items[cols]], ids, scores, vocab.items))
+        if bundle.together is not None:
+            ids, scores = bundle.together[0][cols], bundle.together[1][cols]
+            found = (ids >= 0).any(axis=1)
+            together_keys = [keys.together(version, str(t)) for t in vocab.items[cols][found]]
+            if together_keys:
+                r.mset(_encoded(together_keys, ids[found], scores[found], vocab.items))
         progress("similar items", lo + len(cols), len(items))
     # which items this shard's users were shown, for the catalogue coverage computed at the flip
     _renew(r, keys, version, settings)  # never record a shard into a version that was cleaned up

@@ -1,21 +1,25 @@
-// The reference for how a shop frontend calls the recommendation API: three GETs and one POST.
+// The reference for how a shop frontend uses the recommendation API, through recsys-client.js:
+// the home page (home placement, infinite scroll by cursor), a product page (product placement and
+// frequently bought together), a cart (cart placement), and the events every click sends.
+import { RecsysClient } from "./recsys-client.js";
+
 const $ = (id) => document.getElementById(id);
-let lastRecommendationId = null;
+const state = { recommendationId: null, cursor: null, cart: [] };
 
-function headers() {
-  const key = $("key").value.trim();
-  return key ? { "X-API-Key": key, "Content-Type": "application/json" } : { "Content-Type": "application/json" };
+function client() {
+  return new RecsysClient("", {
+    apiKey: $("key").value.trim() || null,
+    onCall: (method, path, status) => {
+      const li = document.createElement("li");
+      li.textContent = `${method} ${path} -> ${status}`;
+      $("calls").prepend(li);
+    },
+  });
 }
 
-async function call(method, url, body) {
-  const response = await fetch(url, { method, headers: headers(), body: body ? JSON.stringify(body) : undefined });
-  const li = document.createElement("li");
-  li.textContent = `${method} ${url} -> ${response.status}`;
-  $("calls").prepend(li);
-  return response.ok ? response.json() : Promise.reject(new Error(`${response.status} ${await response.text()}`));
-}
+const user = () => $("user").value.trim();
 
-function card(item) {
+function card(item, list) {
   const div = document.createElement("div");
   div.className = "card";
   div.dataset.item = item.item_id;
@@ -25,43 +29,71 @@ function card(item) {
     <button class="cart">Add to cart</button>`;
   div.querySelector(".title").textContent = item.title || item.item_id;
   div.querySelector(".cat").textContent = item.category || "";
-  div.querySelector(".title").addEventListener("click", () => view(item));
-  div.querySelector(".cart").addEventListener("click", () => sendEvent("add_to_cart", item, 1));
+  div.querySelector(".title").addEventListener("click", () => showProduct(item, list).catch(report));
+  div.querySelector(".cart").addEventListener("click", () => addToCart(item, list).catch(report));
   return div;
 }
 
-function render(target, items) {
-  $(target).replaceChildren(...items.map(card));
+function render(target, list, append = false) {
+  state.recommendationId = list.recommendation_id;
+  const cards = list.items.map((item) => card(item, list));
+  if (append) $(target).append(...cards); else $(target).replaceChildren(...cards);
 }
 
-async function sendEvent(type, item, quantity) {
+function sendEvent(type, item, list, quantity) {
   const event = {
-    user_id: $("user").value.trim(), item_id: item.item_id, event_type: type,
-    timestamp: new Date().toISOString(), recommendation_id: lastRecommendationId,
+    user_id: user(), item_id: item.item_id, event_type: type,
+    timestamp: new Date().toISOString(), recommendation_id: list?.recommendation_id ?? state.recommendationId,
   };
   if (quantity) { event.quantity = quantity; if (item.price != null) event.price = item.price; }
-  return call("POST", "/v1/events", event);
+  return client().sendEvents(event);
 }
 
-async function view(item) {
-  await sendEvent("view", item);
-  $("similar-to").textContent = item.title || item.item_id;
-  const similar = await call("GET", `/v1/items/${encodeURIComponent(item.item_id)}/similar?n=6&details=true`);
-  render("similar", similar.items);
-}
-
-async function showRecommendations(event) {
+async function showHome(event) {
   if (event) event.preventDefault();
-  const user = $("user").value.trim();
-  const category = $("category").value.trim();
-  const query = new URLSearchParams({ n: "12", details: "true" });
-  if (category) query.set("category", category);
-  const recs = await call("GET", `/v1/users/${encodeURIComponent(user)}/recommendations?${query}`);
-  lastRecommendationId = recs.recommendation_id;
-  $("for").textContent = user;
-  $("meta").textContent = `source: ${recs.source} · model v${recs.model_version ?? "-"}`;
-  render("recs", recs.items);
+  const category = $("category").value.trim() || undefined;
+  const list = await client().placement("home", { userId: user(), n: 12, category, details: true, paginate: true });
+  state.cursor = list.cursor;
+  $("for").textContent = user();
+  $("meta").textContent = `source: ${list.source} · model v${list.model_version ?? "-"}`;
+  render("recs", list);
 }
 
-$("who").addEventListener("submit", (e) => showRecommendations(e).catch((err) => alert(err.message)));
-showRecommendations().catch(() => {});
+async function more() {
+  const list = await client().placement("home", { userId: user(), n: 12, details: true, cursor: state.cursor });
+  render("recs", list, true);
+}
+
+async function showProduct(item, list) {
+  await sendEvent("view", item, list);
+  $("product").hidden = false;
+  $("product-title").textContent = item.title || item.item_id;
+  $("product-title").dataset.item = item.item_id;
+  const api = client();
+  const [similar, together] = await Promise.all([
+    api.placement("product", { itemId: item.item_id, userId: user(), n: 6, details: true }),
+    api.placement("cart", { cart: [item.item_id], n: 4, details: true }),
+  ]);
+  render("similar", similar);
+  render("together", together);
+}
+
+async function addToCart(item, list) {
+  await sendEvent("add_to_cart", item, list, 1);
+  if (!state.cart.some((c) => c.item_id === item.item_id)) state.cart.push(item);
+  $("cart").hidden = false;
+  $("cart-items").replaceChildren(...state.cart.map((c) => {
+    const li = document.createElement("li");
+    li.dataset.item = c.item_id;
+    li.textContent = c.title || c.item_id;
+    return li;
+  }));
+  const together = await client().placement("cart", { cart: state.cart.map((c) => c.item_id), n: 6, details: true });
+  render("cart-recs", together);
+}
+
+function report(err) { $("error").textContent = err.message; }
+
+$("who").addEventListener("submit", (e) => showHome(e).catch(report));
+$("more").addEventListener("click", () => more().catch(report));
+showHome().catch(() => {});

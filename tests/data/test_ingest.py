@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pyarrow as pa
 import pytest
 
 from recommender.config import Settings
+from recommender.data.catalog import ITEM_SCHEMA
 from recommender.data.ingest import ingest_file
 from recommender.data.privacy import pseudonymize
 from recommender.data.readers import FormatError
@@ -185,3 +187,33 @@ def test_session_ids_are_pseudonymized_in_the_quarantine_too(settings: Settings,
     assert (
         pseudonymize("sess-of-bob", "test-secret") in dumped and pseudonymize("sess-secret-2", "test-secret") in dumped
     )
+
+
+def test_catalog_attributes_and_hidden_and_a_table_made_before_them(settings: Settings, tmp_path: Path) -> None:
+    from pyiceberg.catalog import load_catalog
+
+    from recommender.data.store import TABLE_PROPERTIES, iceberg_schema
+
+    old_schema = pa.schema([f for f in ITEM_SCHEMA if f.name not in ("hidden", "attributes")])
+    settings.home_abs.mkdir(parents=True, exist_ok=True)
+    catalog = load_catalog(
+        settings.catalog_name, uri=settings.iceberg_catalog_uri, warehouse=settings.iceberg_warehouse
+    )
+    catalog.create_namespace_if_not_exists(settings.namespace)
+    old = catalog.create_table(
+        f"{settings.namespace}.items", schema=iceberg_schema(old_schema), properties=TABLE_PROPERTIES
+    )
+    old.append(pa.table({"item_id": ["i0"], "title": ["Old"], "category": ["c"], "price": [1.0], "in_stock": [True],
+                         "updated_at": [datetime.now(UTC)]}, schema=old_schema))  # fmt: skip
+    events = write(tmp_path / "e.csv", "user_id,item_id,event_type,timestamp\nu1,i1,view,2025-01-01T00:00:00Z\n")
+    path = write(
+        tmp_path / "c.csv",
+        "item_id,title,category,price,in_stock,hidden,brand,rating\n"
+        "i1,Soap,bath,3.5,true,false,acme,4.5\ni2,Brush,hair,2,true,yes,,\ni3,Comb,hair,2,true,maybe,zed,1\n",
+    )
+    summary = ingest_file(events, settings, catalog=path)
+    assert (summary.catalog_items, summary.catalog_quarantined) == (3, 1)  # i0 kept; hidden=maybe quarantined
+    rows = {r["item_id"]: r for r in Store(settings).read_items().to_pylist()}
+    assert rows["i0"]["title"] == "Old" and rows["i0"]["hidden"] is None  # the old row, evolved
+    assert rows["i1"]["hidden"] is False and json.loads(rows["i1"]["attributes"]) == {"brand": "acme", "rating": 4.5}
+    assert rows["i2"]["hidden"] is True and rows["i2"]["attributes"] is None

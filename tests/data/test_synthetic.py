@@ -79,7 +79,7 @@ def test_written_files_are_canonical(tmp_path: Path) -> None:
     assert {"user_id", "item_id", "event_type", "timestamp", "event_id"} <= set(events.columns)
     assert events["timestamp"].str.endswith("Z").all()
     catalog = pd.read_csv(catalog_path)
-    assert list(catalog.columns) == ["item_id", "title", "category", "price", "in_stock"]
+    assert list(catalog.columns) == ["item_id", "title", "category", "price", "in_stock", "brand"]
     assert set(events["item_id"]) <= set(catalog["item_id"])
     assert np.isfinite(catalog["price"]).all()
 

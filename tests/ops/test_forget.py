@@ -45,6 +45,7 @@ def test_a_forgotten_user_is_gone_from_every_table_snapshot_file_redis_and_the_n
     r = redis.Redis.from_url(str(settings.redis_url), decode_responses=True)
     keys = Keys()
     assert r.get(keys.user(str(r.get(keys.active)), user)) is not None
+    assert r.get(keys.bought(str(r.get(keys.active)), user)) is not None  # buy-again: their purchases too
 
     with TestClient(create_app(settings)) as api:
         assert api.post("/v1/events", json=LATE, headers={"X-API-Key": "page"}).status_code == 202

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import orjson
@@ -16,9 +17,11 @@ from typer.testing import CliRunner
 
 from recommender.cli import app as cli
 from recommender.config import Settings, get_settings
+from recommender.data.privacy import pseudonymize
 from recommender.online.keys import Keys
 from serving.app import create_app
 from serving.schemas import PlacementList
+from tests.serving.conftest import SECRET
 
 KEYS = Keys("recsys")
 READ, WRITE, ADMIN = {"X-API-Key": "shop"}, {"X-API-Key": "backend"}, {"X-API-Key": "ops"}
@@ -73,10 +76,41 @@ def test_product_shows_similar_items_personalized_for_a_known_user(c: TestClient
     assert c.get("/v1/placements/Bad-Name", headers=READ).status_code == 422
 
 
-def test_cart_leaves_the_cart_out(c: TestClient, keyed: Settings) -> None:
-    body = get(c, "cart", cart="i1,i2")
-    assert len(ids(body)) == 6 and not {"i1", "i2"} & set(ids(body))
+def stored_list(settings: Settings, key_of: Callable[[str], str]) -> tuple[list[str], list[float]]:
+    r = redis.Redis.from_url(str(settings.redis_url), decode_responses=True)
+    value = r.get(key_of(str(r.get(KEYS.active))))
+    data = orjson.loads(value) if value else {"items": [], "scores": []}
+    return list(data["items"]), list(data["scores"])
+
+
+def test_cart_shows_what_is_bought_together_without_the_cart(c: TestClient, keyed: Settings) -> None:
+    item = next(i for i in (f"i{k}" for k in range(150)) if stored_list(keyed, lambda v, i=i: KEYS.together(v, i))[0])
+    together = stored_list(keyed, lambda v: KEYS.together(v, item))[0]
+    body = get(c, "cart", cart=item, n=3)
+    assert body["source"] == "together" and "-cart-" in body["recommendation_id"]
+    assert ids(body) == [i for i in together if i != item][:3]
+    two = get(c, "cart", cart=f"{item},{together[0]}")
+    assert len(ids(two)) == 6 and not {item, together[0]} & set(ids(two))
     assert c.get("/v1/placements/cart", headers=READ).status_code == 422
+
+
+def test_buy_again_offers_bought_items_whose_interval_has_passed(c: TestClient, keyed: Settings) -> None:
+    r = redis.Redis.from_url(str(keyed.redis_url), decode_responses=True)
+    version = str(r.get(KEYS.active))
+    intervals = {k: float(v) for k, v in r.hgetall(KEYS.repurchase(version)).items()}
+    assert intervals  # the synthetic shop buys its categories again
+    answered = 0
+    for n in range(60):
+        user = f"u{n}"
+        body = get(c, "buy_again", user_id=user, n=20, details=True)
+        bought = dict(zip(*stored_list(keyed, lambda v, u=user: KEYS.bought(v, pseudonymize(u, SECRET))), strict=True))
+        for entry in body["items"]:
+            assert entry["item_id"] in bought and time.time() - bought[entry["item_id"]] >= intervals[entry["category"]]
+        scores = [e["score"] for e in body["items"]]
+        assert scores == sorted(scores, reverse=True) and all(s >= 1 for s in scores)  # elapsed / interval
+        answered += bool(body["items"])
+    assert answered > 0
+    assert c.get("/v1/placements/buy_again", headers=READ).status_code == 422
 
 
 def test_recently_viewed_is_the_session_newest_first(c: TestClient) -> None:
