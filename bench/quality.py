@@ -40,6 +40,7 @@ from recommender.data.synthetic import ShopSpec, generate, write_shop
 from recommender.modeling.matrix import Weighting, confidence
 from recommender.modeling.models import make_model
 from recommender.modeling.selection import Trial, search
+from recommender.modeling.together import baskets, evaluate_together
 from recommender.modeling.training import Dataset, default_weighting, fit_and_score
 from recommender.online.rules import RuleSet, arrange
 from recommender.registry.lifecycle import load_dataset
@@ -55,6 +56,11 @@ POOL = 200  # candidates per user, as published
 
 def diversity_table(data: Dataset, family: str, weighting: Weighting, sample: int, n: int = 10) -> None:
     """Print the diversity rows for ``family`` (default parameters) on ``sample`` evaluated users."""
+    together = evaluate_together(baskets(data.inter), n)
+    print(
+        f"frequently bought together, each user's last of 2+ baskets held out ({together['together_baskets']:.0f}): "
+        f"HR@{n} {together['together_hr']:.4f} against popularity's {together['together_popular_hr']:.4f}"
+    )
     split = data.split
     matrix = confidence(data.inter, split.train_val, weighting)
     model = make_model(family, {}, 0)

@@ -158,9 +158,9 @@ class LiveView:
         self.unavailable = unavailable(self.out_of_stock, self.hidden, self.changed)
         return self
 
-    def details(self, item_id: str, published: Mapping[str, Any] | None) -> dict[str, Any] | None:
-        """An item's catalog fields with the live changes applied."""
+    def details(self, item_id: str, published: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
+        """An item's catalog fields with the live changes applied (read, never modify: no copy without changes)."""
         live = self.changed.get(item_id)
         if not live:
-            return None if published is None else dict(published)
+            return published
         return {**(published or {}), **live}

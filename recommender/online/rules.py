@@ -21,9 +21,10 @@ whole test sets.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from datetime import datetime
+from itertools import islice
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
@@ -239,7 +240,7 @@ def _reason(error: Any) -> str:
 
 
 def arrange(
-    candidates: Sequence[Scored],
+    candidates: Iterable[Scored],
     attributes: Mapping[str, Item | None],
     rules: RuleSet,
     n: int,
@@ -253,31 +254,50 @@ def arrange(
 
     ``attributes`` maps item ids to their catalog attributes; an item without any matches no
     condition but ``ne`` / ``not_in``. ``similarity`` (for MMR) scores two items in [0, 1].
+    ``candidates`` is read lazily: with filters and pins alone, only until ``n`` items are found.
     """
-    pool = [(i, s) for i, s in candidates if i not in unavailable and i not in excluded]
+    available: Iterator[Scored] = (p for p in candidates if p[0] not in unavailable and p[0] not in excluded)
     if rules.empty:
-        return pool[:n]
+        return list(islice(available, n))
     none: Item = {}
+    get = attributes.get
 
     def attrs(item: str) -> Item:
-        return attributes.get(item) or none
+        return get(item) or none
 
     pins = {r.position: r.item_id for r in rules.rules if isinstance(r, PinRule) and r.active(now)}
     pinned = {item for item in pins.values() if item not in unavailable and item not in excluded}
-    pool = [(i, s) for i, s in pool if i not in pinned]
-    for rule in rules.rules:
-        if isinstance(rule, FilterRule):
-            pool = [(i, s) for i, s in pool if matches(rule.where, attrs(i))]
+    scores: dict[str, float] = {}
+    if pinned:  # their own scores, if the model proposed them
+        listed = list(available)
+        scores = {i: s for i, s in listed if i in pinned}
+        available = iter(listed)
+    conditions = [c for r in rules.rules if isinstance(r, FilterRule) for c in r.where]  # all must hold
+
+    def passes(pair: Scored) -> bool:
+        if pair[0] in pinned:
+            return False
+        found = get(pair[0]) or none
+        for condition in conditions:  # noqa: SIM110 (a plain loop: no generator per candidate per request)
+            if not condition.holds(found):
+                return False
+        return True
+
+    kept = filter(passes, available)
     reweights = [r for r in rules.rules if isinstance(r, BoostRule | BuryRule)]
+    promotes = [r for r in rules.rules if isinstance(r, PromoteRule)]
+    slots = max(0, n - len(pinned))
+    if not reweights and not promotes and rules.diversity == Diversity():
+        pool = list(islice(kept, slots))  # filters and pins only: stop at n
+    else:
+        pool = list(kept)
     if reweights:
         pool = [(i, _reweighted(s, reweights, attrs(i))) for i, s in pool]
         pool.sort(key=lambda pair: -pair[1])  # stable: ties keep the model's order
     pool = _diverse(pool, rules.diversity, attrs, n, similarity)
-    for rule in rules.rules:
-        if isinstance(rule, PromoteRule):
-            pool = _promoted(pool, rule, attrs, n - len(pinned))
-    out = pool[: max(0, n - len(pinned))]
-    scores = {i: s for i, s in candidates}
+    for rule in promotes:
+        pool = _promoted(pool, rule, attrs, slots)
+    out = pool[:slots]
     for position in sorted(pins):
         item = pins[position]
         if item in pinned:

@@ -12,7 +12,7 @@ import asyncio
 import re
 import secrets
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -370,13 +370,14 @@ class RecommendationService:
         blocked = live.unavailable
         if rules.empty and not details:  # the fast path: live changes matter only through ``unavailable``
             return _merge(lists, n, excluded, blocked, {}, False)
-        candidates = _distinct(lists)
-        info: Mapping[str, Item | None] = {}
+        candidates: Iterable[tuple[str, float]] = _distinct(lists)  # read lazily by arrange
+        info: Mapping[str, Mapping[str, Any] | None] = {}
         if rules.needs_attributes or details:
-            cache = await self._details(version, [i for i, _ in candidates] + rules.pinned_items)
+            cache = await self._details(version, [i for ids, _ in lists for i in ids] + rules.pinned_items)
             info = _LiveDetails(cache, live)
         similarity = None
         if rules.diversity.mmr_lambda is not None:
+            candidates = list(candidates)
             similarity = await self._similarity(version, [i for i, _ in candidates[: mmr_window(n)]])
         chosen = arrange(
             candidates, info, rules, n, datetime.now(UTC), unavailable=blocked, excluded=excluded, similarity=similarity
@@ -599,13 +600,17 @@ def _field(value: Any) -> str:
     return str(value)
 
 
-class _LiveDetails(Mapping[str, Item | None]):
+class _LiveDetails(Mapping[str, Mapping[str, Any] | None]):
     """Published catalog details with the live changes on top, item by item, as they are asked for."""
 
     def __init__(self, published: Mapping[str, Item | None], live: LiveView) -> None:
         self.published, self.live = published, live
 
-    def __getitem__(self, item_id: str) -> Item | None:
+    def __getitem__(self, item_id: str) -> Mapping[str, Any] | None:
+        return self.live.details(item_id, self.published.get(item_id))
+
+    def get(self, item_id: str, default: Any = None) -> Mapping[str, Any] | None:
+        """As ``__getitem__`` (never a KeyError): the rules ask once per candidate."""
         return self.live.details(item_id, self.published.get(item_id))
 
     def __iter__(self) -> Any:
@@ -629,16 +634,19 @@ def _unscored(lst: tuple[list[str], list[float]]) -> tuple[list[str], list[float
     return lst[0], [0.0] * len(lst[0])
 
 
-def _distinct(lists: Lists) -> list[tuple[str, float]]:
-    """The lists' items in order, each once (its first score)."""
-    seen: dict[str, float] = {}
+def _distinct(lists: Lists) -> Iterator[tuple[str, float]]:
+    """The lists' items in order, each once (its first score), as they are asked for."""
+    seen: set[str] = set()
     for ids, scores in lists:
         for item_id, score in zip(ids, scores, strict=True):
-            seen.setdefault(item_id, score)
-    return list(seen.items())
+            if item_id not in seen:
+                seen.add(item_id)
+                yield item_id, score
 
 
-def _entries(chosen: list[tuple[str, float]], info: Mapping[str, Item | None], details: bool) -> list[Item]:
+def _entries(
+    chosen: list[tuple[str, float]], info: Mapping[str, Mapping[str, Any] | None], details: bool
+) -> list[Item]:
     if not details:
         return [{"item_id": i, "score": s} for i, s in chosen]
     return [{"item_id": i, "score": s, **(info.get(i) or {})} for i, s in chosen]
