@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -20,17 +22,26 @@ def _reasons(exc: Any) -> str:
     return "; ".join(f"rule {e['rule']}: {', '.join(e['reasons'])}" for e in exc.errors)
 
 
+@contextmanager
+def _refusals(path: Path | None = None) -> Iterator[None]:
+    """Bad rules and unknown placements as one error line and a non-zero exit."""
+    from recommender.online.rules import RulesError
+
+    try:
+        yield
+    except RulesError as exc:
+        fail(f"{path}: {_reasons(exc)}; nothing was stored")
+    except LookupError as exc:
+        fail(str(exc))
+
+
 @rules_app.command("check")
 def check(path: FileArg, as_json: JsonOpt = False) -> None:
     """Validate a rules file without storing it."""
-    from recommender.online.rules import RulesError
     from recommender.ops.rules import read_rules_file
 
-    try:
+    with _refusals(path):
         rules = read_rules_file(path)
-    except RulesError as exc:
-        fail(f"{path}: {_reasons(exc)}")
-        return
     if as_json:
         echo_json({"valid": True, "rules": len(rules.rules)})
         return
@@ -40,17 +51,10 @@ def check(path: FileArg, as_json: JsonOpt = False) -> None:
 @rules_app.command("put")
 def put(placement: PlacementArg, path: FileArg, as_json: JsonOpt = False) -> None:
     """Make a file the placement's rules (served from the next request; kept in the history)."""
-    from recommender.online.rules import RulesError
     from recommender.ops.rules import put_rules_file
 
-    try:
+    with _refusals(path):
         entry = put_rules_file(settings(), placement, path, note)
-    except RulesError as exc:
-        fail(f"{path}: {_reasons(exc)}; nothing was stored")
-        return
-    except LookupError as exc:
-        fail(str(exc))
-        return
     if as_json:
         echo_json(entry)
         return
@@ -64,11 +68,8 @@ def get(placement: PlacementArg, as_json: JsonOpt = False) -> None:
     """Print the placement's rules in force."""
     from recommender.ops.rules import show_rules
 
-    try:
+    with _refusals():
         entry = show_rules(settings(), placement, note)
-    except LookupError as exc:
-        fail(str(exc))
-        return
     if as_json:
         echo_json(entry)
         return
@@ -84,11 +85,8 @@ def history(
     """List the placement's rule changes, newest first: when, by which key, how many rules."""
     from recommender.ops.rules import rules_history
 
-    try:
+    with _refusals():
         entries = rules_history(settings(), placement, limit, note)
-    except LookupError as exc:
-        fail(str(exc))
-        return
     if as_json:
         echo_json(entries)
         return
