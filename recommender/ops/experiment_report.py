@@ -81,6 +81,9 @@ class ExperimentReport:
     tests: dict[str, str]
     """Which test gave each p-value (``two_proportion_z`` or ``fisher_exact``)."""
     ignored: dict[str, int] = field(default_factory=dict)
+    placements: dict[str, dict[str, dict[str, Rate]]] = field(default_factory=dict)
+    """placement -> model version -> outcome -> the share of the arm's users who converted from that placement
+    (the placement is signed into each recommendation id)."""
 
     def to_dict(self) -> dict[str, object]:
         """Plain fields."""
@@ -105,6 +108,7 @@ def experiment_report(
     tagged = events.filter(pc.invert(pc.is_null(events.column("recommendation_id"))))
     rows = tagged.select(["user_id", "recommendation_id", "event_type", "timestamp"]).to_pylist()
     converted: dict[tuple[str, str], set[str]] = {(v, o): set() for v in (production, challenger) for o in OUTCOMES}
+    by_placement: dict[tuple[str, str, str], set[str]] = {}
     ignored = {"before_the_experiment": 0, "not_issued_by_this_api": 0, "other_variant_or_user": 0}
     for row in rows:
         if row["timestamp"] < since:
@@ -121,6 +125,7 @@ def experiment_report(
         for outcome, event_type in OUTCOMES.items():
             if row["event_type"] == event_type:
                 converted[(version, outcome)].add(row["user_id"])
+                by_placement.setdefault((issued.placement, version, outcome), set()).add(row["user_id"])
 
     def arm(version: str) -> Arm:
         users = len(exposed.get(version, set()))
@@ -131,4 +136,11 @@ def experiment_report(
     click_p, click_test = difference_p(a.click_through, b.click_through)
     cart_p, cart_test = difference_p(a.add_to_cart, b.add_to_cart)
     tests = {"click_through": click_test, "add_to_cart": cart_test}
-    return ExperimentReport(experiment_id, started_at, a, b, click_p, cart_p, tests, ignored)
+    placements = {
+        placement: {
+            v: {o: rate(len(by_placement.get((placement, v, o), set())), len(exposed.get(v, set()))) for o in OUTCOMES}
+            for v in (production, challenger)
+        }
+        for placement in sorted({p for p, _, _ in by_placement})
+    }
+    return ExperimentReport(experiment_id, started_at, a, b, click_p, cart_p, tests, ignored, placements)

@@ -47,11 +47,13 @@ def test_recommendation_ids_are_signed_and_tampering_is_caught() -> None:
     assert IDS.verify("7-deadbeef") is None and IDS.verify(None) is None
 
 
-def clicks(users: range, version: str, converted: int, *, at: datetime = START, event: str = "view") -> list[dict]:  # type: ignore[type-arg]
-    """Events of the first ``converted`` of ``users``, each carrying a list served by ``version``."""
+def clicks(  # type: ignore[type-arg]
+    users: range, version: str, converted: int, *, at: datetime = START, event: str = "view", placement: str = "home"
+) -> list[dict]:
+    """Events of the first ``converted`` of ``users``, each carrying a list served by ``version`` on ``placement``."""
     ts = at + timedelta(hours=1)
     return [
-        {"user_id": f"u{u}", "recommendation_id": IDS.issue(version, "home"), "event_type": event, "timestamp": ts}
+        {"user_id": f"u{u}", "recommendation_id": IDS.issue(version, placement), "event_type": event, "timestamp": ts}
         for u in list(users)[:converted]
     ]
 
@@ -107,6 +109,21 @@ def test_both_arms_count_the_same_window_and_only_ids_the_api_issued() -> None:
     assert report.challenger.add_to_cart.hits == 4 and report.production.add_to_cart.hits == 0
     assert report.ignored == {"before_the_experiment": 90, "not_issued_by_this_api": 50, "other_variant_or_user": 10}
     assert report.tests["add_to_cart"] == "fisher_exact"  # small counts
+
+
+def test_the_report_breaks_down_per_placement() -> None:
+    exposed = {"1": {f"u{u}" for u in range(100)}, "2": {f"u{u}" for u in range(100, 200)}}
+    rows = (
+        clicks(range(100), "1", 10)
+        + clicks(range(100), "1", 4, event="add_to_cart", placement="cart")
+        + clicks(range(100, 200), "2", 20, placement="product")
+    )
+    report = report_of(rows, exposed)
+    assert sorted(report.placements) == ["cart", "home", "product"]
+    assert report.placements["home"]["1"]["click_through"].hits == 10
+    assert report.placements["cart"]["1"]["add_to_cart"].rate == 0.04
+    assert report.placements["product"]["2"]["click_through"].hits == 20
+    assert report.placements["product"]["1"]["click_through"].hits == 0
 
 
 def test_a_published_challenger_serves_its_share_and_the_report_counts_its_users(shop_settings: Settings) -> None:
