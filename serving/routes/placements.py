@@ -45,9 +45,17 @@ async def placement(
     if user_id is not None:
         check_user_signature(service.settings, role, {user_id}, signature)
     query = PlacementQuery(
-        user_id, item_id, _ids(cart), n, frozenset(_ids(exclude, 1000)), category, details, max_per_category, cursor,
-        paginate,
-    )  # fmt: skip
+        user_id=user_id,
+        item_id=item_id,
+        cart=_ids(cart),
+        n=n,
+        exclude=frozenset(_ids(exclude, 1000)),
+        category=category,
+        details=details,
+        max_per_category=max_per_category,
+        cursor=cursor,
+        paginate=paginate,
+    )
     found = await service.placement(name, query)
     count_source(found.source)
     return FastJSON(found.__dict__)
