@@ -160,7 +160,7 @@ class Settings(BaseSettings):
             secrets = {"RECSYS_HMAC_SECRET": self.hmac_secret.get_secret_value()}
             if self.user_signing_secret is not None:
                 secrets["RECSYS_USER_SIGNING_SECRET"] = self.user_signing_secret.get_secret_value()
-            secrets |= {f"RECSYS_API_KEYS entry {n} ({role})": key for n, (key, role) in enumerate(keys.items(), 1)}
+            secrets |= {f"RECSYS_API_KEYS entry {n} ({k.role})": key for n, (key, k) in enumerate(keys.items(), 1)}
             for name, value in secrets.items():
                 refuse_weak_secret(name, value)
         if self.require_user_signature and self.user_signing_secret is None:

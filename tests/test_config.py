@@ -64,3 +64,15 @@ def test_production_never_opens_reads_for_want_of_keys(tmp_path: Path) -> None:
 
 def test_api_keys_are_kept_secret_in_the_settings_repr(tmp_path: Path) -> None:
     assert "k" * 40 not in repr(Settings(home=tmp_path, api_keys="k" * 40 + ":read"))
+
+
+def test_api_keys_may_carry_a_name_and_a_bad_entry_is_named_by_position_only() -> None:
+    keys = Settings(api_keys="abc:read,x:y:admin:merch-team,plain:write").parsed_api_keys()
+    assert {k: (v.role, v.name) for k, v in keys.items()} == {
+        "abc": ("read", "key1"),
+        "x:y": ("admin", "merch-team"),  # a key may hold colons; the name is what follows the role
+        "plain": ("write", "key3"),
+    }
+    with pytest.raises(ValueError, match="entry 2 is not key:role") as bad:
+        Settings(api_keys="abc:read,secret-key:admin:bad name!")
+    assert "secret-key" not in str(bad.value)
