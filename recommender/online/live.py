@@ -125,10 +125,12 @@ async def put_rules(r: Any, keys: Keys, placement: str, rules: RuleSet, by: str)
     return entry
 
 
-async def get_rules(r: Any, keys: Keys, placement: str) -> dict[str, Any] | None:
-    """The stored entry of ``placement`` (None: it uses the placements config's rules)."""
+async def rules_in_force(r: Any, keys: Keys, placement: str, configured: RuleSet) -> dict[str, Any]:
+    """The stored entry of ``placement``, or its ``configured`` rules as an entry ``by: config``."""
     value = await r.get(keys.rules(placement))
-    return None if value is None else orjson.loads(value)
+    if value is not None:
+        return dict(orjson.loads(value))
+    return {"rules": configured.model_dump(mode="json", exclude_none=True), "at": None, "by": "config"}
 
 
 async def rules_history(r: Any, keys: Keys, placement: str, limit: int = 100) -> list[dict[str, Any]]:

@@ -29,7 +29,7 @@ from recommender.data.privacy import pseudonymize
 from recommender.online.erasure import ForgetReport, request_forget
 from recommender.online.experiments import RecommendationIds, in_challenger
 from recommender.online.keys import Keys, decode
-from recommender.online.live import LiveView, change_items, get_rules, parse_live, put_rules, rules_history
+from recommender.online.live import LiveView, change_items, parse_live, put_rules, rules_history, rules_in_force
 from recommender.online.placements import Placement, due_again, load_placements, personalized
 from recommender.online.redis_conn import client, server_url
 from recommender.online.rules import RuleSet, arrange, mmr_window
@@ -135,6 +135,7 @@ class RecommendationService:
         self._catalog: dict[str, Item | None] = {}
         self.placements = load_placements(settings.placements_file)
         self.live = LiveView()
+        self._popular_lists: dict[tuple[str, str | None], tuple[list[str], list[float]]] = {}
 
     # ---- Redis access with a timeout and a short circuit breaker ------------------
     async def _call(self, coro: Any) -> Any:
@@ -244,13 +245,8 @@ class RecommendationService:
 
     async def rules(self, name: str) -> dict[str, Any]:
         """A placement's rules: the stored entry, or the config's (``by: config``)."""
-        placement = self.placement_of(name)
-        stored = await self._call(get_rules(self.redis, self.keys, name))
-        return stored or {
-            "rules": placement.rules.model_dump(mode="json", exclude_none=True),
-            "at": None,
-            "by": "config",
-        }
+        entry = await self._call(rules_in_force(self.redis, self.keys, name, self.placement_of(name).rules))
+        return dict(entry)
 
     async def rules_history(self, name: str, limit: int = 100) -> list[dict[str, Any]]:
         """A placement's past rule sets, newest first."""
@@ -285,7 +281,7 @@ class RecommendationService:
             excluded: AbstractSet[str] = q.exclude
             if q.cursor:
                 excluded = excluded | set(await self._call(self.redis.smembers(self.keys.cursor(q.cursor))))
-            lists, source = await self._feed(placement, version, user, q, n)
+            lists, source = await self._feed(placement, version, live, user, q, n)
             items = await self._arranged(version, lists, rules, n, excluded, live, q.details)
             model_version = await self._model_version(version)
             if user is not None and challenger is not None and self._experiment_id:
@@ -297,7 +293,7 @@ class RecommendationService:
         return self._listing(items, source, model_version, name, cursor)
 
     async def _feed(
-        self, placement: Placement, version: str, user: str | None, q: PlacementQuery, n: int
+        self, placement: Placement, version: str, live: LiveView, user: str | None, q: PlacementQuery, n: int
     ) -> tuple[Lists, str]:
         """The placement's candidate lists, best first, and where they came from."""
         if placement.feed == "recent":
@@ -323,8 +319,8 @@ class RecommendationService:
             if user is None:
                 raise PlacementQueryError("this placement needs user_id")
             bought = decode(await self._call(self.redis.get(self.keys.bought(version, user))))
-            info = _LiveDetails(await self._details(version, bought[0]), self.live)
-            due = due_again(bought, lambda i: (info.get(i) or {}).get("category"), self.live.repurchase, time.time())
+            info = _LiveDetails(await self._details(version, bought[0]), live)
+            due = due_again(bought, lambda i: (info.get(i) or {}).get("category"), live.repurchase, time.time())
             return [due], "buy_again"
         return await self._user_lists(version, user, n, q.category)
 
@@ -467,7 +463,12 @@ class RecommendationService:
         """A popular list of ``version``: from the in-process copy when it is of that version, else Redis."""
         if self.fallback.version == version:
             return self.fallback.lists(category)
-        return decode(await self._call(self.redis.get(self.keys.popular(version, category))))
+        key = (version, category)  # another version (the challenger's): published lists never change, keep them
+        if key not in self._popular_lists:
+            if len(self._popular_lists) > 256:
+                self._popular_lists = {}
+            self._popular_lists[key] = decode(await self._call(self.redis.get(self.keys.popular(version, category))))
+        return self._popular_lists[key]
 
     async def _details(self, version: str, ids: list[str]) -> dict[str, Item | None]:
         """Catalog details of ``version`` (None: not in the catalog), with every one of ``ids`` present.

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import getpass
-import json
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -16,7 +15,7 @@ from typing import Any, TypeVar
 from recommender.config import Settings
 from recommender.online import live
 from recommender.online.keys import Keys
-from recommender.online.placements import load_placements
+from recommender.online.placements import Placement, load_placements
 from recommender.online.redis_conn import async_client, redis_url
 from recommender.online.rules import RulesError, RuleSet, parse_rules
 from recommender.progress import StepFn, silent
@@ -30,22 +29,20 @@ def read_rules_file(path: Path) -> RuleSet:
         text = Path(path).read_text()
     except OSError as exc:
         raise RulesError([{"rule": None, "reasons": [f"cannot read {path}: {exc.strerror}"]}]) from exc
-    try:
-        if Path(path).suffix.lower() in (".yaml", ".yml"):
-            import yaml
+    import yaml
 
-            payload = yaml.safe_load(text)
-        else:
-            payload = json.loads(text)
-    except ValueError as exc:  # json.JSONDecodeError and yaml.YAMLError both derive from ValueError / Exception
-        raise RulesError([{"rule": None, "reasons": [f"{path} is not valid JSON/YAML: {exc}"]}]) from exc
+    try:  # YAML is a superset of JSON: one parser for both
+        payload = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise RulesError([{"rule": None, "reasons": [f"{path} is not valid JSON or YAML: {exc}"]}]) from exc
     return parse_rules(payload)
 
 
-def _placement(settings: Settings, name: str) -> None:
+def _placement(settings: Settings, name: str) -> Placement:
     known = load_placements(settings.placements_file)
     if name not in known:
         raise LookupError(f"no placement {name!r}; placements: {', '.join(known)} (RECSYS_PLACEMENTS_FILE)")
+    return known[name]
 
 
 def _run(settings: Settings, notify: StepFn, work: Callable[[Any, Keys], Awaitable[T]]) -> T:
@@ -70,12 +67,8 @@ def put_rules_file(settings: Settings, placement: str, path: Path, notify: StepF
 
 def show_rules(settings: Settings, placement: str, notify: StepFn = silent) -> dict[str, Any]:
     """``placement``'s rules in force (the config's when none were stored)."""
-    _placement(settings, placement)
-    stored = _run(settings, notify, lambda r, keys: live.get_rules(r, keys, placement))
-    if stored is not None:
-        return stored
-    config = load_placements(settings.placements_file)[placement].rules
-    return {"rules": config.model_dump(mode="json", exclude_none=True), "at": None, "by": "config"}
+    configured = _placement(settings, placement).rules
+    return _run(settings, notify, lambda r, keys: live.rules_in_force(r, keys, placement, configured))
 
 
 def rules_history(settings: Settings, placement: str, limit: int = 20, notify: StepFn = silent) -> list[dict[str, Any]]:
