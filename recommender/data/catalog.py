@@ -114,6 +114,8 @@ def _attributes_json(row: dict[str, object]) -> str | None:
 def changed_rows(current: pa.Table, changes: list[tuple[str, dict[str, Any], datetime]]) -> pa.Table:
     """The rows of ``current`` (an :data:`ITEM_SCHEMA` table) that live ``changes`` (item, fields, time) update.
 
+    Changes apply in the order given (the stream's, which is the order the live fields took them),
+    so the stored row ends with the value the API serves even when two writers' clocks disagree.
     A change applies when it is newer than the row as stored, so applying the same changes twice
     (a drain that died before trimming) gives the same rows. Unknown items get a row of their own.
     """
@@ -121,7 +123,7 @@ def changed_rows(current: pa.Table, changes: list[tuple[str, dict[str, Any], dat
         pc.is_in(current.column("item_id"), value_set=pa.array({c[0] for c in changes}, pa.large_string()))
     ).to_pylist()}  # fmt: skip
     stored_at = {item: row["updated_at"] for item, row in by_id.items()}
-    for item, fields, at in sorted(changes, key=lambda c: c[2]):
+    for item, fields, at in changes:  # in the order Redis executed them: the order the live fields hold
         row = by_id.setdefault(item, {f.name: None for f in ITEM_SCHEMA} | {"item_id": item})
         if item in stored_at and at <= stored_at[item]:
             continue
