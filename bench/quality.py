@@ -24,7 +24,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
+import sys
 import tempfile
+import time
 from pathlib import Path
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
@@ -37,11 +40,11 @@ import scipy.sparse as sp
 from recommender.config import Settings
 from recommender.data.ingest import ingest_file
 from recommender.data.synthetic import ShopSpec, generate, write_shop
+from recommender.modeling.families import make_model
 from recommender.modeling.matrix import Weighting, confidence
-from recommender.modeling.models import make_model
 from recommender.modeling.selection import Trial, search
 from recommender.modeling.together import baskets, evaluate_together
-from recommender.modeling.training import Dataset, default_weighting, fit_and_score
+from recommender.modeling.training import Dataset, default_weighting, score_test, train
 from recommender.online.rules import RuleSet, arrange
 from recommender.registry.lifecycle import load_dataset
 
@@ -118,10 +121,25 @@ def diversity_table(data: Dataset, family: str, weighting: Weighting, sample: in
         )
 
 
+def progress(message: str) -> None:
+    """What the search and the training are doing, on stderr (the table goes to stdout)."""
+    print(message, file=sys.stderr, flush=True)
+
+
+def peak_gb() -> float:
+    """This process's peak resident memory."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+
+
 def describe(trial: Trial) -> str:
     """The configuration in a table cell."""
+    if trial.family == "blend":
+        (a, b), w = trial.params["members"], float(trial.params["weight"])
+        return f"{trial.params['fusion']} fusion: {w:.1f} {a['family']} + {1 - w:.1f} {b['family']}"
     w = trial.weighting
-    parts = [f"{k}={round(v, 3) if isinstance(v, float) else v}" for k, v in trial.params.items()]
+    shown = ("hidden", "blocks", "dropout", "learning_rate", "max_len")
+    params = {k: v for k, v in trial.params.items() if trial.family != "sequential" or k in shown}
+    parts = [f"{k}={round(v, 4) if isinstance(v, float) else v}" for k, v in params.items()]
     if w.recency_half_life:
         parts.append(f"recency={w.recency_half_life:.2f} events")
     if w.half_life_days:
@@ -155,11 +173,17 @@ def main() -> None:
             diversity_table(data, args.family, default_weighting(settings), args.users)
             return
         budget = settings.search_seconds if args.budget_seconds is None else args.budget_seconds
-        selection = search(settings, data, budget_seconds=budget, max_trials=settings.search_trials, k=settings.k)
+        clock = time.monotonic()
+        selection = search(
+            settings, data, budget_seconds=budget, max_trials=settings.search_trials, k=settings.k, step=progress
+        )
+        trained = train(settings, selection.best, data, progress, fitted=selection.fitted)  # what the CLI runs next
+        auto_seconds = time.monotonic() - clock
         split = data.split
         print(
             f"{data.rows:,} events, {len(split.users):,} evaluated users, {len(selection.trials)} trials "
-            f"in {selection.seconds:.0f} s (budget {selection.budget_seconds:.0f} s)"
+            f"in {selection.seconds:.0f} s (budget {selection.budget_seconds:.0f} s); search + winner's "
+            f"training {auto_seconds / 60:.1f} min, peak memory {peak_gb():.1f} GB"
         )
         print(
             "| family | best configuration (by validation) | val HR@10 | val NDCG@10 | test HR@10 | test NDCG@10 "
@@ -167,15 +191,22 @@ def main() -> None:
         )
         print("|---|---|---|---|---|---|---|---|")
         winner = selection.best
-        for family in ("popular", "als", "bpr", "itemknn"):
+        for family in ("popular", "als", "bpr", "itemknn", "sequential", "blend"):
             tried = [t for t in selection.trials if t.family == family]
             if not tried:
                 continue
             best = max(tried, key=lambda t: t.metrics["ndcg_at_10"])
-            test = fit_and_score(
-                data, split.train_val, split.test_items, family, best.params, 0, best.weighting, settings.k
+            if best.number in selection.fits:  # kept by the search (the protocol reuses its validation fit)
+                chosen = selection.fits[best.number][0]
+            else:
+                chosen = make_model(family, best.params, 0)
+            selected = family == winner.family and best.params == winner.params
+            test = (
+                trained.test
+                if selected
+                else score_test(data, chosen, family, best.params, 0, best.weighting, settings.k)
             ).metrics
-            mark = " **(selected)**" if family == winner.family and best.params == winner.params else ""
+            mark = " **(selected)**" if selected else ""
             print(
                 f"| {family}{mark} | {describe(best)} | {best.metrics['hr_at_10']:.4f} | "
                 f"{best.metrics['ndcg_at_10']:.4f} | {test['hr_at_10']:.4f} | {test['ndcg_at_10']:.4f} | "

@@ -40,11 +40,12 @@ PARAMS = {
     "model": Param(
         "als",
         type="string",
-        enum=["auto", "als", "bpr", "itemknn", "popular"],
+        enum=["auto", "als", "bpr", "itemknn", "sequential", "popular"],
         title="Model family",
-        description="auto: search families, hyperparameters and weightings on the validation item "
-        "(budget below; the fields further down are then ignored); als: matrix factorization; "
-        "bpr: pairwise ranking; itemknn: item-item neighbours; popular: the baseline itself.",
+        description="auto: search families, hyperparameters and weightings on the validation item, and blend "
+        "the best sequential model with the best other one (budgets below; the fields further down are then "
+        "ignored); als: matrix factorization; bpr: pairwise ranking; itemknn: item-item neighbours; "
+        "sequential: a SASRec transformer over each user's recent items; popular: the baseline itself.",
     ),
     "factors": optional("integer", "Factors (ALS, BPR)", "Latent dimensions. Empty: 64.", minimum=1, maximum=1024),
     "iterations": optional(
@@ -56,7 +57,21 @@ PARAMS = {
     "alpha": optional(
         "number", "Confidence alpha (ALS)", "Scales the confidence of observed interactions. Empty: 2.0.", minimum=0
     ),
-    "learning_rate": optional("number", "Learning rate (BPR)", "Empty: 0.05.", minimum=0),
+    "learning_rate": optional(
+        "number", "Learning rate (BPR, sequential)", "Empty: 0.05 for BPR, 0.002 for sequential.", minimum=0
+    ),
+    "hidden": optional("integer", "Hidden size (sequential)", "Embedding width. Empty: 64.", minimum=2, maximum=1024),
+    "blocks": optional("integer", "Transformer blocks (sequential)", "Empty: 2.", minimum=1, maximum=12),
+    "max_len": optional(
+        "integer", "Sequence length (sequential)", "The newest items read per user. Empty: 50.", minimum=2
+    ),
+    "dropout": optional("number", "Dropout (sequential)", "Empty: 0.3.", minimum=0, maximum=0.95),
+    "epochs": optional(
+        "integer",
+        "Most epochs (sequential)",
+        "Training stops earlier when validation NDCG@10 stops rising. Empty: 200.",
+        minimum=1,
+    ),
     "K": optional("integer", "Neighbours (item-KNN)", "Similar items kept per item. Empty: 100.", minimum=1),
     "similarity": optional("string", "Similarity (item-KNN)", "Empty: bm25.", enum=[None, "bm25", "cosine"]),
     "event_weights": optional(
@@ -87,6 +102,12 @@ PARAMS = {
         "Search budget in seconds (auto)",
         "Time the automatic selection may search. Empty: RECSYS_SEARCH_SECONDS (420).",
         exclusiveMinimum=0,
+    ),
+    "sequential_seconds": optional(
+        "number",
+        "Sequential search budget in seconds (auto)",
+        "Time the sequential family's trials may take, on top. 0: none. Empty: RECSYS_SEARCH_SEQUENTIAL_SECONDS.",
+        minimum=0,
     ),
     "k": optional(
         "integer",

@@ -73,6 +73,9 @@ class Settings(BaseSettings):
     train_threads: int = Field(default=0, ge=0, description="implicit threads (0: all cores).")
     search_seconds: float = Field(default=420.0, gt=0, description="Time budget of `--model auto`'s search.")
     search_trials: int = Field(default=300, ge=1, description="Most trials `--model auto` runs.")
+    search_sequential_seconds: float = Field(
+        default=900.0, ge=0, description="Time budget of the sequential family's trials in `--model auto` (0: none)."
+    )
 
     # MLflow
     mlflow_tracking_uri: str | None = Field(

@@ -27,7 +27,9 @@ def parse_params(pairs: list[str]) -> dict[str, object]:
 
 @app.command()
 def train(
-    model: Annotated[str, typer.Option("--model", help="als, bpr, itemknn, popular, or auto (search).")] = "als",
+    model: Annotated[
+        str, typer.Option("--model", help="als, bpr, itemknn, sequential, popular, or auto (search and blend).")
+    ] = "als",
     param: Annotated[list[str] | None, typer.Option(help="Hyperparameter key=value (repeatable).")] = None,
     snapshot: Annotated[int | None, typer.Option(help="Snapshot id to train on (default: the latest).")] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed (default RECSYS_SEED).")] = None,
@@ -41,6 +43,10 @@ def train(
     ] = None,
     trials: Annotated[
         int | None, typer.Option(help="--model auto: most trials (default RECSYS_SEARCH_TRIALS).")
+    ] = None,
+    sequential_seconds: Annotated[
+        float | None,
+        typer.Option(help="--model auto: the sequential family's budget (default RECSYS_SEARCH_SEQUENTIAL_SECONDS)."),
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -67,7 +73,9 @@ def train(
     try:
         with err.status("training", spinner="dots") as status:
             if model == "auto":
-                out = select_and_register(cfg, snapshot, budget_seconds, trials, step=note)
+                out = select_and_register(
+                    cfg, snapshot, budget_seconds, trials, step=note, sequential_seconds=sequential_seconds
+                )
             else:
                 out = train_and_register(cfg, config, step=status.update)
     except (LookupError, ValueError) as exc:

@@ -15,8 +15,9 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from recommender.modeling.matrix import Vocabulary, Weighting
-from recommender.modeling.models import Model, load_model
+from recommender.modeling.families import load_model
+from recommender.modeling.matrix import Sequences, Vocabulary, Weighting
+from recommender.modeling.models import Model
 
 
 @dataclass
@@ -32,6 +33,8 @@ class Bundle:
     """Per item column: the top items bought together with it (ids, scores); None in older bundles."""
     bought: sp.csr_matrix | None = None
     """User x item: the last purchase time (unix seconds); None in older bundles."""
+    sequences: Sequences | None = None
+    """Each user's items in time order, for models that read the order (None for the others)."""
 
     def save(self, folder: Path) -> Path:
         """Write the bundle into ``folder`` and return it."""
@@ -45,6 +48,8 @@ class Bundle:
             np.savez(folder / "together.npz", ids=self.together[0], scores=self.together[1])
         if self.bought is not None:
             sp.save_npz(folder / "bought.npz", self.bought, compressed=False)
+        if self.sequences is not None:
+            self.sequences.save(folder / "sequences.npz")
         return folder
 
     @classmethod
@@ -54,7 +59,7 @@ class Bundle:
         if (folder / "together.npz").exists():
             with np.load(folder / "together.npz") as arrays:
                 together = (arrays["ids"], arrays["scores"])
-        bought = folder / "bought.npz"
+        bought, seqs = folder / "bought.npz", folder / "sequences.npz"
         return cls(
             model=load_model(folder / "model"),
             vocab=Vocabulary.load(folder),
@@ -63,7 +68,12 @@ class Bundle:
             info=json.loads((folder / "bundle.json").read_text()),
             together=together,
             bought=sp.csr_matrix(sp.load_npz(bought)) if bought.exists() else None,
+            sequences=Sequences.load(seqs) if seqs.exists() else None,
         )
+
+    def recommend(self, rows: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """The model's top ``n`` for user rows, after their whole history."""
+        return self.model.recommend(rows, self.user_items, n, sequences=self.sequences)
 
     def popularity(self) -> np.ndarray:
         """Distinct users per item column."""
@@ -74,7 +84,7 @@ class Bundle:
         rows = self.vocab.user_rows(user_ids)
         known = rows >= 0
         out: list[tuple[list[str], list[float], bool]] = []
-        ids, scores = self.model.recommend(rows[known], self.user_items, n) if known.any() else (None, None)
+        ids, scores = self.recommend(rows[known], n) if known.any() else (None, None)
         popularity = self.popularity()
         pop = np.argsort(-popularity, kind="stable")[:n]
         fallback = ([str(self.vocab.items[i]) for i in pop], popularity[pop].astype(float).tolist(), False)

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from recommender.modeling.matrix import Sequences
 from recommender.modeling.models import Model
 
 CURVE_KS = (1, 5, 10, 20, 50)
@@ -120,10 +121,11 @@ def evaluate(
     targets: np.ndarray,
     k: int = 10,
     ks: Sequence[int] = CURVE_KS,
+    sequences: Sequences | None = None,
 ) -> EvalResult:
-    """Score ``users`` with ``model`` given their history ``user_items`` and rank their ``targets``."""
+    """Score ``users`` given their history ``user_items`` (and ``sequences``) and rank their ``targets``."""
     depth = max(k, *ks)
-    recommended, _ = model.recommend(users, user_items, depth)
+    recommended, _ = model.recommend(users, user_items, depth, sequences=sequences)
     ranks = target_ranks(recommended, targets)
     popularity = np.asarray((user_items > 0).sum(axis=0)).ravel()
     metrics = {**accuracy_at(ranks, k), **beyond_accuracy(recommended, popularity, k), "users": float(len(users))}

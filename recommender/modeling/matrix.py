@@ -189,3 +189,38 @@ def leave_last_out(inter: Interactions, min_items: int = 3) -> Split:
         val_items=val_key % n_items,
         test_items=test_key % n_items,
     )
+
+
+@dataclass(frozen=True)
+class Sequences:
+    """Each user's items in time order (repeats in a row collapsed): what a sequential model reads."""
+
+    indptr: np.ndarray  # int64, users + 1
+    items: np.ndarray  # int32 item columns, oldest first within a user
+
+    def of(self, user: int) -> np.ndarray:
+        """The items of user row ``user``, oldest first."""
+        return self.items[self.indptr[user] : self.indptr[user + 1]]
+
+    def save(self, path: Path) -> None:
+        """Write both arrays into one ``.npz`` file."""
+        np.savez(path, indptr=self.indptr, items=self.items)
+
+    @classmethod
+    def load(cls, path: Path) -> Sequences:
+        """Read a file written by :meth:`save`."""
+        with np.load(path) as arrays:
+            return cls(indptr=arrays["indptr"], items=arrays["items"])
+
+
+def sequences(inter: Interactions, mask: np.ndarray) -> Sequences:
+    """The events selected by ``mask`` as per-user item sequences (events are time-sorted already)."""
+    users, items = inter.user[mask], inter.item[mask]
+    order = np.argsort(users, kind="stable")  # by user, time order kept
+    users, items = users[order], items[order]
+    repeat = np.zeros(len(items), dtype=bool)
+    repeat[1:] = (users[1:] == users[:-1]) & (items[1:] == items[:-1])
+    users, items = users[~repeat], items[~repeat]
+    counts = np.bincount(users, minlength=inter.shape[0])
+    indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    return Sequences(indptr=indptr, items=items.astype(np.int32))

@@ -10,13 +10,16 @@ from __future__ import annotations
 import json
 import warnings
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 import scipy.sparse as sp
 
-FAMILIES = ("als", "bpr", "itemknn", "popular")
+from recommender.modeling.matrix import Sequences
+from recommender.progress import StepFn, silent
+
 PADDING_SCORE = -1e37
 """implicit pads short lists with the lowest float32; anything at or below this is padding."""
 
@@ -41,11 +44,24 @@ def _drop_seen(
     return np.take_along_axis(ids, order, 1), np.take_along_axis(scores, order, 1)
 
 
+@dataclass(frozen=True)
+class Validation:
+    """Held-out items a model may stop its training on (one per user row)."""
+
+    users: np.ndarray
+    targets: np.ndarray
+
+
 class Model(ABC):
-    """What every model family provides."""
+    """What every model family provides.
+
+    ``sequences`` (each user's items in time order) matter only to families with ``uses_order``;
+    the others read the confidence matrix alone and ignore them, as they ignore ``validation``.
+    """
 
     family: ClassVar[str]
     defaults: ClassVar[dict[str, Any]]
+    uses_order: ClassVar[bool] = False
 
     def __init__(self, seed: int = 0, **params: Any) -> None:
         unknown = set(params) - set(self.defaults)
@@ -55,12 +71,34 @@ class Model(ABC):
         self.params: dict[str, Any] = {**self.defaults, **params}
 
     @abstractmethod
-    def fit(self, user_items: sp.csr_matrix, show_progress: bool = False) -> None:
-        """Learn from a users x items confidence matrix."""
+    def fit(
+        self,
+        user_items: sp.csr_matrix,
+        show_progress: bool = False,
+        *,
+        sequences: Sequences | None = None,
+        validation: Validation | None = None,
+        report: StepFn = silent,
+    ) -> None:
+        """Learn from a users x items confidence matrix (and the sequences, for families that use order)."""
 
     @abstractmethod
-    def recommend(self, users: np.ndarray, user_items: sp.csr_matrix, n: int) -> tuple[np.ndarray, np.ndarray]:
+    def recommend(
+        self, users: np.ndarray, user_items: sp.csr_matrix, n: int, *, sequences: Sequences | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Top-``n`` unseen items for each user row in ``users`` (``user_items`` has all users' rows)."""
+
+    def sequence_part(self) -> tuple[Model, float] | None:
+        """The member that reads the order and its weight (itself and 1.0 for a sequential model), if any."""
+        return None
+
+    def refitted(
+        self, user_items: sp.csr_matrix, *, sequences: Sequences | None = None, report: StepFn = silent
+    ) -> Model:
+        """A model like this one, fitted on more data without validation: by default, from scratch."""
+        model = type(self)(seed=self.seed, **self.params)
+        model.fit(user_items, sequences=sequences, report=report)
+        return model
 
     @abstractmethod
     def similar_items(self, items: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -93,11 +131,13 @@ class PopularModel(Model):
     defaults: ClassVar[dict[str, Any]] = {}
     batch = 2048
 
-    def fit(self, user_items: sp.csr_matrix, show_progress: bool = False) -> None:
+    def fit(self, user_items: sp.csr_matrix, show_progress: bool = False, **_: Any) -> None:
         """Count distinct users per item."""
         self.popularity = np.asarray((user_items > 0).sum(axis=0)).ravel().astype(np.float32)
 
-    def recommend(self, users: np.ndarray, user_items: sp.csr_matrix, n: int) -> tuple[np.ndarray, np.ndarray]:
+    def recommend(
+        self, users: np.ndarray, user_items: sp.csr_matrix, n: int, **_: Any
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Most popular unseen items: only the top ``n + longest history`` items can qualify."""
         order = np.argsort(-self.popularity, kind="stable")
         history = np.diff(user_items.indptr)[users]
@@ -137,14 +177,16 @@ class ImplicitModel(Model):
     def _build(self) -> Any:
         """A new instance of the wrapped implicit model."""
 
-    def fit(self, user_items: sp.csr_matrix, show_progress: bool = False) -> None:
+    def fit(self, user_items: sp.csr_matrix, show_progress: bool = False, **_: Any) -> None:
         """Fit the wrapped implicit model."""
         self.model = self._build()
         with warnings.catch_warnings():  # BM25Recommender passes itself a COO matrix and warns about it
             warnings.filterwarnings("ignore", message="Method expects CSR input")
             self.model.fit(user_items, show_progress=show_progress)
 
-    def recommend(self, users: np.ndarray, user_items: sp.csr_matrix, n: int) -> tuple[np.ndarray, np.ndarray]:
+    def recommend(
+        self, users: np.ndarray, user_items: sp.csr_matrix, n: int, **_: Any
+    ) -> tuple[np.ndarray, np.ndarray]:
         """implicit's batch ``recommend`` with seen items filtered."""
         # never more than the catalogue: beyond it implicit pads with item 0, a duplicate
         top = min(n, user_items.shape[1])
@@ -269,21 +311,3 @@ class ItemKNNModel(ImplicitModel):
         if p["similarity"] == "bm25":
             return BM25Recommender(K=int(p["K"]), K1=float(p["K1"]), B=float(p["B"]))
         raise ValueError(f"itemknn similarity must be cosine or bm25, not {p['similarity']!r}")
-
-
-MODELS: dict[str, type[Model]] = {m.family: m for m in (ALSModel, BPRModel, ItemKNNModel, PopularModel)}
-
-
-def make_model(family: str, params: dict[str, Any] | None = None, seed: int = 0) -> Model:
-    """A new, unfitted model of ``family`` with ``params`` over its defaults."""
-    if family not in MODELS:
-        raise ValueError(f"unknown model {family!r}; choose one of {', '.join(FAMILIES)}")
-    return MODELS[family](seed=seed, **(params or {}))
-
-
-def load_model(folder: Path) -> Model:
-    """Read a model written by :meth:`Model.save`."""
-    meta = json.loads((folder / "meta.json").read_text())
-    model = make_model(meta["family"], meta["params"], meta["seed"])
-    model._load_state(folder)
-    return model

@@ -4,8 +4,13 @@ Every trial fits on the training events and ranks each user's validation item (t
 last); the test item is never looked at here. The search covers the model families, their main
 hyperparameters and the data weighting (event-type weights, global time decay, per-user recency,
 BM25 or log scaling). It starts from each family's defaults, then Optuna's TPE sampler explores,
-until the time budget or the trial cap is spent. The winner is returned as a :class:`TrainConfig`
-for the usual protocol (test once, refit on all, register, gate).
+until the time budget or the trial cap is spent. The sequential family, whose trials take minutes
+where the others take seconds, has a budget of its own: its defaults first, then TPE over its
+size, dropout and learning rate, each trial early-stopped on the validation item. Last, the best
+sequential model is blended with the best of the others (fusion and weight chosen on the same
+validation item, :func:`recommender.modeling.blend.choose`). The winner is returned as a
+:class:`TrainConfig` for the usual protocol (test once, refit on all, register, gate), with its
+validation fit, so that it is not trained twice.
 """
 
 from __future__ import annotations
@@ -18,12 +23,17 @@ from typing import Any
 import numpy as np
 
 from recommender.config import Settings
+from recommender.modeling.blend import BlendModel, choose
+from recommender.modeling.evaluation import EvalResult, evaluate
+from recommender.modeling.families import MODELS
 from recommender.modeling.matrix import Weighting
-from recommender.modeling.models import MODELS
-from recommender.modeling.training import Dataset, TrainConfig, fit_and_score, flat_params
+from recommender.modeling.models import Model
+from recommender.modeling.training import Dataset, TrainConfig, fit_and_score, flat_params, history
 from recommender.progress import StepFn, silent
 
-SEARCH_FAMILIES = ("itemknn", "als", "bpr", "popular")
+SEARCH_FAMILIES = ("itemknn", "als", "bpr", "popular", "sequential")
+ORDERED = ("sequential",)
+"""Families searched on their own budget (``search_sequential_seconds``)."""
 
 
 @dataclass(frozen=True)
@@ -36,6 +46,8 @@ class Trial:
     weighting: Weighting
     metrics: dict[str, float]
     seconds: float
+    curve: list[dict[str, float]] = field(default_factory=list)
+    """Per epoch, for families trained in epochs (logged as MLflow step metrics)."""
 
     @property
     def flat_params(self) -> dict[str, Any]:
@@ -53,11 +65,19 @@ class Selection:
     trials: list[Trial] = field(default_factory=list)
     budget_seconds: float = 0.0
     seconds: float = 0.0
+    fits: dict[int, tuple[Model, EvalResult]] = field(default_factory=dict)
+    """Validation fits kept, by trial number: the best model that reads order, the best other, the blend."""
+    winner: int = -1
+
+    @property
+    def fitted(self) -> tuple[Model, EvalResult] | None:
+        """The winner's validation fit (train() reuses it instead of fitting again)."""
+        return self.fits.get(self.winner)
 
 
-def budget_for(rows: int, budget_seconds: float) -> float:
-    """The time budget, scaled down for small data (about 1 s per 1,000 events, at least 20 s)."""
-    return float(min(budget_seconds, max(20.0, rows / 1_000)))
+def budget_for(rows: int, budget_seconds: float, per_event: float = 1e-3) -> float:
+    """The time budget, scaled down for small data (``per_event`` seconds per event, at least 20 s)."""
+    return float(min(budget_seconds, max(20.0, rows * per_event)))
 
 
 def _weighting(trial: Any, settings: Settings, present: tuple[str, ...], family: str) -> Weighting:
@@ -93,6 +113,14 @@ def _params(trial: Any, family: str) -> dict[str, Any]:
             "learning_rate": trial.suggest_float("bpr_learning_rate", 1e-3, 0.2, log=True),
             "regularization": trial.suggest_float("bpr_regularization", 1e-5, 0.1, log=True),
             "iterations": trial.suggest_int("bpr_iterations", 20, 300, log=True),
+        }
+    if family == "sequential":
+        return {
+            "hidden": trial.suggest_categorical("seq_hidden", [32, 64, 128]),
+            "blocks": trial.suggest_int("seq_blocks", 1, 3),
+            "dropout": trial.suggest_float("seq_dropout", 0.1, 0.6),
+            "learning_rate": trial.suggest_float("seq_learning_rate", 3e-4, 3e-3, log=True),
+            "max_len": trial.suggest_categorical("seq_max_len", [20, 50, 100]),
         }
     if family == "itemknn":
         similarity = trial.suggest_categorical("knn_similarity", ["bm25", "cosine"])
@@ -130,6 +158,7 @@ def search(
     seed: int = 0,
     k: int = 10,
     families: tuple[str, ...] = SEARCH_FAMILIES,
+    sequential_seconds: float | None = None,
     on_trial: Callable[[Trial], None] | None = None,
     step: StepFn = silent,
 ) -> Selection:
@@ -141,29 +170,59 @@ def search(
     used = np.unique(data.inter.event_type[data.split.train])
     present = tuple(sorted((data.inter.event_types[i] for i in used), key=lambda t: settings.event_weights.get(t, 1)))
     budget = budget_for(data.rows, budget_seconds)
-    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed, multivariate=True))
-    for point in _starting_points(settings, present):
-        if point["family"] in families:
-            study.enqueue_trial(point, skip_if_exists=True)
+    seq_seconds = settings.search_sequential_seconds if sequential_seconds is None else sequential_seconds
+    seq_budget = budget_for(data.rows, seq_seconds, per_event=1e-2) if seq_seconds > 0 else 0.0
     trials: list[Trial] = []
+    kept: dict[bool, tuple[Trial, Model, EvalResult]] = {}  # the best fitted model that reads order / does not
+    fits: dict[int, tuple[Model, EvalResult]] = {}  # the kept models and the blend, by trial number
     started = time.monotonic()
 
-    def objective(trial: Any) -> float:
-        family = trial.suggest_categorical("family", list(families))
-        if family == "popular" and any(t.family == "popular" for t in trials):
-            raise optuna.TrialPruned("popularity has nothing to tune")
-        params, weighting = _params(trial, family), _weighting(trial, settings, present, family)
+    def scored(family: str, params: dict[str, Any], weighting: Weighting) -> float:
         clock = time.monotonic()
-        result = fit_and_score(data, data.split.train, data.split.val_items, family, params, seed, weighting, k)
-        done = Trial(len(trials), family, params, weighting, result.metrics, round(time.monotonic() - clock, 3))
+        ordered = MODELS[family].uses_order
+        model, result = fit_and_score(
+            data, data.split.train, data.split.val_items, family, params, seed, weighting, k,
+            early_stop=True, report=step if ordered else silent,
+        )  # fmt: skip
+        seconds, curve = round(time.monotonic() - clock, 3), list(getattr(model, "history", []))
+        return record(Trial(len(trials), family, params, weighting, result.metrics, seconds, curve), model, result)
+
+    def record(done: Trial, model: Model, result: EvalResult) -> float:
         trials.append(done)
+        value = result.metrics[metric]
+        group = model.uses_order
+        if done.family == "blend":
+            fits[done.number] = (model, result)
+        elif done.family != "popular" and (group not in kept or value > kept[group][0].metrics[metric]):
+            if group in kept:
+                fits.pop(kept[group][0].number, None)
+            kept[group], fits[done.number] = (done, model, result), (model, result)
         best = max(t.metrics[metric] for t in trials)
-        step(f"trial {done.number} {family}: val {metric} {result.metrics[metric]:.4f} (best {best:.4f})")
+        step(f"trial {done.number} {done.family}: val {metric} {value:.4f} (best {best:.4f})")
         if on_trial is not None:
             on_trial(done)
-        return float(result.metrics[metric])
+        return float(value)
 
-    study.optimize(objective, n_trials=max_trials, timeout=budget, gc_after_trial=False)
+    plain = [f for f in families if f not in ORDERED]
+    if plain:
+        study = optuna.create_study(
+            direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed, multivariate=True)
+        )
+        for point in _starting_points(settings, present):
+            if point["family"] in plain:
+                study.enqueue_trial(point, skip_if_exists=True)
+
+        def objective(trial: Any) -> float:
+            family = trial.suggest_categorical("family", plain)
+            if family == "popular" and any(t.family == "popular" for t in trials):
+                raise optuna.TrialPruned("popularity has nothing to tune")
+            return scored(family, _params(trial, family), _weighting(trial, settings, present, family))
+
+        study.optimize(objective, n_trials=max_trials, timeout=budget, gc_after_trial=False)
+    if "sequential" in families and seq_budget > 0:
+        _sequential_trials(settings, seq_budget, max_trials, seed, scored, step)
+    if True in kept and False in kept:
+        record(*_blend(data, kept[True], kept[False], seed, k, len(trials)))
     if not trials:
         raise RuntimeError("the search finished no trial: raise RECSYS_SEARCH_SECONDS")
     winner = max(trials, key=lambda t: (t.metrics[metric], -t.number))
@@ -175,4 +234,54 @@ def search(
         k=k,
         weighting=winner.weighting,
     )
-    return Selection(best, winner.metrics[metric], metric, trials, budget, round(time.monotonic() - started, 3))
+    seconds = round(time.monotonic() - started, 3)
+    return Selection(best, winner.metrics[metric], metric, trials, budget + seq_budget, seconds, fits, winner.number)
+
+
+def _sequential_trials(
+    settings: Settings,
+    budget: float,
+    max_trials: int,
+    seed: int,
+    scored: Callable[[str, dict[str, Any], Weighting], float],
+    step: StepFn,
+) -> None:
+    """The sequential family on its own budget: its defaults first, then TPE; each trial capped by what is left."""
+    import optuna
+
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed))
+    defaults = MODELS["sequential"].defaults
+    study.enqueue_trial(
+        {f"seq_{name}": defaults[name] for name in ("hidden", "blocks", "dropout", "learning_rate", "max_len")}
+    )
+    deadline = time.monotonic() + budget
+    step(f"sequential family: {budget:.0f} s")
+
+    def objective(trial: Any) -> float:
+        left = deadline - time.monotonic()
+        params = _params(trial, "sequential") | {"max_seconds": round(max(left, 1.0), 1)}
+        return scored("sequential", params, Weighting(event_weights=dict(settings.event_weights)))
+
+    study.optimize(objective, n_trials=max_trials, timeout=budget, gc_after_trial=True)
+
+
+def _blend(
+    data: Dataset,
+    ordered: tuple[Trial, Model, EvalResult],
+    plain: tuple[Trial, Model, EvalResult],
+    seed: int,
+    k: int,
+    number: int,
+) -> tuple[Trial, Model, EvalResult]:
+    """The best sequential model and the best other one fused, fusion and weight chosen on the validation item."""
+    clock = time.monotonic()
+    (_, a, _), (plain_trial, b, _) = ordered, plain
+    matrix, seqs = history(data, data.split.train, plain_trial.weighting)
+    users, targets, depth = data.split.users, data.split.val_items, int(BlendModel.defaults["depth"])
+    fusion, weight, _ = choose(
+        a.recommend(users, matrix, depth, sequences=seqs), b.recommend(users, matrix, depth, sequences=seqs), targets, k
+    )
+    blend = BlendModel.of(a, b, fusion, weight, seed)
+    result = evaluate(blend, matrix, users, targets, k=k, sequences=seqs)
+    seconds = round(time.monotonic() - clock, 3)
+    return Trial(number, "blend", blend.params, plain_trial.weighting, result.metrics, seconds), blend, result

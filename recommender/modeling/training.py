@@ -14,13 +14,15 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 
 from recommender.config import Settings
 from recommender.data.profile import Profile
 from recommender.modeling.bundle import Bundle
 from recommender.modeling.evaluation import EvalResult, evaluate
-from recommender.modeling.matrix import Interactions, Split, Weighting, confidence
-from recommender.modeling.models import make_model
+from recommender.modeling.families import make_model
+from recommender.modeling.matrix import Interactions, Sequences, Split, Weighting, confidence, sequences
+from recommender.modeling.models import Model, Validation
 from recommender.modeling.together import baskets, evaluate_together, last_purchases, repurchase_intervals, together
 from recommender.progress import StepFn, silent
 
@@ -69,6 +71,8 @@ class Trained:
     seconds: dict[str, float]
     extra_metrics: dict[str, float] = field(default_factory=dict)
     """Frequently-bought-together against its popularity baseline."""
+    curve: list[dict[str, float]] = field(default_factory=list)
+    """Per epoch (models trained in epochs): loss and validation metrics, logged as MLflow step metrics."""
 
     def metrics(self) -> dict[str, float]:
         """Flat metrics with the same keys in every run (MLflow compares runs by them)."""
@@ -105,6 +109,11 @@ def default_weighting(settings: Settings) -> Weighting:
     return Weighting(event_weights=dict(settings.event_weights))
 
 
+def history(data: Dataset, mask: np.ndarray, weighting: Weighting) -> tuple[sp.csr_matrix, Sequences]:
+    """What a model learns from and recommends after: the events in ``mask`` as a matrix and as sequences."""
+    return confidence(data.inter, mask, weighting), sequences(data.inter, mask)
+
+
 def fit_and_score(
     data: Dataset,
     mask: np.ndarray,
@@ -114,16 +123,48 @@ def fit_and_score(
     seed: int,
     weighting: Weighting,
     k: int,
-) -> EvalResult:
-    """Fit on the events in ``mask`` and rank each evaluated user's target."""
-    matrix = confidence(data.inter, mask, weighting)
+    *,
+    early_stop: bool = False,
+    report: StepFn = silent,
+) -> tuple[Model, EvalResult]:
+    """Fit on the events in ``mask`` and rank each evaluated user's target.
+
+    ``early_stop``: families trained in epochs may stop on ``targets`` (only ever the validation items).
+    """
+    matrix, seqs = history(data, mask, weighting)
     model = make_model(family, params, seed)
-    model.fit(matrix)
-    return evaluate(model, matrix, data.split.users, targets, k=k)
+    validation = Validation(data.split.users, targets) if early_stop else None
+    model.fit(matrix, sequences=seqs, validation=validation, report=report)
+    return model, evaluate(model, matrix, data.split.users, targets, k=k, sequences=seqs)
 
 
-def train(settings: Settings, config: TrainConfig, data: Dataset, step: StepFn = silent) -> Trained:
-    """Evaluate ``config`` on the validation and test items of ``data``, then refit on all of it."""
+def score_test(
+    data: Dataset, chosen: Model, family: str, params: dict[str, Any], seed: int, weighting: Weighting, k: int
+) -> EvalResult:
+    """The test item's ranks: a model that reads the order is the ``chosen`` one, given the history up to the
+    validation item; any other is fitted again on train + validation."""
+    split = data.split
+    if chosen.uses_order:
+        matrix, seqs = history(data, split.train_val, weighting)
+        return evaluate(chosen, matrix, split.users, split.test_items, k=k, sequences=seqs)
+    return fit_and_score(data, split.train_val, split.test_items, family, params, seed, weighting, k)[1]
+
+
+def train(
+    settings: Settings,
+    config: TrainConfig,
+    data: Dataset,
+    step: StepFn = silent,
+    fitted: tuple[Model, EvalResult] | None = None,
+) -> Trained:
+    """Evaluate ``config`` on the validation and test items of ``data``, then refit on all of it.
+
+    Families that read the order (sequential, or a blend with one) are scored on the test item by
+    the model validation chose, given the validation item as history (the protocol of the
+    sequential literature): they are trained once, not twice, before the refit (which continues from the
+    chosen weights, :meth:`~recommender.modeling.models.Model.refitted`). ``fitted``: that
+    validation fit, done already (by the search, with the same configuration and seed).
+    """
     weighting = config.weighting or default_weighting(settings)
     seconds: dict[str, float] = {"read": data.read_seconds}
     clock = time.monotonic()
@@ -136,19 +177,19 @@ def train(settings: Settings, config: TrainConfig, data: Dataset, step: StepFn =
 
     split, args = data.split, (config.seed, weighting, config.k)
     step(f"fitting {config.family} on train, scoring validation items of {len(split.users):,} users")
-    val = fit_and_score(data, split.train, split.val_items, config.family, config.params, *args)
-    step("fitting on train+validation, scoring test items")
-    test = fit_and_score(data, split.train_val, split.test_items, config.family, config.params, *args)
+    chosen, val = fitted or fit_and_score(
+        data, split.train, split.val_items, config.family, config.params, *args, early_stop=True, report=step
+    )
+    step("scoring test items")
+    test = score_test(data, chosen, config.family, config.params, *args)
     lap("evaluate")
     step("popularity baseline")
-    base_val = fit_and_score(data, split.train, split.val_items, "popular", {}, *args)
-    base_test = fit_and_score(data, split.train_val, split.test_items, "popular", {}, *args)
+    _, base_val = fit_and_score(data, split.train, split.val_items, "popular", {}, *args)
+    _, base_test = fit_and_score(data, split.train_val, split.test_items, "popular", {}, *args)
     lap("baseline")
     step(f"refitting {config.family} on all {data.rows:,} events")
-    everything = np.ones(len(data.inter), dtype=bool)
-    matrix = confidence(data.inter, everything, weighting)
-    model = make_model(config.family, config.params, config.seed)
-    model.fit(matrix)
+    matrix, seqs = history(data, np.ones(len(data.inter), dtype=bool), weighting)
+    model = chosen.refitted(matrix, sequences=seqs, report=step)
     lap("refit")
     step("frequently bought together and repurchase intervals")
     found = baskets(data.inter)
@@ -162,6 +203,7 @@ def train(settings: Settings, config: TrainConfig, data: Dataset, step: StepFn =
         vocab=data.inter.vocab,
         weighting=weighting,
         user_items=matrix,
+        sequences=seqs if model.uses_order else None,
         info={
             "family": config.family,
             "params": model.params,
@@ -184,4 +226,5 @@ def train(settings: Settings, config: TrainConfig, data: Dataset, step: StepFn =
         bundle=bundle,
         seconds=seconds,
         extra_metrics=together_metrics,
+        curve=list(getattr(chosen, "history", [])),
     )

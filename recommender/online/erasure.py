@@ -34,11 +34,14 @@ class ForgetReport:
 
 
 def forget_in_redis(r: redis.Redis, keys: Keys, user: str) -> tuple[int, int]:
-    """Delete a pseudonym's lists (recommended, bought) in every version, their session and stream entries;
-    returns (keys, entries)."""
+    """Delete a pseudonym's lists (recommended, bought, item sequence) in every version, their session and
+    stream entries; returns (keys, entries)."""
     versions = {str(v) for v in r.lrange(keys.versions, 0, -1)} | {str(v) for v in r.smembers(keys.started)}
     lists = int(
-        r.delete(keys.session(user), *[k for v in versions for k in (keys.user(v, user), keys.bought(v, user))])
+        r.delete(
+            keys.session(user),
+            *[k for v in versions for k in (keys.user(v, user), keys.bought(v, user), keys.sequence(v, user))],
+        )
     )
     entries, start = 0, "-"
     while True:

@@ -139,6 +139,14 @@ class Keys:
         """STRING: {"items": [...], "scores": [last purchase, unix seconds]} of a pseudonymized user."""
         return f"{self.ns(version)}bought:{{{user_id}}}"
 
+    def sequence(self, version: str, user_id: str) -> str:
+        """STRING: JSON list of a pseudonymized user's newest items, oldest first (sequential models only)."""
+        return f"{self.ns(version)}sequence:{{{user_id}}}"
+
+    def sequence_model(self, version: str) -> str:
+        """STRING: the sequential model's weights (base64 of an ``.npz``), read by the API's numpy forward pass."""
+        return f"{self.ns(version)}sequence_model"
+
     def repurchase(self, version: str) -> str:
         """HASH: category -> median seconds between two purchases of it by one user."""
         return f"{self.ns(version)}repurchase"

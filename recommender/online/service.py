@@ -9,6 +9,7 @@ Redis is down or slow (``source: fallback``), retrying Redis by itself.
 from __future__ import annotations
 
 import asyncio
+import base64
 import re
 import secrets
 import time
@@ -33,6 +34,7 @@ from recommender.online.live import LiveView, change_items, parse_live, put_rule
 from recommender.online.placements import Placement, due_again, load_placements, personalized
 from recommender.online.redis_conn import client, server_url
 from recommender.online.rules import RuleSet, arrange, mmr_window
+from recommender.online.sequence import SequenceScorer
 from recommender.online.session import blend, updated_session
 
 Item = dict[str, Any]
@@ -136,6 +138,7 @@ class RecommendationService:
         self.placements = load_placements(settings.placements_file)
         self.live = LiveView()
         self._popular_lists: dict[tuple[str, str | None], tuple[list[str], list[float]]] = {}
+        self._scorers: dict[str, SequenceScorer | None] = {}  # per version: its sequential model's weights
 
     # ---- Redis access with a timeout and a short circuit breaker ------------------
     async def _call(self, coro: Any) -> Any:
@@ -348,7 +351,7 @@ class RecommendationService:
         fill = await self._popular(version, category)
         if session:
             ids, scores, fill, source = await self._with_session(
-                version, orjson.loads(session), (ids, scores), fill, source, n
+                version, user, orjson.loads(session), (ids, scores), fill, source, n
             )
         return [(ids, scores), _unscored(fill) if ids else fill], source
 
@@ -412,20 +415,38 @@ class RecommendationService:
     async def _with_session(
         self,
         version: str,
+        user: str,
         recent: list[str],
         stored: tuple[list[str], list[float]],
         popular: tuple[list[str], list[float]],
         source: str,
         n: int,
     ) -> tuple[list[str], list[float], tuple[list[str], list[float]], str]:
-        """Blend the user's list (popular for a cold user) with the similar lists of their recent items."""
-        values = await self._call(self.redis.mget([self.keys.similar(version, i) for i in recent]))
+        """The user's list after their session: re-scored by the sequential model when the version has one,
+        else blended with the similar lists of the recent items (popular for a cold user)."""
         base = stored if stored[0] else popular
-        ids, scores = blend(base, [decode(v) for v in values], recent, self.settings.session_weight)
+        scorer = await self._scorer(version)
+        if scorer is not None:
+            past = await self._call(self.redis.get(self.keys.sequence(version, user)))
+            ids, scores = scorer.top([*(orjson.loads(past) if past else []), *reversed(recent)], self.settings.top_n)
+            if scorer.weight < 1.0 and stored[0]:  # a blend: the other member's part is in the stored list
+                ids, scores = blend((ids, scores), [stored], recent, (1.0 - scorer.weight) / scorer.weight)
+        else:
+            values = await self._call(self.redis.mget([self.keys.similar(version, i) for i in recent]))
+            ids, scores = blend(base, [decode(v) for v in values], recent, self.settings.session_weight)
         seen = set(recent)
         fill = [i for i in popular[0] if i not in seen]
         changed = ids[:n] != [i for i in base[0] if i not in seen][:n]
         return ids, scores, (fill, [0.0] * len(fill)), "session" if changed else source
+
+    async def _scorer(self, version: str) -> SequenceScorer | None:
+        """``version``'s sequential model for the numpy forward pass (None: it has none); read once per process."""
+        if version not in self._scorers:
+            if len(self._scorers) > 4:
+                self._scorers = {}
+            blob = await self._call(self.redis.get(self.keys.sequence_model(version)))
+            self._scorers[version] = SequenceScorer.from_bytes(base64.b64decode(blob)) if blob else None
+        return self._scorers[version]
 
     async def similar(self, item_id: str, n: int, details: bool = False) -> Listing:
         """Items similar to ``item_id`` (empty for an unknown item)."""

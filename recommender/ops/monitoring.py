@@ -153,7 +153,7 @@ def forward_accuracy(bundle: Bundle, current: pa.Table, since: float, k: int) ->
     if not len(u):
         return {"forward_users": 0.0}
     rows, first = np.unique(u, return_index=True)  # each user's first new item, in time order
-    recommended, _ = bundle.model.recommend(rows, history, k)
+    recommended, _ = bundle.recommend(rows, k)
     ranks = target_ranks(recommended, i[first])
     accuracy = accuracy_at(ranks, k)
     return {

@@ -17,8 +17,8 @@ from recommender.config import Settings
 from recommender.data.landing import ingest_landing
 from recommender.data.profile import Profile, profile_of
 from recommender.data.store import Store
+from recommender.modeling.families import MODELS
 from recommender.modeling.matrix import Weighting
-from recommender.modeling.models import MODELS
 from recommender.modeling.training import TrainConfig
 from recommender.online.experiments import RecommendationIds, end_experiment, running_experiment
 from recommender.online.keys import Keys, decode
@@ -122,7 +122,13 @@ def train_candidate(
         snapshot_id = current_snapshot(settings) or snapshot_id
     with tracking_errors(settings):
         if params.get("model") == "auto":
-            out = select_and_register(settings, snapshot_id, params.get("budget_seconds"), request_id=request_id)
+            out = select_and_register(
+                settings,
+                snapshot_id,
+                params.get("budget_seconds"),
+                request_id=request_id,
+                sequential_seconds=params.get("sequential_seconds"),
+            )
             k = settings.k
         else:
             config = train_config(settings, params, snapshot_id)

@@ -131,6 +131,7 @@ def select_and_register(
     max_trials: int | None = None,
     step: StepFn = silent,
     request_id: str | None = None,
+    sequential_seconds: float | None = None,
 ) -> TrainOutcome:
     """``--model auto``: search on the validation item (trials as nested MLflow runs), then train the
     winner through the usual protocol (test once, refit on all) and register it as ``candidate``."""
@@ -148,13 +149,14 @@ def select_and_register(
         max_trials=trials,
         seed=settings.seed,
         k=settings.k,
+        sequential_seconds=sequential_seconds,
         on_trial=lambda t: log_trial(settings, parent, t),
         step=step,
     )
     finish_selection_run(settings, parent, selection)
     winner = selection.best
     step(f"winner: {winner.family} (val {selection.metric} {selection.best_value:.4f}); test once, refit on all")
-    trained = train(settings, winner, data, step)
+    trained = train(settings, winner, data, step, fitted=selection.fitted)
     tracked = log_training(
         settings, trained, run_name=f"winner-{winner.family}", parent_run_id=parent, request_id=request_id
     )

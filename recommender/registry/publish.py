@@ -12,6 +12,7 @@ publish.
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 from collections.abc import Iterator
@@ -25,6 +26,7 @@ import redis
 
 from recommender.config import Settings
 from recommender.modeling.bundle import Bundle
+from recommender.modeling.sequential import export_bytes
 from recommender.online.experiments import start_experiment
 from recommender.online.keys import Keys, encode
 from recommender.online.live import Overrides, newer_than, parse_live
@@ -108,6 +110,21 @@ def _write_bought(r: redis.Redis, keys: Keys, version: str, bundle: Bundle, rows
         r.mset(lists)
 
 
+def _write_sequences(r: redis.Redis, keys: Keys, version: str, bundle: Bundle, rows: np.ndarray) -> None:
+    """Each user's newest items (as many as the sequential model reads), for re-scoring with session events."""
+    part = bundle.model.sequence_part()
+    if part is None or bundle.sequences is None:
+        return
+    newest, seqs, items = int(part[0].params["max_len"]), bundle.sequences, bundle.vocab.items
+    lists = {
+        keys.sequence(version, str(user)): json.dumps(items[seqs.of(int(row))[-newest:]].tolist())
+        for row, user in zip(rows, bundle.vocab.users[rows], strict=True)
+        if seqs.indptr[row + 1] > seqs.indptr[row]
+    }
+    if lists:
+        r.mset(lists)
+
+
 def _slice(n: int, shard: int, shards: int, batch: int) -> np.ndarray:
     """Rows of ``shard`` out of ``shards`` contiguous parts of ``range(n)``, cut on the ``batch`` grid.
 
@@ -148,6 +165,8 @@ def _write_shared(
     for cat, members in by_cat.items():
         pipe.set(keys.popular(version, cat), encode(vocab.items[members].tolist(), popularity[members]))
     pipe.set(keys.categories(version), json.dumps(sorted(by_cat)))
+    if (weights := export_bytes(bundle.model, vocab.items)) is not None:
+        pipe.set(keys.sequence_model(version), base64.b64encode(weights))  # the API's clients decode text
     intervals = bundle.info.get("repurchase_intervals") or {}
     if intervals:
         pipe.hset(keys.repurchase(version), mapping={c: str(v) for c, v in intervals.items()})
@@ -188,11 +207,12 @@ def write_shard(
     for lo in range(0, len(users), batch):
         _renew(r, keys, version, settings)
         rows = users[lo : lo + batch]
-        ids, scores = model.recommend(rows, bundle.user_items, settings.top_n)
+        ids, scores = bundle.recommend(rows, settings.top_n)
         shown[ids[ids >= 0]] = True
         r.mset(_encoded([keys.user(version, str(u)) for u in vocab.users[rows]], ids, scores, vocab.items))
         if bundle.bought is not None:
             _write_bought(r, keys, version, bundle, rows)
+        _write_sequences(r, keys, version, bundle, rows)
         progress("users", lo + len(rows), len(users))
     for lo in range(0, len(items), batch):
         _renew(r, keys, version, settings)

@@ -50,6 +50,8 @@ MODEL_CODE = Path(__file__).with_name("pyfunc_model.py")
 EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
 """Opens the experiment on its training runs in the MLflow UI (not the GenAI trace views)."""
 REQUIREMENTS = ("implicit", "numpy", "scipy", "pandas", "pyarrow", "mlflow")
+SEQUENTIAL_REQUIREMENTS = ("jax", "flax", "optax")
+"""What loading a model with a sequential part adds (its weights are read with Flax)."""
 
 
 @dataclass(frozen=True)
@@ -206,6 +208,8 @@ def log_training(
                 "items": float(len(data.inter.vocab.items)),
             }
         )
+        if trained.curve:
+            client(settings).log_batch(run.info.run_id, metrics=curve_metrics(trained.curve))
         with tempfile.TemporaryDirectory(dir=_tmp(settings)) as tmp, warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*input example was not provided")
             folder = Path(tmp)
@@ -219,13 +223,18 @@ def log_training(
                 python_model=str(MODEL_CODE),
                 artifacts={"bundle": str(bundle_dir)},
                 signature=SIGNATURE,
-                pip_requirements=[f"{p}=={version(p)}" for p in REQUIREMENTS],
+                pip_requirements=[f"{p}=={version(p)}" for p in _requirements(trained)],
                 registered_model_name=settings.model_name if register else None,
             )
         model_version = str(info.registered_model_version) if register and info.registered_model_version else None
         if model_version:
             _candidate(settings, model_version, trained.metrics(), data.snapshot_id)
         return Tracked(run_id=run.info.run_id, experiment_id=exp, model_version=model_version)
+
+
+def _requirements(trained: Trained) -> tuple[str, ...]:
+    sequential = trained.bundle.model.sequence_part() is not None
+    return REQUIREMENTS + (SEQUENTIAL_REQUIREMENTS if sequential else ())
 
 
 def _candidate(settings: Settings, model_version: str, metrics: dict[str, float], snapshot_id: int) -> None:
@@ -306,6 +315,18 @@ def _metrics(values: dict[str, Any]) -> list[Metric]:
     return [Metric(k, float(v), now, 0) for k, v in values.items()]
 
 
+def curve_metrics(curve: list[dict[str, float]]) -> list[Metric]:
+    """A learning curve as step metrics (``epoch_loss``, ``epoch_val_ndcg_at_10``, ... at step = epoch): the
+    run's chart in the MLflow UI."""
+    now = int(datetime.now(UTC).timestamp() * 1000)
+    return [
+        Metric(f"epoch_{name}", float(value), now, int(record["epoch"]))
+        for record in curve
+        for name, value in record.items()
+        if name != "epoch"
+    ]
+
+
 def start_selection_run(
     settings: Settings, snapshot_id: int, budget_seconds: float, max_trials: int, request_id: str | None = None
 ) -> str:
@@ -336,7 +357,7 @@ def log_trial(settings: Settings, parent_run_id: str, trial: Trial) -> None:
     metrics = {f"val_{k}": v for k, v in trial.metrics.items()} | {"seconds_trial": trial.seconds}
     c.log_batch(
         run.info.run_id,
-        metrics=_metrics(metrics),
+        metrics=_metrics(metrics) + curve_metrics(trial.curve),
         params=[Param(k, str(v)) for k, v in trial.flat_params.items()],
     )
     c.set_terminated(run.info.run_id)

@@ -10,7 +10,7 @@ import scipy.sparse as sp
 from implicit.evaluation import ranking_metrics_at_k
 
 from recommender.modeling.evaluation import accuracy_at, beyond_accuracy, evaluate, gini, target_ranks
-from recommender.modeling.models import make_model
+from recommender.modeling.families import make_model
 
 
 def test_hand_computed_accuracy() -> None:

@@ -8,7 +8,10 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from recommender.modeling.models import FAMILIES, load_model, make_model
+from recommender.modeling.families import load_model, make_model
+
+FAMILIES = ("als", "bpr", "itemknn", "popular")
+"""The families that read the matrix alone (the sequential one and blends: test_sequential, test_blend)."""
 
 PARAMS = {
     "als": {"factors": 8, "iterations": 30, "regularization": 0.01, "alpha": 1.0},

@@ -25,9 +25,9 @@ def shop_data(shop_settings: Settings) -> Dataset:
 
 def test_planting_the_test_item_in_training_changes_the_result(shop_data: Dataset, shop_settings: Settings) -> None:
     split, weighting = shop_data.split, default_weighting(shop_settings)
-    clean = fit_and_score(shop_data, split.train_val, split.test_items, "itemknn", {}, 0, weighting, 10)
+    _, clean = fit_and_score(shop_data, split.train_val, split.test_items, "itemknn", {}, 0, weighting, 10)
     planted = split.train_val | ~split.train_val  # every event, the test items' included
-    leaked = fit_and_score(shop_data, planted, split.test_items, "itemknn", {}, 0, weighting, 10)
+    _, leaked = fit_and_score(shop_data, planted, split.test_items, "itemknn", {}, 0, weighting, 10)
     assert clean.metrics["hr_at_10"] > 0.05
     assert leaked.metrics["hr_at_10"] == 0.0  # a seen item is filtered: the protocol would notice the leak
 
@@ -38,23 +38,24 @@ def test_the_test_item_never_reaches_the_search(
     seen: list[tuple[np.ndarray, np.ndarray]] = []
     real = selection.fit_and_score
 
-    def spy(data: Dataset, mask: np.ndarray, targets: np.ndarray, *args: Any) -> Any:
+    def spy(data: Dataset, mask: np.ndarray, targets: np.ndarray, *args: Any, **kwargs: Any) -> Any:
         seen.append((mask, targets))
-        return real(data, mask, targets, *args)
+        return real(data, mask, targets, *args, **kwargs)
 
     monkeypatch.setattr(selection, "fit_and_score", spy)
-    search(shop_settings, shop_data, budget_seconds=60, max_trials=6)
+    found = search(shop_settings, shop_data, budget_seconds=60, max_trials=6, sequential_seconds=3)
     test_events = ~shop_data.split.train_val
-    assert len(seen) >= 5 and test_events.any()
+    assert len(seen) >= 6 and test_events.any()
+    assert {"sequential", "blend"} <= {t.family for t in found.trials}  # the sequential trial early-stopped on val
     for mask, targets in seen:
         assert not (mask & test_events).any()  # never trained on a test item's events
         assert np.array_equal(targets, shop_data.split.val_items)  # and scored on the validation item only
 
 
 def test_the_search_stops_at_its_trial_cap_and_its_time_budget(shop_data: Dataset, shop_settings: Settings) -> None:
-    capped = search(shop_settings, shop_data, budget_seconds=600, max_trials=4)
+    capped = search(shop_settings, shop_data, budget_seconds=600, max_trials=4, sequential_seconds=0)
     assert len(capped.trials) <= 4
-    timed = search(shop_settings, shop_data, budget_seconds=0.01, max_trials=1000)
+    timed = search(shop_settings, shop_data, budget_seconds=0.01, max_trials=1000, sequential_seconds=0)
     assert 1 <= len(timed.trials) < 1000 and timed.budget_seconds == 0.01
     assert selection.budget_for(10_000_000, 420) == 420 and selection.budget_for(12_000, 420) == 20
 
@@ -73,7 +74,9 @@ def test_model_auto_beats_popularity_and_nests_its_trials(
     for key, value in {"RECSYS_HOME": str(shop_settings.home), "RECSYS_HMAC_SECRET": "test-secret"}.items():
         monkeypatch.setenv(key, value)
     get_settings.cache_clear()
-    result = CliRunner().invoke(app, ["train", "--model", "auto", "--trials", "12", "--json"])
+    result = CliRunner().invoke(
+        app, ["train", "--model", "auto", "--trials", "12", "--sequential-seconds", "4", "--json"]
+    )
     get_settings.cache_clear()
     assert result.exit_code == 0, result.output
     out = json.loads(result.stdout.strip().splitlines()[-1])
@@ -86,15 +89,21 @@ def test_model_auto_beats_popularity_and_nests_its_trials(
         filter_string=f"tags.mlflow.parentRunId = '{out['selection_run_id']}'",
     )
     trials = [r for r in children if r.info.run_name.startswith("trial-")]
-    assert 8 <= len(trials) <= 12  # a repeated popularity trial is pruned, not logged
+    plain = [r for r in trials if r.data.tags["model_family"] not in ("sequential", "blend")]
+    assert 8 <= len(plain) <= 12  # a repeated popularity trial is pruned, not logged
+    sequential = [r for r in trials if r.data.tags["model_family"] == "sequential"]
+    assert len(sequential) == 1 and sequential[0].data.params["model.hidden"] == "64"  # its defaults, first
+    assert [r.data.tags["model_family"] for r in trials].count("blend") == 1
+    curve = client.get_metric_history(sequential[0].info.run_id, "epoch_val_ndcg_at_10")
+    assert [m.step for m in curve] == list(range(1, len(curve) + 1)) and curve  # the learning curve, per epoch
     assert any(r.info.run_id == out["run_id"] for r in children)  # the winner, registered, nested too
     assert all("val_ndcg_at_10" in r.data.metrics for r in trials)
 
 
 @pytest.mark.parametrize("family", ["itemknn", "als", "bpr"])
 def test_explanations_add_up_to_the_score_and_name_past_items(shop_data: Dataset, family: str) -> None:
+    from recommender.modeling.families import make_model
     from recommender.modeling.matrix import confidence
-    from recommender.modeling.models import make_model
 
     matrix = confidence(shop_data.inter, np.ones(len(shop_data.inter), dtype=bool), default_weighting(Settings()))
     model = make_model(family, {"iterations": 5} if family != "itemknn" else {}, seed=0)

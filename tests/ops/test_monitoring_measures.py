@@ -11,8 +11,8 @@ import pytest
 import scipy.sparse as sp
 
 from recommender.modeling.bundle import Bundle
+from recommender.modeling.families import make_model
 from recommender.modeling.matrix import Vocabulary, Weighting
-from recommender.modeling.models import make_model
 from recommender.ops.monitoring import forward_accuracy
 
 SINCE = datetime(2025, 6, 1, tzinfo=UTC)

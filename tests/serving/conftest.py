@@ -21,11 +21,16 @@ from tests.conftest import SMALL_SHOP_ARGS, served_live
 SECRET = "api-secret"
 
 
-def publish_small_shop(settings: Settings, shop_dir: Path) -> None:
-    """Ingest a small synthetic shop, train, promote and publish it."""
+SEQUENTIAL = TrainConfig(
+    family="sequential", params={"hidden": 32, "blocks": 1, "inner": 64, "epochs": 30, "batch_rows": 16}
+)
+
+
+def publish_small_shop(settings: Settings, shop_dir: Path, config: TrainConfig | None = None) -> None:
+    """Ingest a small synthetic shop, train (ALS unless ``config`` says otherwise), promote and publish it."""
     events, catalog = write_shop(generate(ShopSpec(**SMALL_SHOP_ARGS)), shop_dir)
     ingest_file(events, settings, catalog=catalog)
-    out = train_and_register(settings, TrainConfig(family="als", params={"factors": 16, "iterations": 5}))
+    out = train_and_register(settings, config or TrainConfig(family="als", params={"factors": 16, "iterations": 5}))
     promote(settings, "production", out.model_version)
     publish_model(settings)
 
@@ -38,6 +43,17 @@ def api_settings(tmp_path_factory: pytest.TempPathFactory, redis_server: str) ->
     home = tmp_path_factory.mktemp("api")
     settings = Settings(home=home / "home", hmac_secret=SECRET, redis_url=url)
     publish_small_shop(settings, home / "shop")
+    return settings
+
+
+@pytest.fixture(scope="module")
+def sequential_settings(tmp_path_factory: pytest.TempPathFactory, redis_server: str) -> Settings:
+    """Settings on db 2 of the session's Valkey, with a sequential model published."""
+    url = redis_server.rsplit("/", 1)[0] + "/2"
+    redis.Redis.from_url(url).flushdb()
+    home = tmp_path_factory.mktemp("api-sequential")
+    settings = Settings(home=home / "home", hmac_secret=SECRET, redis_url=url)
+    publish_small_shop(settings, home / "shop", SEQUENTIAL)
     return settings
 
 

@@ -13,6 +13,8 @@ import sys
 import time
 import tomllib
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib.metadata import packages_distributions
 from typing import Any
 
@@ -69,14 +71,15 @@ def get(url: str) -> tuple[int, dict[str, object]]:
         return response.status, json.loads(response.read())
 
 
-def test_the_api_serves_without_the_pipeline_dependencies(api_settings: Settings) -> None:
+@contextmanager
+def slim_api(settings: Settings) -> Iterator[str]:
+    """``python -m serving`` with the pipeline's packages unimportable; yields its base URL."""
     blocked = pipeline_modules()
-    assert {"airflow", "mlflow", "implicit", "pyiceberg", "scipy", "typer"} <= blocked
     port = free_port()
     env = {
         **os.environ,
-        "RECSYS_HOME": str(api_settings.home),
-        "RECSYS_REDIS_URL": str(api_settings.redis_url),
+        "RECSYS_HOME": str(settings.home),
+        "RECSYS_REDIS_URL": str(settings.redis_url),
         "RECSYS_HMAC_SECRET": SECRET,
     }
     proc = subprocess.Popen(
@@ -98,9 +101,41 @@ def test_the_api_serves_without_the_pipeline_dependencies(api_settings: Settings
                 assert time.monotonic() < deadline, "the API did not come up"
                 time.sleep(0.2)
         assert status == 200 and ready["ready"] is True
-        status, body = get(f"http://127.0.0.1:{port}/v1/users/u1/recommendations?n=5&category=c02")
-        assert status == 200 and body["source"] == "personalized" and len(body["items"]) == 5  # type: ignore[arg-type]
+        yield f"http://127.0.0.1:{port}"
     finally:
         proc.terminate()
         out = proc.communicate(timeout=30)[0]
     assert "Traceback" not in out, out
+
+
+def test_the_pipeline_libraries_are_what_the_slim_image_lacks() -> None:
+    assert {
+        "airflow",
+        "mlflow",
+        "implicit",
+        "pyiceberg",
+        "scipy",
+        "typer",
+        "jax",
+        "flax",
+        "optax",
+    } <= pipeline_modules()
+
+
+def test_the_api_serves_without_the_pipeline_dependencies(api_settings: Settings) -> None:
+    with slim_api(api_settings) as base:
+        status, body = get(f"{base}/v1/users/u1/recommendations?n=5&category=c02")
+    assert status == 200 and body["source"] == "personalized" and len(body["items"]) == 5  # type: ignore[arg-type]
+
+
+def test_a_session_is_re_scored_by_the_sequential_model_without_jax(sequential_settings: Settings) -> None:
+    with slim_api(sequential_settings) as base:
+        event = {"user_id": "u11", "item_id": "i3", "event_type": "view", "timestamp": "2025-06-01T00:00:00Z"}
+        request = urllib.request.Request(
+            f"{base}/v1/events", data=json.dumps(event).encode(), headers={"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(request, timeout=5) as response:
+            assert response.status == 202
+        status, body = get(f"{base}/v1/users/u11/recommendations?n=5")
+    assert status == 200 and body["source"] == "session" and len(body["items"]) == 5  # type: ignore[arg-type]
+    assert "i3" not in [i["item_id"] for i in body["items"]]  # type: ignore[union-attr]
