@@ -196,16 +196,12 @@ def main() -> None:
             if not tried:
                 continue
             best = max(tried, key=lambda t: t.metrics["ndcg_at_10"])
-            if best.number in selection.fits:  # kept by the search (the protocol reuses its validation fit)
+            if best.number in selection.fits:  # kept by the search (a sequential refit continues from it)
                 chosen = selection.fits[best.number][0]
             else:
                 chosen = make_model(family, best.params, 0)
             selected = family == winner.family and best.params == winner.params
-            test = (
-                trained.test
-                if selected
-                else score_test(data, chosen, family, best.params, 0, best.weighting, settings.k)
-            ).metrics
+            test = (trained.test if selected else score_test(data, chosen, best.weighting, settings.k)).metrics
             mark = " **(selected)**" if selected else ""
             print(
                 f"| {family}{mark} | {describe(best)} | {best.metrics['hr_at_10']:.4f} | "

@@ -88,6 +88,8 @@ class BlendModel(Model):
         if len(members) != 2 or any(m.get("family") in (None, "blend") for m in members):
             raise ValueError('a blend has two members, e.g. [{"family": "sequential"}, {"family": "itemknn"}]')
         self.members = [make_model(m["family"], m.get("params"), seed) for m in members]
+        if not 0.0 <= float(self.params["weight"]) <= 1.0:
+            raise ValueError(f"blend weight must be within [0, 1], not {self.params['weight']!r}")
         if self.params["fusion"] not in FUSIONS:
             raise ValueError(f"blend fusion must be one of {FUSIONS}, not {self.params['fusion']!r}")
 

@@ -171,7 +171,7 @@ class SequentialModel(Model):
         "weight_decay": 0.0,
         "batch_rows": 32,
         "epochs": 200,
-        "patience": 3,
+        "patience": 5,
         "max_seconds": 0.0,
         "refit_epochs": 5,
         "sampled_above": 10_000,
@@ -263,6 +263,7 @@ class SequentialModel(Model):
         """Training continued on more data for ``refit_epochs`` epochs, from the weights validation chose
         (0: from scratch, for as many epochs as validation chose)."""
         model = SequentialModel(seed=self.seed, **self.params)
+        model.params["max_seconds"] = 0.0  # a search trial's time cap is not the refit's
         more = int(self.params["refit_epochs"])
         model._warm, model._run_epochs = (self._params if more else None), (more or self.best_epoch)
         model.fit(user_items, sequences=sequences, report=report)

@@ -138,16 +138,13 @@ def fit_and_score(
     return model, evaluate(model, matrix, data.split.users, targets, k=k, sequences=seqs)
 
 
-def score_test(
-    data: Dataset, chosen: Model, family: str, params: dict[str, Any], seed: int, weighting: Weighting, k: int
-) -> EvalResult:
-    """The test item's ranks: a model that reads the order is the ``chosen`` one, given the history up to the
-    validation item; any other is fitted again on train + validation."""
+def score_test(data: Dataset, chosen: Model, weighting: Weighting, k: int) -> EvalResult:
+    """The test item's ranks: the ``chosen`` model refitted on train + validation (for a sequential
+    model: its training continued from the epoch validation chose), given that history."""
     split = data.split
-    if chosen.uses_order:
-        matrix, seqs = history(data, split.train_val, weighting)
-        return evaluate(chosen, matrix, split.users, split.test_items, k=k, sequences=seqs)
-    return fit_and_score(data, split.train_val, split.test_items, family, params, seed, weighting, k)[1]
+    matrix, seqs = history(data, split.train_val, weighting)
+    model = chosen.refitted(matrix, sequences=seqs)
+    return evaluate(model, matrix, split.users, split.test_items, k=k, sequences=seqs)
 
 
 def train(
@@ -159,10 +156,9 @@ def train(
 ) -> Trained:
     """Evaluate ``config`` on the validation and test items of ``data``, then refit on all of it.
 
-    Families that read the order (sequential, or a blend with one) are scored on the test item by
-    the model validation chose, given the validation item as history (the protocol of the
-    sequential literature): they are trained once, not twice, before the refit (which continues from the
-    chosen weights, :meth:`~recommender.modeling.models.Model.refitted`). ``fitted``: that
+    Both refits (train + validation for the test item, then everything) go through
+    :meth:`~recommender.modeling.models.Model.refitted`: the same parameters from scratch, or, for a
+    sequential model, its training continued from the epoch that validation chose. ``fitted``: the
     validation fit, done already (by the search, with the same configuration and seed).
     """
     weighting = config.weighting or default_weighting(settings)
@@ -180,8 +176,8 @@ def train(
     chosen, val = fitted or fit_and_score(
         data, split.train, split.val_items, config.family, config.params, *args, early_stop=True, report=step
     )
-    step("scoring test items")
-    test = score_test(data, chosen, config.family, config.params, *args)
+    step("refitting on train+validation, scoring test items")
+    test = score_test(data, chosen, weighting, config.k)
     lap("evaluate")
     step("popularity baseline")
     _, base_val = fit_and_score(data, split.train, split.val_items, "popular", {}, *args)

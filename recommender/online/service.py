@@ -426,7 +426,7 @@ class RecommendationService:
         else blended with the similar lists of the recent items (popular for a cold user)."""
         base = stored if stored[0] else popular
         scorer = await self._scorer(version)
-        if scorer is not None:
+        if scorer is not None and scorer.weight > 0:
             past = await self._call(self.redis.get(self.keys.sequence(version, user)))
             ids, scores = scorer.top([*(orjson.loads(past) if past else []), *reversed(recent)], self.settings.top_n)
             if scorer.weight < 1.0 and stored[0]:  # a blend: the other member's part is in the stored list

@@ -46,6 +46,11 @@ def test_retrain_form_has_titled_params_and_runs_on_the_interactions_asset(bag: 
         assert key in params
         param = dag.params.get_param(key)
         assert param.schema.get("title") and param.description, key
+    from recommender.modeling.families import MODELS
+
+    assert set(dag.params.get_param("model").schema["enum"]) == {"auto", *MODELS} - {"blend"}  # blends: from auto
+    for key in ("hidden", "blocks", "max_len", "dropout", "epochs", "sequential_seconds"):  # the sequential family
+        assert dag.params.get_param(key).schema.get("title"), key
     assert "name='interactions'" in repr(dag.timetable.asset_condition)
     assert dag.timetable.timetable.expression == "0 0 * * 0"  # and weekly
     assert type(bag.dags["promote_model"].timetable).__name__ == "NullTimetable"  # manual only

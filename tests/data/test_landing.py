@@ -93,3 +93,6 @@ def test_train_config_from_a_trigger_form_keeps_only_the_family_parameters(setti
     assert (config.k, config.seed, config.snapshot_id) == (20, settings.seed, 5)
     with pytest.raises(ValueError, match="unknown model"):
         train_config(settings, {"model": "svd"})
+    form = {"model": "sequential", "hidden": 32, "blocks": 1, "dropout": 0.5, "learning_rate": 0.001, "K": 5}
+    sequential = train_config(settings, form)
+    assert sequential.params == {"hidden": 32, "blocks": 1, "dropout": 0.5, "learning_rate": 0.001}

@@ -46,7 +46,7 @@ def api_settings(tmp_path_factory: pytest.TempPathFactory, redis_server: str) ->
     return settings
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def sequential_settings(tmp_path_factory: pytest.TempPathFactory, redis_server: str) -> Settings:
     """Settings on db 2 of the session's Valkey, with a sequential model published."""
     url = redis_server.rsplit("/", 1)[0] + "/2"
