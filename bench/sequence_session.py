@@ -4,7 +4,7 @@ A synthetic shop with a Beauty-sized catalogue (12,000 items) gets a sequential 
 default network: hidden 64, 2 blocks, 50 positions; two epochs, since only its cost matters
 here), published to an embedded Valkey; the API runs under uvicorn with one worker. Then, one
 request at a time on a keep-alive connection: GET recommendations for users without session
-events (the precomputed list), and for users with one (each posted a view first, not timed):
+events (the precomputed list), and for users with one (each viewed their top item first, not timed):
 the API reads the user's stored sequence, appends the session, runs the forward pass and ranks
 every item. Target: p99 of the session request < 10 ms. It also times the forward pass alone
 on random weights for 12k, 100k and 1M items (what the catalogue size costs).
@@ -62,7 +62,10 @@ def forward_only(items: int, hidden: int = 64, blocks: int = 2, max_len: int = 5
         )
         for ln in ("ln_att", "ln_ffn"):
             weights[f"block_{b}/{ln}/scale"], weights[f"block_{b}/{ln}/bias"] = np.ones(hidden), np.zeros(hidden)
-    weights = {k: v.astype(np.float32) for k, v in weights.items()}
+    weights = {  # scaled like a trained network's (1 / sqrt(fan-in)): unscaled, activations overflow
+        k: (v / np.sqrt(v.shape[0]) if k.endswith("kernel") else v * 0.05 if "emb" in k else v).astype(np.float32)
+        for k, v in weights.items()
+    }
     scorer = SequenceScorer(weights, hidden, 2, blocks, max_len, [f"i{i}" for i in range(items)], 1.0)
     history = [f"i{i}" for i in rng.integers(0, items, size=max_len)]
     out = []
@@ -90,7 +93,13 @@ def main() -> None:
             ingest_file(events, settings, catalog=catalog)
             config = TrainConfig(family="sequential", params={"epochs": 2})
             out = train_and_register(settings, config, step=lambda m: print(m, file=sys.stderr))
-            promote(settings, "production", out.model_version)
+            promote(
+                settings,
+                "production",
+                out.model_version,
+                force=True,
+                reason="latency benchmark: quality is not the point",
+            )
             publish_model(settings)
             port = free_port()
             env = {
@@ -114,14 +123,14 @@ def main() -> None:
                     paths = {"precomputed": [], "session": []}
                     for user in users[:50]:  # warm-up (the worker reads the weights once)
                         http.get(f"/v1/users/{user}/recommendations?n=10")
-                    for n, user in enumerate(users):
+                    for user in users:
                         clock = time.perf_counter()
                         body = http.get(f"/v1/users/{user}/recommendations?n=10").json()
                         paths["precomputed"].append(time.perf_counter() - clock)
                         assert body["source"] in ("personalized", "popular"), body
                         event = {
                             "user_id": user,
-                            "item_id": f"i{(n * 37) % SHOP.items}",
+                            "item_id": body["items"][0]["item_id"],  # their top item: the answer must change
                             "event_type": "view",
                             "timestamp": "2025-06-01T00:00:00Z",
                         }
@@ -129,7 +138,7 @@ def main() -> None:
                         clock = time.perf_counter()
                         body = http.get(f"/v1/users/{user}/recommendations?n=10").json()
                         paths["session"].append(time.perf_counter() - clock)
-                        assert body["source"] == "session", body
+                        assert event["item_id"] not in [i["item_id"] for i in body["items"]], body  # re-scored
             finally:
                 api.terminate()
                 api.wait(10)

@@ -6,6 +6,7 @@ import os
 import shutil
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -24,6 +25,17 @@ from recommender.config import Settings
 from recommender.ops.stack import MLFLOW_ENV, mlflow_auth, mlflow_command, spawn, stop_process, wait_healthy
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """One JAX compilation cache for the run (outside the tree): the sequential tests compile the same
+    tiny networks again and again, and a cache hit skips seconds of XLA work each time."""
+    cache = Path(tempfile.mkdtemp(prefix="recsys-jax-cache-"))
+    os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(cache))
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+    config.add_cleanup(lambda: shutil.rmtree(cache, ignore_errors=True))
+
+
 CHROMIUM = os.environ.get("RECSYS_CHROMIUM", shutil.which("chromium") or "/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--headless",

@@ -256,11 +256,18 @@ def _sequential_trials(
     )
     deadline = time.monotonic() + budget
     step(f"sequential family: {budget:.0f} s")
+    first: list[float] = []  # how long the first (default) trial took
 
     def objective(trial: Any) -> float:
         left = deadline - time.monotonic()
+        if first and left < first[0] / 2:  # a trial cut at a fraction of the epochs it needs says nothing
+            study.stop()
+            raise optuna.TrialPruned(f"{left:.0f} s left, the first trial took {first[0]:.0f} s")
+        clock = time.monotonic()
         params = _params(trial, "sequential") | {"max_seconds": round(max(left, 1.0), 1)}
-        return scored("sequential", params, Weighting(event_weights=dict(settings.event_weights)))
+        value = scored("sequential", params, Weighting(event_weights=dict(settings.event_weights)))
+        first.append(time.monotonic() - clock)
+        return value
 
     study.optimize(objective, n_trials=max_trials, timeout=budget, gc_after_trial=True)
 

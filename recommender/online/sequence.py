@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,8 +26,12 @@ def _layer_norm(x: np.ndarray, scale: np.ndarray, bias: np.ndarray) -> np.ndarra
     return (x - mean) / np.sqrt(var + EPSILON) * scale + bias
 
 
+GELU_C = math.sqrt(2.0 / math.pi)
+"""Python floats throughout: a numpy float64 scalar would turn the float32 arrays into float64 (NEP 50)."""
+
+
 def _gelu(x: np.ndarray) -> np.ndarray:
-    return 0.5 * x * (1.0 + np.tanh(np.sqrt(2.0 / np.pi) * (x + 0.044715 * x**3)))
+    return 0.5 * x * (1.0 + np.tanh(GELU_C * (x + 0.044715 * x * x * x)))
 
 
 @dataclass(frozen=True)
@@ -73,12 +78,11 @@ class SequenceScorer:
                 return h @ w[f"block_{b}/{name}/kernel"] + w[f"block_{b}/{name}/bias"]
 
             h = _layer_norm(x, w[f"block_{b}/ln_att/scale"], w[f"block_{b}/ln_att/bias"])
-            q, k, v = (dense(h, n).reshape(length, heads, size) for n in ("q", "k", "v"))
-            att = np.einsum("qhd,khd->hqk", q, k) / np.sqrt(size)
-            att = np.where(causal[None], att, NEG)
+            q, k, v = (dense(h, n).reshape(length, heads, size).transpose(1, 0, 2) for n in ("q", "k", "v"))
+            att = np.where(causal, q @ k.transpose(0, 2, 1) / math.sqrt(size), NEG)  # heads x L x L
             att = np.exp(att - att.max(axis=-1, keepdims=True))
             att /= att.sum(axis=-1, keepdims=True)
-            x = x + dense(np.einsum("hqk,khd->qhd", att, v).reshape(length, self.hidden), "o")
+            x = x + dense((att @ v).transpose(1, 0, 2).reshape(length, self.hidden), "o")
             h = _layer_norm(x, w[f"block_{b}/ln_ffn/scale"], w[f"block_{b}/ln_ffn/bias"])
             x = x + dense(_gelu(dense(h, "ffn_in")), "ffn_out")
         return _layer_norm(x[-1], w["ln_out/scale"], w["ln_out/bias"])

@@ -9,7 +9,8 @@ import pytest
 
 from recommender.modeling.blend import BlendModel, choose, fuse
 from recommender.modeling.families import load_model, make_model
-from tests.modeling.test_sequential import GROUPS, TINY, planted, queries
+from recommender.modeling.models import Model
+from tests.modeling.test_sequential import GROUPS, planted, queries
 
 
 def lists(*rows: list[tuple[int, float]]) -> tuple[np.ndarray, np.ndarray]:
@@ -45,15 +46,12 @@ def test_the_weight_is_chosen_on_the_validation_targets() -> None:
     assert weight < 0.5 and ndcg == 1.0
 
 
-def test_a_blend_is_one_model_fitted_saved_and_loaded(tmp_path: Path) -> None:
+def test_a_blend_is_one_model_saved_and_loaded_and_refitted(fitted: Model, tmp_path: Path) -> None:
     seqs, matrix = planted()
-    blend = make_model(
-        "blend",
-        {"members": [{"family": "sequential", "params": TINY}, {"family": "itemknn"}], "weight": 0.8},
-        seed=1,
-    )
+    knn = make_model("itemknn")
+    knn.fit(matrix)
+    blend = BlendModel.of(fitted, knn, "rank", 0.8, seed=1)
     assert blend.uses_order
-    blend.fit(matrix, sequences=seqs)
     q_seqs, q_matrix = queries()
     users = np.arange(2 * GROUPS)
     ids, scores = blend.recommend(users, q_matrix, 3, sequences=q_seqs)
@@ -66,7 +64,16 @@ def test_a_blend_is_one_model_fitted_saved_and_loaded(tmp_path: Path) -> None:
     assert part is not None and part[0].family == "sequential" and part[1] == 0.8
     refit = again.refitted(matrix, sequences=seqs)
     assert isinstance(refit, BlendModel) and [m.family for m in refit.members] == ["sequential", "itemknn"]
-    assert (refit.params["fusion"], refit.params["weight"]) == (blend.params["fusion"], 0.8)
+    assert (refit.params["fusion"], refit.params["weight"]) == ("rank", 0.8)
+
+
+def test_a_blend_fits_its_members_from_its_params() -> None:
+    _, matrix = planted()
+    blend = make_model("blend", {"members": [{"family": "itemknn"}, {"family": "popular"}], "fusion": "score"})
+    assert not blend.uses_order and blend.sequence_part() is None
+    blend.fit(matrix)
+    ids, _ = blend.recommend(np.arange(3), matrix, 4)
+    assert (ids >= 0).all() and not any(set(ids[u]) & set(matrix[u].indices) for u in range(3))
 
 
 def test_a_blend_needs_two_members_and_a_known_fusion() -> None:

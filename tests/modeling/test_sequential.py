@@ -37,14 +37,6 @@ def planted() -> tuple[Sequences, sp.csr_matrix]:
     return shop(seqs, 4 * GROUPS)
 
 
-@pytest.fixture(scope="module")
-def fitted() -> Model:
-    seqs, matrix = planted()
-    model = make_model("sequential", TINY, seed=1)
-    model.fit(matrix, sequences=seqs)
-    return model
-
-
 def queries() -> tuple[Sequences, sp.csr_matrix]:
     """Users who did only B, and users who did A then B, in every group."""
     return shop([[4 * g + 1] for g in range(GROUPS)] + [[4 * g, 4 * g + 1] for g in range(GROUPS)], 4 * GROUPS)
