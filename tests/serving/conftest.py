@@ -35,26 +35,28 @@ def publish_small_shop(settings: Settings, shop_dir: Path, config: TrainConfig |
     publish_model(settings)
 
 
+def published_settings(
+    tmp_path_factory: pytest.TempPathFactory, redis_server: str, db: int, config: TrainConfig | None = None
+) -> Settings:
+    """Settings on database ``db`` of the session's Valkey (emptied), with the small shop trained and published."""
+    url = redis_server.rsplit("/", 1)[0] + f"/{db}"
+    redis.Redis.from_url(url).flushdb()
+    home = tmp_path_factory.mktemp(f"api-db{db}")
+    settings = Settings(home=home / "home", hmac_secret=SECRET, redis_url=url)
+    publish_small_shop(settings, home / "shop", config)
+    return settings
+
+
 @pytest.fixture(scope="module")
 def api_settings(tmp_path_factory: pytest.TempPathFactory, redis_server: str) -> Settings:
-    """Settings on db 1 of the session's Valkey, with one published version."""
-    url = redis_server.rsplit("/", 1)[0] + "/1"
-    redis.Redis.from_url(url).flushdb()
-    home = tmp_path_factory.mktemp("api")
-    settings = Settings(home=home / "home", hmac_secret=SECRET, redis_url=url)
-    publish_small_shop(settings, home / "shop")
-    return settings
+    """Settings on db 1 of the session's Valkey, with one published (ALS) version."""
+    return published_settings(tmp_path_factory, redis_server, 1)
 
 
 @pytest.fixture(scope="session")
 def sequential_settings(tmp_path_factory: pytest.TempPathFactory, redis_server: str) -> Settings:
     """Settings on db 2 of the session's Valkey, with a sequential model published."""
-    url = redis_server.rsplit("/", 1)[0] + "/2"
-    redis.Redis.from_url(url).flushdb()
-    home = tmp_path_factory.mktemp("api-sequential")
-    settings = Settings(home=home / "home", hmac_secret=SECRET, redis_url=url)
-    publish_small_shop(settings, home / "shop", SEQUENTIAL)
-    return settings
+    return published_settings(tmp_path_factory, redis_server, 2, SEQUENTIAL)
 
 
 @pytest.fixture
