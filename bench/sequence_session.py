@@ -27,7 +27,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import SECRET
+from bench.common import SECRET, wait_ready
 from recommender.config import Settings
 from recommender.data.ingest import ingest_file
 from recommender.data.synthetic import ShopSpec, generate, write_shop
@@ -112,13 +112,7 @@ def main() -> None:
             api = subprocess.Popen([*cmd, "--log-level", "warning"], env=env)
             try:
                 with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
-                    for _ in range(200):
-                        try:
-                            if http.get("/readyz").status_code == 200:
-                                break
-                        except httpx.HTTPError:
-                            pass
-                        time.sleep(0.1)
+                    wait_ready(http)
                     users = [f"u{n}" for n in range(args.users)]
                     paths = {"precomputed": [], "session": []}
                     for user in users[:50]:  # warm-up (the worker reads the weights once)
