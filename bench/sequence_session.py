@@ -118,6 +118,7 @@ def main() -> None:
                 with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
                     wait_ready(http)
                     timed = http_client.HTTPConnection("127.0.0.1", port, timeout=10)
+                    paths: dict[str, list[float]] = {"precomputed": [], "session": [], "warm-up": [], "httpx": []}
 
                     def get(user: str, path: str) -> dict:
                         clock = time.perf_counter()
@@ -127,7 +128,6 @@ def main() -> None:
                         return body
 
                     users = [f"u{n}" for n in range(args.users)]
-                    paths: dict[str, list[float]] = {"precomputed": [], "session": [], "warm-up": [], "httpx": []}
                     for user in users[:50]:  # warm-up (the worker reads the weights once)
                         get(user, "warm-up")
                     for user in users:
