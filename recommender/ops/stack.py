@@ -32,6 +32,8 @@ from recommender.progress import StepFn, silent
 STATE_FILE = "stack.json"
 AIRFLOW_USER = "admin"
 DAGS = Path(__file__).resolve().parents[2] / "dags"
+AIRFLOW_SETTINGS = DAGS.parent / "infra" / "airflow"
+"""Holds ``airflow_local_settings.py``: the scheduler preloads the pipeline library its tasks fork from."""
 
 
 class StackError(RuntimeError):
@@ -119,6 +121,7 @@ def airflow_env(settings: Settings, base: dict[str, str]) -> dict[str, str]:
         # tasks reach the scheduler through the API server: it must follow the port
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://localhost:{port}/execution/",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{AIRFLOW_USER}:admin",
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(AIRFLOW_SETTINGS), base.get("PYTHONPATH")])),
     }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -84,7 +85,8 @@ def test_a_retried_drain_stores_nothing_twice(dag_env: dict[str, Any], monkeypat
     monkeypatch.setattr(redis.Redis, "xack", xack_lost_once)
     before = asset_events()
 
-    run = run_dag("ingest_interactions")  # attempt 1 commits, loses its XACK and fails; attempt 2 heals
+    # attempt 1 commits, loses its XACK and fails; attempt 2 heals
+    run = run_dag("ingest_interactions", retry_delay=timedelta(seconds=1))
 
     assert run.state == "success" and calls["n"] == 2
     drain = next(ti for ti in run.get_task_instances() if ti.task_id == "drain_event_stream")

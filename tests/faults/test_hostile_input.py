@@ -10,7 +10,6 @@ import os
 from collections.abc import Iterator
 
 import pytest
-import redis
 import schemathesis
 from hypothesis import HealthCheck, settings
 from pydantic import SecretStr
@@ -18,7 +17,7 @@ from pydantic import SecretStr
 from recommender.config import Settings
 from serving.app import create_app
 from tests.conftest import served_live
-from tests.serving.conftest import publish_small_shop
+from tests.shops import Shop
 
 ADMIN = "fuzz-admin-key"
 KEYS = SecretStr(f"fuzz-read-key:read,fuzz-events-key:events,fuzz-write-key:write,{ADMIN}:admin")
@@ -27,13 +26,9 @@ schema = schemathesis.openapi.from_dict(create_app(Settings()).openapi())
 
 
 @pytest.fixture(scope="module")
-def keyed_api(tmp_path_factory: pytest.TempPathFactory, redis_server: str) -> Iterator[str]:
-    """A published shop on its own Redis database, served with keys by a real uvicorn; yields its URL."""
-    url = redis_server.rsplit("/", 1)[0] + "/3"
-    redis.Redis.from_url(url).flushdb()
-    home = tmp_path_factory.mktemp("fuzz")
-    published = Settings(home=home / "home", hmac_secret="fuzz-secret", redis_url=url)
-    publish_small_shop(published, home / "shop")
+def keyed_api(shops: dict[str, Shop]) -> Iterator[str]:
+    """The published small shop, served with keys by a real uvicorn; yields its URL."""
+    published = shops["api"].restore()
     with served_live(create_app(published.model_copy(update={"api_keys": KEYS}))) as url:
         yield url
 

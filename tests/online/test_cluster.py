@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import redis
 from fastapi.testclient import TestClient
+from pydantic import SecretStr
 from redis.crc import key_slot
 
 from recommender.config import Settings
@@ -16,25 +17,29 @@ from recommender.online.keys import Keys
 from recommender.online.redis_conn import client
 from recommender.registry.lifecycle import publish_model
 from serving.app import create_app
-from tests.serving.conftest import SECRET, publish_small_shop
+from tests.conftest import SECRET
+from tests.shops import Shop
 
 KEYS = Keys()
 ADMIN = {"X-API-Key": "ops"}
 
 
 @pytest.fixture(scope="module")
-def cluster_settings(redis_cluster: list[int], tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    """One version trained, promoted and published through the cluster client."""
-    home = tmp_path_factory.mktemp("cluster")
-    settings = Settings(
-        home=home / "home",
-        hmac_secret=SECRET,
-        redis_url=f"redis://127.0.0.1:{redis_cluster[0]}",
-        redis_cluster=True,
-        publish_batch=100,
-        api_keys="shop:read,page:events,ops:admin",
+def cluster_settings(redis_cluster: list[int], shops: dict[str, Shop]) -> Settings:
+    """The small shop's production version published through the cluster client."""
+    settings = (
+        shops["api"]
+        .restore()
+        .model_copy(
+            update={
+                "redis_url": f"redis://127.0.0.1:{redis_cluster[0]}",
+                "redis_cluster": True,
+                "publish_batch": 100,
+                "api_keys": SecretStr("shop:read,page:events,ops:admin"),
+            }
+        )
     )
-    publish_small_shop(settings, home / "shop")
+    publish_model(settings)
     return settings
 
 

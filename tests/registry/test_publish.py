@@ -17,10 +17,8 @@ from fastapi.testclient import TestClient
 
 from recommender.config import Settings
 from recommender.data.ingest import ingest_catalog
-from recommender.modeling.training import TrainConfig
 from recommender.online.keys import Keys
-from recommender.registry.lifecycle import publish_model, train_and_register
-from recommender.registry.promotion import promote
+from recommender.registry.lifecycle import publish_model
 from recommender.registry.publish import IncompletePublishError, begin, finish, publish, write_shard
 from recommender.registry.tracking import load_bundle
 from serving.app import create_app
@@ -30,12 +28,10 @@ KEYS = Keys("recsys")
 
 
 @pytest.fixture
-def served(shop_settings: Settings) -> tuple[Settings, str, redis.Redis]:
+def served(served_settings: Settings) -> tuple[Settings, str, redis.Redis]:
     """A production model published once; returns (settings, its published version, client)."""
-    out = train_and_register(shop_settings, TrainConfig(family="als", params={"factors": 16, "iterations": 5}))
-    promote(shop_settings, "production", out.model_version)
-    first = publish_model(shop_settings)
-    return shop_settings, first.version, redis.Redis.from_url(str(shop_settings.redis_url), decode_responses=True)
+    r = redis.Redis.from_url(str(served_settings.redis_url), decode_responses=True)
+    return served_settings, str(r.get(KEYS.active)), r
 
 
 def assert_complete(r: redis.Redis, version: str, top_n: int) -> None:

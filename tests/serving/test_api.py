@@ -16,7 +16,7 @@ from recommender.data.privacy import pseudonymize, sign_user
 from recommender.online.keys import Keys
 from serving.app import create_app
 from serving.schemas import ItemList, Recommendations
-from tests.serving.conftest import SECRET
+from tests.conftest import SECRET
 
 KEYS = Keys("recsys")
 

@@ -18,7 +18,7 @@ from recommender.online.keys import Keys
 from recommender.ops.stream import drain_catalog
 from recommender.registry.lifecycle import publish_model
 from serving.app import create_app
-from tests.serving.conftest import SECRET
+from tests.conftest import SECRET
 
 KEYS = Keys("recsys")
 READ, WRITE = {"X-API-Key": "shop"}, {"X-API-Key": "backend"}

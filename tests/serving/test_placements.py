@@ -21,7 +21,7 @@ from recommender.data.privacy import pseudonymize
 from recommender.online.keys import Keys
 from serving.app import create_app
 from serving.schemas import PlacementList
-from tests.serving.conftest import SECRET
+from tests.conftest import SECRET
 
 KEYS = Keys("recsys")
 READ, WRITE, ADMIN = {"X-API-Key": "shop"}, {"X-API-Key": "backend"}, {"X-API-Key": "ops"}

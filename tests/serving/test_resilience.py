@@ -63,3 +63,14 @@ def test_fallback_while_redis_is_down_and_recovery_after(api_settings: Settings,
     finally:
         if server.is_running():
             server.stop()
+
+
+def test_shutdown_ends_the_fallback_refresher_even_mid_refresh(api_settings: Settings) -> None:
+    """Shutdown stops the refresher by an event, not a cancellation a Redis call in flight could swallow
+    (it could: the task then slept on, and each shutdown waited out its 5 s grace)."""
+    fast = api_settings.model_copy(update={"fallback_refresh_seconds": 0.001})  # nearly always mid-refresh
+    for _ in range(20):
+        app = create_app(fast)
+        with TestClient(app) as client:
+            assert client.get("/v1/popular", params={"n": 1}).status_code == 200
+        assert app.state.refresher.done() and not app.state.refresher.cancelled()

@@ -14,7 +14,7 @@ from recommender.online.erasure import forget_in_redis
 from recommender.online.keys import Keys, decode
 from recommender.online.sequence import SequenceScorer
 from serving.app import create_app
-from tests.serving.conftest import SECRET
+from tests.conftest import SECRET
 
 
 def test_session_events_are_re_scored_with_the_sequence_that_includes_them(sequential_settings: Settings) -> None:

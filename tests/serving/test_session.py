@@ -9,7 +9,7 @@ from recommender.config import Settings
 from recommender.data.privacy import pseudonymize
 from recommender.online.keys import Keys, decode
 from recommender.online.session import blend, updated_session
-from tests.serving.conftest import SECRET
+from tests.conftest import SECRET
 
 
 def test_the_session_keeps_the_newest_distinct_items_first() -> None:

@@ -10,8 +10,7 @@ from playwright.sync_api import sync_playwright
 from recommender.config import Settings
 from recommender.data.privacy import pseudonymize
 from recommender.online.keys import Keys
-from tests.conftest import CHROMIUM, CHROMIUM_ARGS, needs_chromium
-from tests.serving.conftest import SECRET
+from tests.conftest import CHROMIUM, CHROMIUM_ARGS, SECRET, needs_chromium
 
 pytestmark = needs_chromium
 

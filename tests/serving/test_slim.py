@@ -19,8 +19,7 @@ from importlib.metadata import packages_distributions
 from typing import Any
 
 from recommender.config import Settings
-from tests.conftest import REPO, free_port
-from tests.serving.conftest import SECRET
+from tests.conftest import REPO, SECRET, free_port
 
 BLOCKER = """
 import importlib.abc, runpy, sys
