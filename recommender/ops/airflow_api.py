@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import secrets
 import time
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from recommender.progress import StepFn, silent
 
@@ -15,7 +17,19 @@ FINISHED = {"success", "failed"}
 
 
 class AirflowError(RuntimeError):
-    """Airflow refused a request, or a run failed."""
+    """Airflow refused a request (``status``: its HTTP status), or a run failed."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class AirflowUnavailableError(AirflowError):
+    """Airflow answered 5xx or not at all (on SQLite, a write waits at most 5 s for another's lock)."""
+
+
+RETRY_SECONDS = 60.0
+"""How long a request is retried while Airflow is unavailable."""
 
 
 @dataclass(frozen=True)
@@ -48,10 +62,22 @@ class AirflowClient:
             timeout=timeout,
         )
 
+    @retry(
+        retry=retry_if_exception_type(AirflowUnavailableError),
+        stop=stop_after_delay(RETRY_SECONDS),
+        wait=wait_exponential(multiplier=0.5, max=5),
+        reraise=True,
+    )
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
-        response = self.http.request(method, path, **kwargs)
+        """One request, retried while Airflow is unavailable: every call here is idempotent (a trigger
+        names its run, so a repeated one is a 409, not a second run)."""
+        try:
+            response = self.http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise AirflowUnavailableError(f"{method} {path}: {exc}") from exc
         if not response.is_success:
-            raise AirflowError(f"{method} {path}: {response.status_code} {response.text[:300]}")
+            error = AirflowUnavailableError if response.status_code >= 500 else AirflowError
+            raise error(f"{method} {path}: {response.status_code} {response.text[:300]}", response.status_code)
         return response.json()
 
     def wait_for_dag(self, dag_id: str, timeout: float = 120.0) -> None:
@@ -65,21 +91,27 @@ class AirflowClient:
     def ensure_pool(self, name: str, slots: int, description: str) -> None:
         """Create the pool ``name`` with ``slots`` slots, or set its slots if it exists."""
         body = {"name": name, "slots": slots, "description": description, "include_deferred": False}
-        created = self.http.post("/pools", json=body)
-        if created.status_code == 409:
+        try:
+            self._call("POST", "/pools", json=body)
+        except AirflowError as exc:
+            if exc.status != 409:  # it exists (perhaps made by an earlier attempt): set its slots
+                raise
             self._call("PATCH", f"/pools/{name}", json=body)
-        elif not created.is_success:
-            raise AirflowError(f"POST /pools: {created.status_code} {created.text[:300]}")
 
     def unpause(self, dag_id: str) -> None:
         """The UI's pause toggle, set to running."""
         self._call("PATCH", f"/dags/{dag_id}", json={"is_paused": False})
 
     def trigger(self, dag_id: str, conf: dict[str, Any] | None = None) -> DagRun:
-        """The UI's Trigger button (``logical_date`` null: a manual run 'now')."""
-        return DagRun.from_json(
-            self._call("POST", f"/dags/{dag_id}/dagRuns", json={"logical_date": None, "conf": conf or {}})
-        )
+        """The UI's Trigger button (``logical_date`` null: a manual run 'now'), under a run id of its own."""
+        run_id = f"manual__{datetime.now(UTC).isoformat()}_{secrets.token_hex(4)}"
+        body = {"dag_run_id": run_id, "logical_date": None, "conf": conf or {}}
+        try:
+            return DagRun.from_json(self._call("POST", f"/dags/{dag_id}/dagRuns", json=body))
+        except AirflowError as exc:
+            if exc.status != 409:  # 409: an earlier attempt, answered 5xx, created it after all
+                raise
+            return self.run(dag_id, run_id)
 
     def run(self, dag_id: str, run_id: str) -> DagRun:
         """A run's current state."""
