@@ -74,17 +74,10 @@ def diversity_table(data: Dataset, family: str, weighting: Weighting, sample: in
     ids, scores = model.recommend(users, matrix, POOL)
     n_items = matrix.shape[1]
     similar_ids, similar_scores = model.similar_items(np.arange(n_items), 50)
-    table = {}
+    similar = {}  # what the API reads: each item's published similar list
     for item in range(n_items):
         valid = similar_ids[item] >= 0
-        top = float(similar_scores[item][valid].max(initial=0.0)) or 1.0
-        table[str(item)] = {
-            str(o): max(0.0, float(v) / top)
-            for o, v in zip(similar_ids[item][valid], similar_scores[item][valid], strict=True)
-        }
-
-    def similarity(a: str, b: str) -> float:
-        return max(table[a].get(b, 0.0), table[b].get(a, 0.0))
+        similar[str(item)] = ([str(o) for o in similar_ids[item][valid]], similar_scores[item][valid].tolist())
 
     cats = data.categories if data.categories is not None else np.full(n_items, "")
     attrs = {str(i): {"category": cats[i]} if cats[i] else {} for i in range(n_items)}
@@ -104,7 +97,7 @@ def diversity_table(data: Dataset, family: str, weighting: Weighting, sample: in
         for row in range(len(users)):
             valid = ids[row] >= 0
             pool = [(str(i), float(s)) for i, s in zip(ids[row][valid], scores[row][valid], strict=True)]
-            top = [int(i) for i, _ in arrange(pool, attrs, rules, n, now, similarity=similarity)]
+            top = [int(i) for i, _ in arrange(pool, attrs, rules, n, now, similar=similar)]
             shown.update(top)
             if int(targets[row]) in top:
                 hits += 1

@@ -374,24 +374,19 @@ class RecommendationService:
         if rules.needs_attributes or details:
             cache = await self._details(version, [i for ids, _ in lists for i in ids] + rules.pinned_items)
             info = _LiveDetails(cache, live)
-        similarity = None
+        similar = None
         if rules.diversity.mmr_lambda is not None:
             candidates = list(candidates)
-            similarity = await self._similarity(version, [i for i, _ in candidates[: mmr_window(n)]])
+            similar = await self._similar_lists(version, [i for i, _ in candidates[: mmr_window(n)]])
         chosen = arrange(
-            candidates, info, rules, n, datetime.now(UTC), unavailable=blocked, excluded=excluded, similarity=similarity
+            candidates, info, rules, n, datetime.now(UTC), unavailable=blocked, excluded=excluded, similar=similar
         )
         return _entries(chosen, info, details)
 
-    async def _similarity(self, version: str, ids: list[str]) -> Callable[[str, str], float]:
-        """Similarity of two items from their published similar lists (each list scaled to [0, 1])."""
+    async def _similar_lists(self, version: str, ids: list[str]) -> dict[str, tuple[list[str], list[float]]]:
+        """The published similar lists of ``ids`` (MMR's similarities)."""
         values = await self._call(self.redis.mget([self.keys.similar(version, i) for i in ids])) if ids else []
-        table: dict[str, dict[str, float]] = {}
-        for item, value in zip(ids, values, strict=True):
-            others, scores = decode(value)
-            top = max(scores, default=0.0) or 1.0
-            table[item] = {o: max(0.0, s / top) for o, s in zip(others, scores, strict=True)}
-        return lambda a, b: max(table.get(a, {}).get(b, 0.0), table.get(b, {}).get(a, 0.0))
+        return {item: decode(value) for item, value in zip(ids, values, strict=True)}
 
     async def _remember_page(self, cursor: str, items: list[Item]) -> None:
         pipe = self.redis.pipeline(transaction=False)

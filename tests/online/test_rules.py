@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
 import pytest
 
-from recommender.online.rules import RulesError, RuleSet, arrange, parse_rules
+from recommender.online.rules import RulesError, RuleSet, arrange, mmr, mmr_window, parse_rules
 
 NOW = datetime(2026, 12, 1, 12, tzinfo=UTC)
 # ten candidates, best first: i0..i9; even items are shoes, odd are bags; brand acme for i0-i2
@@ -99,14 +100,39 @@ def test_diversity_caps_a_category_and_keeps_the_list_full() -> None:
 
 
 def test_mmr_trades_relevance_for_novelty() -> None:
-    twins = {("i0", "i1"), ("i0", "i2"), ("i1", "i2")}  # the top three are near copies
-
-    def similarity(a: str, b: str) -> float:
-        return 1.0 if (a, b) in twins or (b, a) in twins else 0.0
-
-    plain = ids({"diversity": {"mmr_lambda": 1.0}}, n=3, similarity=similarity)
-    diverse = ids({"diversity": {"mmr_lambda": 0.3}}, n=3, similarity=similarity)
+    twins = {"i0": (["i1", "i2"], [0.9, 0.9]), "i1": (["i2"], [0.5])}  # the top three are near copies
+    plain = ids({"diversity": {"mmr_lambda": 1.0}}, n=3, similar=twins)
+    diverse = ids({"diversity": {"mmr_lambda": 0.3}}, n=3, similar=twins)
     assert plain == ["i0", "i1", "i2"] and diverse == ["i0", "i3", "i4"]
+
+
+def test_mmr_takes_greedily_the_best_marginal_relevance() -> None:
+    """The vectorized MMR against the definition, written out plainly, on random similarities."""
+    rng = np.random.default_rng(3)
+    pool = [(f"c{k}", float(s)) for k, s in enumerate(sorted(rng.random(60), reverse=True))]
+    similar = {
+        item: ([f"c{o}" for o in others], [float(v) for v in rng.random(len(others))])
+        for item, others in ((i, rng.choice(60, 8, replace=False)) for i, _ in pool)
+    }
+
+    def sim(a: str, b: str) -> float:
+        def one(x: str, y: str) -> float:
+            others, scores = similar[x]
+            return scores[others.index(y)] / max(scores) if y in others else 0.0
+
+        return max(one(a, b), one(b, a))
+
+    lam, n = 0.6, 12
+    window = pool[: mmr_window(n)]  # MMR chooses among the best 3n (36 of 60)
+    top, bottom = window[0][1], window[-1][1]
+    rest, taken = list(window), []
+    while len(taken) < n:
+        best = max(rest, key=lambda p: lam * (p[1] - bottom) / (top - bottom) - (1 - lam) * max(
+            (sim(p[0], t[0]) for t in taken), default=0.0))  # fmt: skip
+        taken.append(best)
+        rest.remove(best)
+    assert mmr(pool, lam, similar, n)[:n] == taken
+    assert sorted(mmr(pool, lam, similar, n)) == sorted(pool)  # a reordering: nothing lost
 
 
 def test_conflicts_resolve_in_the_documented_order() -> None:
@@ -161,3 +187,126 @@ def test_a_request_narrows_the_placement_rules() -> None:
     narrowed = rules.narrowed(category="shoes", max_per_category=2)
     assert ids(narrowed, n=4) == ["i9", "i0", "i2", "i4"]
     assert rules.narrowed() is rules and not rules.needs_attributes and narrowed.needs_attributes
+
+
+@pytest.mark.parametrize(
+    ("rules", "reason"),
+    [
+        (  # one item pinned twice: shown twice before
+            [{"kind": "pin", "item_id": "i9", "position": 1}, {"kind": "pin", "item_id": "i9", "position": 3}],
+            "i9 is pinned twice",
+        ),
+        (  # two timed pins overlapping on one position: one was dropped in silence
+            [
+                {
+                    "kind": "pin",
+                    "item_id": "a",
+                    "position": 2,
+                    "start": "2026-12-01T00:00:00Z",
+                    "end": "2026-12-10T00:00:00Z",
+                },
+                {"kind": "pin", "item_id": "b", "position": 2, "start": "2026-12-05T00:00:00Z"},
+            ],
+            "position 2 is pinned twice",
+        ),
+        (  # the same item at two positions in overlapping windows
+            [
+                {"kind": "pin", "item_id": "a", "position": 1, "end": "2026-12-10T00:00:00Z"},
+                {"kind": "pin", "item_id": "a", "position": 4, "start": "2026-12-09T00:00:00Z"},
+            ],
+            "a is pinned twice",
+        ),
+    ],
+)
+def test_pins_that_contradict_each_other_are_refused_with_a_reason(rules: list[dict], reason: str) -> None:  # type: ignore[type-arg]
+    with pytest.raises(RulesError) as caught:
+        parse_rules({"rules": rules})
+    assert reason in " ".join(" ".join(e["reasons"]) for e in caught.value.errors)
+
+
+def test_pins_in_windows_that_do_not_overlap_may_share_an_item_or_a_position() -> None:
+    december = [
+        {"kind": "pin", "item_id": "a", "position": 1, "end": "2026-12-24T00:00:00Z"},
+        {"kind": "pin", "item_id": "a", "position": 3, "start": "2026-12-24T00:00:00Z"},
+        {"kind": "pin", "item_id": "b", "position": 1, "start": "2026-12-24T00:00:00Z"},
+    ]
+    rules = parse_rules({"rules": december})
+    assert ids(rules, n=4) == ["a", "i0", "i1", "i2"]  # NOW is Dec 1: only the first window
+
+
+def test_a_rule_set_stored_before_the_checks_still_shows_an_item_once() -> None:
+    twice = RuleSet.model_validate(
+        {"rules": [{"kind": "pin", "item_id": "i9", "position": 1}, {"kind": "pin", "item_id": "i9", "position": 3}]}
+    )  # validated as a model, not by parse_rules: what an old stored entry loads as
+    out = ids(twice, n=5)
+    assert out.count("i9") == 1 and out[0] == "i9" and len(out) == 5
+
+
+PIN9 = {"kind": "pin", "item_id": "i9", "position": 1}
+SHOES = {"kind": "filter", "where": where("category", "eq", "shoes")}
+BOOST_BAGS = {"kind": "boost", "where": where("category", "eq", "bags"), "factor": 50}
+BURY_BAGS = {"kind": "bury", "where": where("category", "eq", "bags"), "factor": 0.01}
+PIN1_AT2 = {"kind": "pin", "item_id": "i1", "position": 2}
+PROMOTE_BAGS = {"kind": "promote", "where": where("category", "eq", "bags"), "share": 0.5}
+PROMOTE_PRICEY = {"kind": "promote", "where": where("price", "gte", 70), "share": 0.5}
+CAP1 = {"max_per_category": 1}
+TWINS = {"i0": (["i1", "i2"], [1.0, 1.0]), "i1": (["i0", "i2"], [1.0, 1.0]), "i2": (["i0", "i1"], [1.0, 1.0])}
+
+
+@pytest.mark.parametrize(
+    ("pair", "rules", "kwargs", "n", "expected"),
+    [
+        ("unavailable beats pin", {"rules": [PIN9]}, {"unavailable": {"i9"}}, 3, ["i0", "i1", "i2"]),
+        ("excluded beats pin", {"rules": [PIN9]}, {"excluded": {"i9"}}, 3, ["i0", "i1", "i2"]),
+        ("unavailable beats promote", {"rules": [PROMOTE_PRICEY]}, {"unavailable": {"i6", "i7", "i8", "i9"}}, 4,
+         ["i0", "i1", "i2", "i3"]),
+        ("pin beats filter", {"rules": [SHOES, PIN9]}, {}, 3, ["i9", "i0", "i2"]),
+        ("pin beats bury", {"rules": [PIN9, BURY_BAGS]}, {}, 3, ["i9", "i0", "i2"]),
+        ("pin beats the cap", {"rules": [PIN9], "diversity": CAP1}, {}, 3, ["i9", "i0", "i1"]),
+        ("pin beats promote", {"rules": [PIN9, PROMOTE_PRICEY]}, {}, 4, ["i9", "i6", "i7", "i0"]),
+        ("pin beats MMR", {"rules": [PIN1_AT2], "diversity": {"mmr_lambda": 0.3}}, {"similar": TWINS}, 3,
+         ["i0", "i1", "i3"]),
+        ("filter beats boost", {"rules": [SHOES, BOOST_BAGS]}, {}, 3, ["i0", "i2", "i4"]),
+        ("filter beats promote", {"rules": [SHOES, PROMOTE_BAGS]}, {}, 4, ["i0", "i2", "i4", "i6"]),
+        ("filter beats MMR", {"rules": [SHOES], "diversity": {"mmr_lambda": 0.3}}, {"similar": TWINS}, 3,
+         ["i0", "i4", "i6"]),
+        ("cap beats promote", {"rules": [PROMOTE_BAGS], "diversity": CAP1}, {}, 4, ["i1", "i0", "i2", "i3"]),
+        ("cap beats boost", {"rules": [BOOST_BAGS], "diversity": CAP1}, {}, 3, ["i1", "i0", "i3"]),
+        ("cap beats MMR", {"diversity": {**CAP1, "mmr_lambda": 0.3}}, {"similar": {"i0": (["i1"], [1.0])}}, 2,
+         ["i0", "i1"]),
+        ("promote beats boost", {"rules": [PROMOTE_PRICEY, {"kind": "boost", "where": where("brand", "eq", "acme"),
+                                                             "factor": 2}]}, {}, 4, ["i6", "i0", "i7", "i1"]),
+        ("promote beats MMR", {"rules": [PROMOTE_PRICEY], "diversity": {"mmr_lambda": 0.3}}, {"similar": TWINS}, 4,
+         ["i6", "i0", "i7", "i3"]),
+        ("boost, then MMR on the boosted order", {"rules": [BOOST_BAGS], "diversity": {"mmr_lambda": 0.5}},
+         {"similar": {"i1": (["i3"], [1.0]), "i3": (["i1"], [1.0])}}, 3, ["i1", "i5", "i7"]),
+    ],
+)  # fmt: skip
+def test_every_pair_of_rule_kinds_resolves_in_the_documented_order(
+    pair: str,
+    rules: dict,
+    kwargs: dict,
+    n: int,
+    expected: list[str],  # type: ignore[type-arg]
+) -> None:
+    assert ids(rules, n=n, **kwargs) == expected, pair
+
+
+FOUR = [(f"x{k}", 1.0 - k / 10) for k in range(8)]
+FOUR_ATTRS = {f"x{k}": {"category": "abcd"[k % 4]} for k in range(8)}  # x0 a, x1 b, x2 c, x3 d, x4 a, ...
+
+
+def test_a_pinned_item_counts_in_its_category_cap() -> None:
+    rules = parse_rules({"rules": [{"kind": "pin", "item_id": "x1", "position": 1}], "diversity": CAP1})
+    out = [i for i, _ in arrange(FOUR, FOUR_ATTRS, rules, 5, NOW)]
+    assert out == ["x1", "x0", "x2", "x3", "x4"]  # not x5, a second b: over-cap items only fill the end
+
+
+def test_promoted_slots_keep_within_the_category_cap() -> None:
+    """The defect: promotion ran after the cap, so a promoted category filled every slot past its cap."""
+    candidates, attrs = FOUR, FOUR_ATTRS
+    rules = parse_rules(
+        {"rules": [{"kind": "promote", "where": where("category", "eq", "a"), "share": 1.0}], "diversity": CAP1}
+    )
+    out = [i for i, _ in arrange(candidates, attrs, rules, 4, NOW)]
+    assert out == ["x0", "x1", "x2", "x3"]  # one promoted a (the cap), then the best of the other categories
