@@ -138,6 +138,23 @@ class Settings(BaseSettings):
         default=0.1, ge=0, description="How often each API worker checks for live catalog and rules changes."
     )
     cursor_ttl_seconds: int = Field(default=1800, ge=60, description="How long a pagination cursor remembers.")
+    cursors_per_owner: int = Field(
+        default=20, ge=1, le=10_000, description="Open cursors per user (or anonymous address); the oldest go first."
+    )
+    event_backlog_reserve: float = Field(
+        default=0.1, ge=0, lt=1, description="Share of the event backlog only keys of the write role may fill."
+    )
+    fallback_unready_seconds: float = Field(
+        default=30.0, gt=0, description="A worker answering only from its fallback this long while Redis answers: 503."
+    )
+    live_stale_seconds: float = Field(
+        default=10.0, gt=0, description="A worker whose live catalog and rules are older than this: /readyz 503."
+    )
+    live_changes_retention_seconds: float = Field(
+        default=3600.0,
+        ge=0,
+        description="How long stored catalog changes stay in the stream: API workers read it to follow the catalog.",
+    )
 
     # monitoring (the monitor_recommender DAG): bands outside which the data counts as drifted
     drift_window_days: float = Field(default=14.0, gt=0, description="Window compared on each side.")

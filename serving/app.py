@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -16,6 +16,8 @@ from fastapi.staticfiles import StaticFiles
 from recommender.config import Settings, get_settings
 from recommender.online.redis_conn import async_client, server_url
 from recommender.online.service import (
+    CursorError,
+    CursorUnavailableError,
     PlacementQueryError,
     RecommendationService,
     RedisUnavailableError,
@@ -23,22 +25,19 @@ from recommender.online.service import (
 )
 from serving.limits import BodyLimitMiddleware
 from serving.routes import catalog, events, health, items, placements, recommendations, rules, users
-from serving.telemetry import MetricsMiddleware, set_model_version
+from serving.telemetry import MetricsMiddleware, set_health, set_model_version
 
 STATIC = Path(__file__).with_name("static")
 
 
-async def _refresh_until(stop: asyncio.Event, service: RecommendationService, every: float) -> None:
-    """Refresh the fallback every ``every`` seconds until ``stop`` is set.
+def _gauges(service: RecommendationService) -> Callable[[], None]:
+    """What the service's upkeep records after each round: the served version and the worker's health."""
 
-    Shutdown sets the event instead of cancelling the task: a cancellation that lands inside a Redis
-    call in flight can be swallowed by the client, and the task then sleeps on (shutdown waited 5 s).
-    """
-    while not stop.is_set():
-        if await service.refresh_fallback():
-            set_model_version(service.fallback.model_version)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), every)
+    def tick() -> None:
+        set_model_version(service.fallback.model_version)
+        set_health(service.fallback_seconds(), service.live_age())
+
+    return tick
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -48,17 +47,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         redis = async_client(settings, server_url(settings))
-        app.state.service = RecommendationService(redis, settings)
+        service = app.state.service = RecommendationService(redis, settings)
+        with contextlib.suppress(RedisUnavailableError):  # Redis away at start: the upkeep loads it later
+            await service.reload_live()
         gc.freeze()  # the startup objects (modules, routes, schemas) leave the collector's scans: shorter pauses
+        # Shutdown sets the event instead of cancelling the task: a cancellation that lands inside a Redis
+        # call in flight can be swallowed by the client, and the task then sleeps on (shutdown waited 5 s).
         stop = asyncio.Event()
-        refresher = app.state.refresher = asyncio.create_task(
-            _refresh_until(stop, app.state.service, settings.fallback_refresh_seconds)
-        )
+        upkeep = app.state.upkeep = asyncio.create_task(service.maintain(stop, _gauges(service)))
         try:
             yield
         finally:
             stop.set()
-            await asyncio.wait([refresher], timeout=5)  # a refresh in flight ends within its Redis timeouts
+            await asyncio.wait([upkeep], timeout=5)  # a round in flight ends within its Redis timeouts
             await redis.aclose()
 
     app = FastAPI(
@@ -81,6 +82,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.exception_handler(UnknownPlacementError)
     async def unknown_placement(request: Request, exc: UnknownPlacementError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=404)
+
+    @app.exception_handler(CursorError)
+    async def cursor_gone(request: Request, exc: CursorError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=410)
+
+    @app.exception_handler(CursorUnavailableError)
+    async def cursor_unavailable(request: Request, exc: CursorUnavailableError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": "1"})
 
     @app.exception_handler(PlacementQueryError)
     async def bad_placement_query(request: Request, exc: PlacementQueryError) -> JSONResponse:

@@ -30,6 +30,16 @@ LATENCY = Histogram(
 )
 SOURCES = Counter("recsys_recommendation_source_total", "Where served lists came from", ["source"])
 MODEL_VERSION = Gauge("recsys_active_model_version", "Registry version being served", multiprocess_mode="livemax")
+FALLBACK_SECONDS = Gauge(
+    "recsys_fallback_streak_seconds",
+    "How long a worker has answered only from its in-process fallback (0: it is serving from Redis)",
+    multiprocess_mode="livemax",
+)
+LIVE_AGE = Gauge(
+    "recsys_live_age_seconds",
+    "Age of a worker's copy of the live catalog and rules (how long since it was brought up to date)",
+    multiprocess_mode="livemax",
+)
 EVENT_BACKLOG = Gauge(
     "recsys_event_backlog",
     "Accepted events the drain has not stored yet (the Redis stream's length)",
@@ -50,6 +60,12 @@ def set_model_version(version: str | None) -> None:
     """Record the served model version (numeric registry versions only)."""
     if version is not None and version.isdigit():
         MODEL_VERSION.set(int(version))
+
+
+def set_health(fallback_seconds: float, live_age: float) -> None:
+    """Record this worker's fallback streak and live-state age (a never-loaded state counts as a day old)."""
+    FALLBACK_SECONDS.set(fallback_seconds)
+    LIVE_AGE.set(min(live_age, 86_400.0))
 
 
 def render_metrics() -> tuple[bytes, str]:

@@ -77,9 +77,9 @@ class Keys:
         return f"{self.prefix}:forget:pending"
 
     @property
-    def live_rev(self) -> str:
-        """STRING counter: bumped by every live catalog or rules change (API workers poll it)."""
-        return f"{self._control}:live:rev"
+    def rules_rev(self) -> str:
+        """STRING counter: bumped by every rules change (API workers poll it and then re-read the rules)."""
+        return f"{self._control}:rules:rev"
 
     @property
     def catalog_live(self) -> str:
@@ -87,9 +87,23 @@ class Keys:
         return f"{self._control}:catalog:live"
 
     @property
+    def catalog_live_cutoff(self) -> str:
+        """STRING: unix time below which publishing compacted the live fields away (workers drop them too)."""
+        return f"{self._control}:catalog:live:cutoff"
+
+    @property
     def catalog_changes(self) -> str:
-        """STREAM: every live catalog change, drained into the items table."""
+        """STREAM: every live catalog change (API workers read it from their position; the drain stores it)."""
         return f"{self._control}:catalog:changes"
+
+    @property
+    def catalog_changes_stored(self) -> str:
+        """STRING: the last stream id the catalog drain stored in the items table."""
+        return f"{self._control}:catalog:changes:stored"
+
+    def cursors_of(self, owner: str) -> str:
+        """ZSET: an owner's (a user's or an address's) cursor tokens by creation time (their number is capped)."""
+        return f"{self.prefix}:cursors:{owner}"
 
     def rules(self, placement: str) -> str:
         """STRING: JSON rule set of ``placement`` (absent: the placements config's)."""

@@ -1,10 +1,15 @@
 """What a shop changes between publishes: the live catalog and the merchandising rules.
 
 A catalog change (``PATCH /v1/items/{id}``) is one MULTI/EXEC: every changed field goes into
-``{prefix}:catalog:live`` as ``[value, unix time]``, the change onto ``{prefix}:catalog:changes``
-(the drain stores it in the items table, so the next training sees it) and ``{prefix}:live:rev``
-is bumped. Each API worker polls that counter (``RECSYS_LIVE_POLL_SECONDS``) and, when it moved,
-re-reads the live fields and the rules: a sold-out item leaves every answer within a poll.
+``{prefix}:catalog:live`` as ``[value, unix time]`` and the change onto ``{prefix}:catalog:changes``.
+Each API worker reads that stream from its last position (``RECSYS_LIVE_POLL_SECONDS``), so a
+sold-out item leaves every answer within a poll, and a change costs each worker what changed
+(:mod:`recommender.online.livestate`). The catalog drain stores the changes in the items table (the
+next training sees them) and trims the stream only below ``RECSYS_LIVE_CHANGES_RETENTION_SECONDS``,
+so a worker that polls within that time never misses one. A rules change bumps ``rules:rev``.
+
+The live hash is compacted at every publish (:func:`compact_live`): a field older than the catalog
+every kept version read is already in all of them, and goes.
 
 A published version carries the catalog as it was when it was published (its ``out_of_stock``
 and ``hidden`` sets, and ``catalog_read_at`` in its meta); a live field applies on top when it is
@@ -16,7 +21,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,6 +31,8 @@ from recommender.online.keys import Keys
 from recommender.online.rules import RuleSet
 
 LIVE_FIELDS = ("in_stock", "hidden", "price", "category", "title")
+SCAN_COUNT = 10_000
+COMPACT_BATCH = 1000
 CLOCK_MARGIN_SECONDS = 5.0
 """A published version counts live fields up to this much older than when it read them as possibly
 unseen (clock skew between API workers and the publisher), and applies them again: same values."""
@@ -74,11 +80,52 @@ async def change_items(r: Any, keys: Keys, changes: Mapping[str, Mapping[str, An
         if not fields:
             continue
         pipe.hset(keys.catalog_live, mapping={f"{k}:{item}": orjson.dumps([v, at]).decode() for k, v in fields.items()})
-        pipe.xadd(keys.catalog_changes, {"item_id": item, "fields": orjson.dumps(dict(fields)).decode(), "at": stamp})
+        entry = {"item_id": item, "fields": orjson.dumps(dict(fields)).decode(), "at": stamp, "ts": repr(at)}
+        pipe.xadd(keys.catalog_changes, entry)
         changed += 1
-    pipe.incr(keys.live_rev)
-    await pipe.execute()
+    if changed:
+        await pipe.execute()
     return changed
+
+
+def read_live(r: Any, keys: Keys) -> Overrides:
+    """The whole live hash, read in HSCAN batches (one HGETALL of a big hash would block Redis)."""
+    return parse_live(dict(r.hscan_iter(keys.catalog_live, count=SCAN_COUNT)))
+
+
+COMPACT = """
+local removed = 0
+for i = 1, #ARGV, 2 do
+  if redis.call('HGET', KEYS[1], ARGV[i]) == ARGV[i + 1] then
+    redis.call('HDEL', KEYS[1], ARGV[i])
+    removed = removed + 1
+  end
+end
+return removed
+"""
+"""Delete each field only if it still holds the value read: a change made meanwhile stays."""
+
+
+def compact_live(r: Any, keys: Keys, cutoff: float) -> int:
+    """Remove the live fields older than ``cutoff`` and record it (workers drop the same); returns how many went.
+
+    ``cutoff`` must be at most the catalog-read time of every version still served or being written,
+    minus :data:`CLOCK_MARGIN_SECONDS`: those versions hold every field older than that already.
+    """
+    script = r.register_script(COMPACT)
+    removed, stale = 0, []
+    for name, value in r.hscan_iter(keys.catalog_live, count=SCAN_COUNT):
+        if float(orjson.loads(value)[1]) < cutoff:
+            stale += [name, value]
+        if len(stale) >= 2 * COMPACT_BATCH:
+            removed += int(script(keys=[keys.catalog_live], args=stale))
+            stale = []
+    if stale:
+        removed += int(script(keys=[keys.catalog_live], args=stale))
+    current = r.get(keys.catalog_live_cutoff)
+    if current is None or float(current) < cutoff:
+        r.set(keys.catalog_live_cutoff, repr(cutoff))
+    return removed
 
 
 def newer_than(overrides: Overrides, since: Mapping[str, float] | float) -> dict[str, dict[str, Any]]:
@@ -90,18 +137,6 @@ def newer_than(overrides: Overrides, since: Mapping[str, float] | float) -> dict
         if newer:
             out[item] = newer
     return out
-
-
-def unavailable(
-    out_of_stock: frozenset[str], hidden: frozenset[str], changed: Mapping[str, Mapping[str, Any]]
-) -> frozenset[str]:
-    """Items that must not be shown: out of stock or hidden, with the live changes applied."""
-    gone = set(out_of_stock | hidden)
-    for item, fields in changed.items():
-        sold_out = fields["in_stock"] is False if "in_stock" in fields else item in out_of_stock
-        concealed = bool(fields["hidden"]) if "hidden" in fields else item in hidden
-        (gone.add if sold_out or concealed else gone.discard)(item)
-    return frozenset(gone)
 
 
 # ---- rules ---------------------------------------------------------------------------
@@ -120,7 +155,7 @@ async def put_rules(r: Any, keys: Keys, placement: str, rules: RuleSet, by: str)
     pipe = r.pipeline(transaction=True)
     pipe.set(keys.rules(placement), orjson.dumps(entry))
     pipe.lpush(keys.rules_history(placement), orjson.dumps(entry))
-    pipe.incr(keys.live_rev)
+    pipe.incr(keys.rules_rev)
     await pipe.execute()
     return entry
 
@@ -136,33 +171,3 @@ async def rules_in_force(r: Any, keys: Keys, placement: str, configured: RuleSet
 async def rules_history(r: Any, keys: Keys, placement: str, limit: int = 100) -> list[dict[str, Any]]:
     """The last ``limit`` rule sets of ``placement``, newest first."""
     return [orjson.loads(v) for v in await r.lrange(keys.rules_history(placement), 0, limit - 1)]
-
-
-@dataclass
-class LiveView:
-    """One API worker's copy of the live state for the version it serves."""
-
-    rev: str | None = None
-    version: str | None = None
-    read_at: float = float("-inf")
-    out_of_stock: frozenset[str] = frozenset()
-    hidden: frozenset[str] = frozenset()
-    overrides: Overrides = field(default_factory=dict)
-    changed: dict[str, dict[str, Any]] = field(default_factory=dict)
-    unavailable: frozenset[str] = frozenset()
-    rules: dict[str, RuleSet] = field(default_factory=dict)
-    repurchase: dict[str, float] = field(default_factory=dict)
-    checked_at: float = -1e9
-
-    def rebuilt(self) -> LiveView:
-        """Recompute what follows from the version's sets and the live fields."""
-        self.changed = newer_than(self.overrides, self.read_at - CLOCK_MARGIN_SECONDS)
-        self.unavailable = unavailable(self.out_of_stock, self.hidden, self.changed)
-        return self
-
-    def details(self, item_id: str, published: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
-        """An item's catalog fields with the live changes applied (read, never modify: no copy without changes)."""
-        live = self.changed.get(item_id)
-        if not live:
-            return published
-        return {**(published or {}), **live}

@@ -24,8 +24,7 @@ whole test sets.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from collections.abc import Set as AbstractSet
+from collections.abc import Callable, Container, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from itertools import combinations, islice
 from typing import Annotated, Any, Literal
@@ -273,8 +272,8 @@ def arrange(
     n: int,
     now: datetime,
     *,
-    unavailable: AbstractSet[str] = frozenset(),
-    excluded: AbstractSet[str] = frozenset(),
+    unavailable: Container[str] = frozenset(),
+    excluded: Container[str] = frozenset(),
     similar: Mapping[str, tuple[Sequence[str], Sequence[float]]] | None = None,
 ) -> list[Scored]:
     """The first ``n`` items to show: ``candidates`` (best first) under the placement's ``rules``.
@@ -331,7 +330,7 @@ def arrange(
 
 
 def active_pins(
-    rules: RuleSet, now: datetime, unavailable: AbstractSet[str] = frozenset(), excluded: AbstractSet[str] = frozenset()
+    rules: RuleSet, now: datetime, unavailable: Container[str] = frozenset(), excluded: Container[str] = frozenset()
 ) -> dict[int, str]:
     """Position -> item of the pins in force and showable; the first rule wins a position or an item (a stored
     rule set from before :func:`parse_rules` refused such pins)."""

@@ -1,21 +1,22 @@
-"""What the API does per request, as plain async functions over an async Redis client.
+"""What the API does per request, as plain async methods over an async Redis client.
 
-The route handlers in ``serving/`` each call one method of :class:`RecommendationService`.
-It reads only what publishing precomputed (via the active-version pointer), filters and
-fills lists cheaply, and keeps answering from an in-process copy of the popular lists when
-Redis is down or slow (``source: fallback``), retrying Redis by itself.
+The route handlers in ``serving/`` each call one method of :class:`RecommendationService`. A request
+goes through three stages, each a module of its own: the feed (:mod:`recommender.online.feeds`: the
+candidate lists), the arrangement under the placement's rules (:mod:`recommender.online.listing`),
+then the listing (cursor pages, the signed recommendation id). What a worker keeps of each served
+version is one object per version (:mod:`recommender.online.versions`), the live catalog and rules
+one copy kept current from what changed (:mod:`recommender.online.livestate`). When Redis is down
+or slow the worker answers from an in-process copy of the popular lists (``source: fallback``,
+:mod:`recommender.online.fallback`) and retries Redis by itself.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import re
-import secrets
+import contextlib
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from collections.abc import Set as AbstractSet
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -24,26 +25,37 @@ import pandas as pd
 from redis.asyncio import Redis
 from redis.exceptions import RedisClusterException, RedisError
 
-from recommender.config import Settings
+from recommender.config import Settings, role_allows
 from recommender.data.events import CANONICAL, validate_events
 from recommender.data.privacy import pseudonymize
+from recommender.online.cursors import CursorError, Cursors, CursorUnavailableError
 from recommender.online.erasure import ForgetReport, request_forget
 from recommender.online.experiments import RecommendationIds, in_challenger
+from recommender.online.fallback import Fallback, refreshed
+from recommender.online.feeds import FeedQuery, Feeds, PlacementQueryError
+from recommender.online.guard import Guard, RedisUnavailableError
 from recommender.online.keys import Keys, decode
-from recommender.online.live import LiveView, change_items, parse_live, put_rules, rules_history, rules_in_force
-from recommender.online.placements import Placement, due_again, load_placements, personalized
+from recommender.online.listing import arranged, distinct, entries
+from recommender.online.live import change_items, put_rules, rules_history, rules_in_force
+from recommender.online.livestate import LiveState, load, poll
+from recommender.online.placements import Placement, load_placements
 from recommender.online.redis_conn import client, server_url
-from recommender.online.rules import RuleSet, arrange, mmr_window
-from recommender.online.sequence import SequenceScorer
-from recommender.online.session import blend, updated_session
+from recommender.online.rules import RuleSet, arrange
+from recommender.online.session import updated_session
+from recommender.online.versions import Item, Versions, VersionState
 
-Item = dict[str, Any]
-Lists = list[tuple[list[str], list[float]]]
-CURSOR = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
-
-
-class RedisUnavailableError(Exception):
-    """Redis did not answer in time (or the service is waiting before retrying it)."""
+__all__ = [
+    "BacklogFullError",
+    "CursorError",
+    "CursorUnavailableError",
+    "InvalidEventsError",
+    "Listing",
+    "PlacementQuery",
+    "PlacementQueryError",
+    "RecommendationService",
+    "RedisUnavailableError",
+    "UnknownPlacementError",
+]
 
 
 class BacklogFullError(RuntimeError):
@@ -52,10 +64,6 @@ class BacklogFullError(RuntimeError):
 
 class UnknownPlacementError(LookupError):
     """No placement of that name in the placements config."""
-
-
-class PlacementQueryError(ValueError):
-    """A placement request lacks what its feed needs (e.g. ``item_id`` for ``product``)."""
 
 
 class InvalidEventsError(ValueError):
@@ -91,22 +99,8 @@ class PlacementQuery:
     max_per_category: int | None = None
     cursor: str | None = None
     paginate: bool = False
-
-
-@dataclass
-class Fallback:
-    """In-process copy of the popular lists of the active version."""
-
-    version: str | None = None
-    model_version: str | None = None
-    popular: tuple[list[str], list[float]] = ([], [])
-    by_category: dict[str, tuple[list[str], list[float]]] = field(default_factory=dict)
-    details: dict[str, Item | None] = field(default_factory=dict)
-    refreshed_at: float = 0.0
-
-    def lists(self, category: str | None) -> tuple[list[str], list[float]]:
-        """The popular list overall or of ``category`` (empty for an unknown one)."""
-        return self.by_category.get(category, ([], [])) if category else self.popular
+    client: str | None = None
+    """The caller's address: the owner of its cursors when there is no user."""
 
 
 def _split_csv(value: str | None, limit: int) -> list[str]:
@@ -121,36 +115,26 @@ class RecommendationService:
     """
 
     def __init__(self, redis: Redis, settings: Settings) -> None:
-        self.redis = redis
-        self.settings = settings
-        self.keys = Keys(settings.redis_prefix)
+        self.redis, self.settings = redis, settings
+        self.keys = keys = Keys(settings.redis_prefix)
+        self.guard = guard = Guard(settings.redis_retry_after)
+        self.ids = RecommendationIds(settings.hmac_secret.get_secret_value())
+        self.placements = load_placements(settings.placements_file)
+        self.versions = Versions(redis, keys, guard, settings.item_cache_size)
+        self.feeds = Feeds(redis, keys, guard, self.versions, settings)
+        self.cursors = Cursors(redis, keys, guard, settings.cursor_ttl_seconds, settings.cursors_per_owner)
+        self.live = LiveState()
         self.fallback = Fallback()
-        self._down_until = 0.0
-        self._model_versions: dict[str, str] = {}
+        self.fallback_since: float | None = None
+        """Monotonic time of the first fallback answer of the current run of them (None: the last was not)."""
         self._active_version: str | None = None
         self._challenger_version: str | None = None
         self._experiment_id: str | None = None
-        self.ids = RecommendationIds(settings.hmac_secret.get_secret_value())
-        self._active_read_at = -1e9
-        self._backlog, self._backlog_read_at = 0, -1e9
-        self._catalog_version: str | None = None  # published versions never change: their details are cached
-        self._catalog: dict[str, Item | None] = {}
-        self.placements = load_placements(settings.placements_file)
-        self.live = LiveView()
-        self._popular_lists: dict[tuple[str, str | None], tuple[list[str], list[float]]] = {}
-        self._scorers: dict[str, SequenceScorer | None] = {}  # per version: its sequential model's weights
+        self._active_read_at = float("-inf")
+        self._backlog, self._backlog_read_at = 0, float("-inf")
+        self._reload: asyncio.Task[None] | None = None
 
-    # ---- Redis access with a timeout and a short circuit breaker ------------------
-    async def _call(self, coro: Any) -> Any:
-        if time.monotonic() < self._down_until:
-            coro.close()
-            raise RedisUnavailableError("waiting before retrying Redis")
-        try:  # the client's socket timeouts bound each call (see redis_conn.async_client)
-            return await coro
-        except (RedisError, RedisClusterException, OSError, TimeoutError) as exc:
-            self._down_until = time.monotonic() + self.settings.redis_retry_after
-            raise RedisUnavailableError(str(exc) or type(exc).__name__) from exc
-
+    # ---- the active version and the live state ------------------------------------
     async def _active(self, fresh: bool = False) -> str | None:
         """The active version, re-read at most every ``RECSYS_ACTIVE_CACHE_SECONDS`` (or now, if ``fresh``).
 
@@ -159,7 +143,7 @@ class RecommendationService:
         """
         now = time.monotonic()
         if fresh or now - self._active_read_at > self.settings.active_cache_seconds:
-            version, challenger, experiment = await self._call(
+            version, challenger, experiment = await self.guard(
                 self.redis.mget(self.keys.active, self.keys.challenger, self.keys.experiment)
             )
             self._active_version = None if version is None else str(version)
@@ -168,69 +152,56 @@ class RecommendationService:
             self._active_read_at = now
         return self._active_version
 
-    async def _model_version(self, version: str) -> str | None:
-        if version not in self._model_versions:
-            value = await self._call(self.redis.hget(self.keys.meta(version), "model_version"))
-            if value is None:
-                return None
-            if len(self._model_versions) > 8:  # old versions: forget them
-                self._model_versions = {}
-            self._model_versions[version] = str(value)
-        return self._model_versions[version]
+    async def _sync_live(self) -> None:
+        """Bring the live state up to date: at most one poll per ``RECSYS_LIVE_POLL_SECONDS``.
 
-    # ---- live catalog and rules --------------------------------------------------
-    async def _live(self, version: str) -> LiveView:
-        """The live state for ``version``, re-read when another version is served or the live counter moved.
-
-        The counter is checked at most every ``RECSYS_LIVE_POLL_SECONDS``; in between a request
-        costs nothing more than a clock read.
+        A worker that never loaded the live hash loads it now; one that fell behind the stream's
+        retention reloads it in the background and serves from its copy meanwhile.
         """
         live, now = self.live, time.monotonic()
-        if live.version == version and now - live.checked_at < self.settings.live_poll_seconds:
-            return live
-        rev = await self._call(self.redis.get(self.keys.live_rev))
-        live.checked_at = now
-        if live.version == version and rev == live.rev:
-            return live
-        fresh = LiveView(rev=rev, version=version, checked_at=now)
-        if live.version == version:  # same version: its sets stay, the live fields and rules are re-read
-            fresh.read_at, fresh.out_of_stock, fresh.hidden = live.read_at, live.out_of_stock, live.hidden
-            fresh.repurchase = live.repurchase
-        else:
-            read_at, out_of_stock, hidden, repurchase = await self._call(self._version_catalog(version))
-            fresh.read_at = float(read_at or "-inf")
-            fresh.out_of_stock, fresh.hidden = frozenset(out_of_stock), frozenset(hidden)
-            fresh.repurchase = {str(c): float(v) for c, v in repurchase.items()}
-        names = list(self.placements)
-        raw, stored = await self._call(self._live_fields(names))
-        fresh.overrides = parse_live(raw)
-        fresh.rules = {
-            name: RuleSet.model_validate(orjson.loads(value)["rules"]) if value else self.placements[name].rules
-            for name, value in zip(names, stored, strict=True)
-        }
-        self.live = fresh.rebuilt()
-        return self.live
+        if not live.loaded:
+            await self.reload_live()
+        elif now - live.synced_at > self.settings.live_changes_retention_seconds / 2:
+            if self._reload is None or self._reload.done():
+                self._reload = asyncio.create_task(self._reload_quietly())
+        elif now - live.checked_at >= self.settings.live_poll_seconds:
+            await poll(live, self.redis, self.keys, self.guard, self.placements)
 
-    async def _version_catalog(self, version: str) -> list[Any]:
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.hget(self.keys.meta(version), "catalog_read_at")
-        pipe.smembers(self.keys.out_of_stock(version))
-        pipe.smembers(self.keys.hidden(version))
-        pipe.hgetall(self.keys.repurchase(version))
-        return list(await pipe.execute())
+    async def reload_live(self) -> None:
+        """Read the whole live state again (the hash in batches, the rules), then swap it in."""
+        fresh = LiveState()
+        await load(fresh, self.redis, self.keys, self.guard)
+        await poll(fresh, self.redis, self.keys, self.guard, self.placements)
+        self.live = fresh
 
-    async def _live_fields(self, placements: list[str]) -> list[Any]:
-        pipe = self.redis.pipeline(transaction=False)  # GETs: a cluster pipeline refuses MGET
-        pipe.hgetall(self.keys.catalog_live)
-        for name in placements:
-            pipe.get(self.keys.rules(name))
-        raw, *stored = await pipe.execute()
-        return [raw, stored]
+    async def _reload_quietly(self) -> None:
+        with contextlib.suppress(RedisUnavailableError):  # the next request or tick tries again
+            await self.reload_live()
 
+    async def maintain(self, stop: asyncio.Event, tick: Callable[[], None] = lambda: None) -> None:
+        """Until ``stop`` is set: keep the live state current between requests (an idle worker too) and the
+        fallback copy fresh; ``tick`` runs after each round (the API updates its gauges there)."""
+        every = max(self.settings.live_poll_seconds, 0.2)
+        refreshed_at = float("-inf")
+        while not stop.is_set():
+            if time.monotonic() - refreshed_at >= self.settings.fallback_refresh_seconds:
+                if await self.refresh_fallback():
+                    refreshed_at = time.monotonic()
+            else:
+                with contextlib.suppress(RedisUnavailableError):
+                    await self._sync_live()
+            tick()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), every)
+
+    # ---- live catalog and rules --------------------------------------------------
     async def change_items(self, changes: Mapping[str, Mapping[str, Any]]) -> int:
         """Apply live catalog changes (item -> fields); they show on the next request of every worker."""
-        changed = await self._call(change_items(self.redis, self.keys, changes))
-        self.live.checked_at = -1e9  # this worker sees its own change at once
+        at = time.time()
+        changed = await self.guard(change_items(self.redis, self.keys, changes, at))
+        for item, fields in changes.items():  # this worker sees its own change at once
+            if fields:
+                self.live.apply(item, fields, at)
         return int(changed)
 
     def placement_of(self, name: str) -> Placement:
@@ -242,19 +213,19 @@ class RecommendationService:
     async def put_rules(self, name: str, rules: RuleSet, by: str) -> dict[str, Any]:
         """Replace a placement's rules (kept in its history)."""
         self.placement_of(name)
-        entry = await self._call(put_rules(self.redis, self.keys, name, rules, by))
-        self.live.checked_at = -1e9
+        entry = await self.guard(put_rules(self.redis, self.keys, name, rules, by))
+        self.live.rules = {**self.live.rules, name: rules}  # this worker applies its own change at once
         return dict(entry)
 
     async def rules(self, name: str) -> dict[str, Any]:
         """A placement's rules: the stored entry, or the config's (``by: config``)."""
-        entry = await self._call(rules_in_force(self.redis, self.keys, name, self.placement_of(name).rules))
+        entry = await self.guard(rules_in_force(self.redis, self.keys, name, self.placement_of(name).rules))
         return dict(entry)
 
     async def rules_history(self, name: str, limit: int = 100) -> list[dict[str, Any]]:
         """A placement's past rule sets, newest first."""
         self.placement_of(name)
-        return list(await self._call(rules_history(self.redis, self.keys, name, limit)))
+        return list(await self.guard(rules_history(self.redis, self.keys, name, limit)))
 
     # ---- requests ----------------------------------------------------------------
     async def recommendations(
@@ -270,8 +241,10 @@ class RecommendationService:
         """One placement's list for one request, under its rules, without unavailable or excluded items."""
         placement = self.placement_of(name)
         n = min(q.n or placement.n, self.settings.max_n)
-        user = pseudonymize(q.user_id, self.settings.hmac_secret.get_secret_value()) if q.user_id else None
-        cursor = _cursor(q)
+        user = self._pseudonym(q.user_id)
+        if q.cursor is not None and not Cursors.well_formed(q.cursor):
+            raise PlacementQueryError("cursor is not one this API issued; start again with paginate=true")
+        token = q.cursor or (Cursors.new() if q.paginate else None)
         try:
             version = await self._active()
             if version is None:
@@ -279,121 +252,39 @@ class RecommendationService:
             challenger = self._challenger_version
             if user is not None and challenger is not None and in_challenger(user, self.settings.experiment_share):
                 version = challenger
-            live = await self._live(version)
-            rules = live.rules.get(name, placement.rules).narrowed(q.category, q.max_per_category)
-            excluded: AbstractSet[str] = q.exclude
-            if q.cursor:
-                excluded = excluded | set(await self._call(self.redis.smembers(self.keys.cursor(q.cursor))))
-            lists, source = await self._feed(placement, version, live, user, q, n)
-            items = await self._arranged(version, lists, rules, n, excluded, live, q.details)
-            model_version = await self._model_version(version)
-            if user is not None and challenger is not None and self._experiment_id:
-                await self._exposed(self._experiment_id, str(model_version), user)
-            if cursor:
-                await self._remember_page(cursor, items)
-        except RedisUnavailableError:
-            return self._from_fallback(n, q, placement, name)
-        return self._listing(items, source, model_version, name, cursor)
-
-    async def _feed(
-        self, placement: Placement, version: str, live: LiveView, user: str | None, q: PlacementQuery, n: int
-    ) -> tuple[Lists, str]:
-        """The placement's candidate lists, best first, and where they came from."""
-        if placement.feed == "recent":
-            if user is None:
-                raise PlacementQueryError("this placement needs user_id")
-            session = await self._call(self.redis.get(self.keys.session(user)))
-            recent = orjson.loads(session) if session else []
-            return [(recent, [0.0] * len(recent))], "session"
-        if placement.feed == "similar":
-            if not q.item_id:
-                raise PlacementQueryError("this placement needs item_id")
-            keys = [self.keys.similar(version, q.item_id)] + ([self.keys.user(version, user)] if user else [])
-            values = await self._call(self.redis.mget(keys))
-            similar = decode(values[0])
-            if user:
-                similar = personalized(similar, decode(values[1]), placement.personalize)
-            return [similar, _unscored(await self._popular(version, None))], "similar"
-        if placement.feed == "together":
-            if not q.cart:
-                raise PlacementQueryError("this placement needs cart (comma-separated item ids)")
-            return await self._together(version, q.cart), "together"
-        if placement.feed == "buy_again":
-            if user is None:
-                raise PlacementQueryError("this placement needs user_id")
-            bought = decode(await self._call(self.redis.get(self.keys.bought(version, user))))
-            info = _LiveDetails(await self._details(version, bought[0]), live)
-            due = due_again(bought, lambda i: (info.get(i) or {}).get("category"), live.repurchase, time.time())
-            return [due], "buy_again"
-        return await self._user_lists(version, user, n, q.category)
-
-    async def _together(self, version: str, cart: tuple[str, ...]) -> Lists:
-        """The cart items' bought-together lists fused (their similar lists where they have none), then popular."""
-        keys = [self.keys.together(version, i) for i in cart] + [self.keys.similar(version, i) for i in cart]
-        values = await self._call(self.redis.mget(keys))
-        lists = [
-            decode(t) if t is not None else decode(s)
-            for t, s in zip(values[: len(cart)], values[len(cart) :], strict=True)
-        ]
-        ids, scores = blend(([], []), lists, list(cart), 1.0)
-        return [(ids, scores), _unscored(await self._popular(version, None))]
-
-    async def _user_lists(self, version: str, user: str | None, n: int, category: str | None) -> tuple[Lists, str]:
-        """The user's precomputed list (blended with their session), then popular items to fill."""
-        if user is None:
-            return [await self._popular(version, category)], "popular"
-        if self.settings.session_items:  # the precomputed list and the session in one round trip
-            stored, session = await self._call(self.redis.mget(self.keys.user(version, user), self.keys.session(user)))
-        else:
-            stored, session = await self._call(self.redis.get(self.keys.user(version, user))), None
-        ids, scores = decode(stored)
-        source = "personalized" if ids else "popular"
-        fill = await self._popular(version, category)
-        if session:
-            ids, scores, fill, source = await self._with_session(
-                version, user, orjson.loads(session), (ids, scores), fill, source, n
+            await self._sync_live()
+            state = await self.versions.get(version)
+            rules = self.live.rules.get(name, placement.rules).narrowed(q.category, q.max_per_category)
+            excluded = q.exclude | await self.cursors.seen(token) if q.cursor and token else q.exclude
+            feed = FeedQuery(user, q.item_id, q.cart, q.category, n)
+            lists, source = await self.feeds.lists(placement, state, self.live, feed)
+            items = await arranged(
+                self.versions, self.live, state, lists, rules, 2 * n if token else n, excluded, q.details
             )
-        return [(ids, scores), _unscored(fill) if ids else fill], source
+            if token:
+                items = await self._page(token, q, user, items, n)
+            if user is not None and challenger is not None and self._experiment_id:
+                await self._exposed(self._experiment_id, str(state.model_version), user)
+        except RedisUnavailableError as exc:
+            if q.cursor:
+                raise CursorUnavailableError(
+                    "Redis is unavailable: this cursor's next page cannot be told from the earlier ones; "
+                    "retry, or start again with paginate=true"
+                ) from exc
+            return self._from_fallback(n, q, placement, name)
+        self.fallback_since = None
+        return self._listing(items, source, state.model_version, name, token)
 
-    async def _arranged(
-        self,
-        version: str,
-        lists: Lists,
-        rules: RuleSet,
-        n: int,
-        excluded: AbstractSet[str],
-        live: LiveView,
-        details: bool,
-    ) -> list[Item]:
-        """The first ``n`` candidates under ``rules``; catalog attributes are read only when needed."""
-        blocked = live.unavailable
-        if rules.empty and not details:  # the fast path: live changes matter only through ``unavailable``
-            return _merge(lists, n, excluded, blocked, {}, False)
-        candidates: Iterable[tuple[str, float]] = _distinct(lists)  # read lazily by arrange
-        info: Mapping[str, Mapping[str, Any] | None] = {}
-        if rules.needs_attributes or details:
-            cache = await self._details(version, [i for ids, _ in lists for i in ids] + rules.pinned_items)
-            info = _LiveDetails(cache, live)
-        similar = None
-        if rules.diversity.mmr_lambda is not None:
-            candidates = list(candidates)
-            similar = await self._similar_lists(version, [i for i, _ in candidates[: mmr_window(n)]])
-        chosen = arrange(
-            candidates, info, rules, n, datetime.now(UTC), unavailable=blocked, excluded=excluded, similar=similar
-        )
-        return _entries(chosen, info, details)
+    async def _page(self, token: str, q: PlacementQuery, user: str | None, items: list[Item], n: int) -> list[Item]:
+        """The first ``n`` of ``items`` no earlier page of the cursor showed, recorded as shown."""
+        if not q.cursor:
+            owner = user or f"anon:{self._pseudonym(q.client or 'unknown')}"
+            await self.cursors.start(token, owner)
+        claimed = set(await self.cursors.claim(token, [i["item_id"] for i in items], n))
+        return [i for i in items if i["item_id"] in claimed]
 
-    async def _similar_lists(self, version: str, ids: list[str]) -> dict[str, tuple[list[str], list[float]]]:
-        """The published similar lists of ``ids`` (MMR's similarities)."""
-        values = await self._call(self.redis.mget([self.keys.similar(version, i) for i in ids])) if ids else []
-        return {item: decode(value) for item, value in zip(ids, values, strict=True)}
-
-    async def _remember_page(self, cursor: str, items: list[Item]) -> None:
-        pipe = self.redis.pipeline(transaction=False)
-        if items:
-            pipe.sadd(self.keys.cursor(cursor), *[i["item_id"] for i in items])
-        pipe.expire(self.keys.cursor(cursor), self.settings.cursor_ttl_seconds)
-        await self._call(pipe.execute())
+    def _pseudonym(self, value: str | None) -> str | None:
+        return pseudonymize(value, self.settings.hmac_secret.get_secret_value()) if value else None
 
     def _listing(
         self, items: list[Item], source: str, model_version: str | None, placement: str, cursor: str | None = None
@@ -405,55 +296,25 @@ class RecommendationService:
         pipe = self.redis.pipeline(transaction=False)
         pipe.hincrby(self.keys.served(experiment_id), model_version, 1)
         pipe.sadd(self.keys.exposed(experiment_id, model_version), user)
-        await self._call(pipe.execute())
-
-    async def _with_session(
-        self,
-        version: str,
-        user: str,
-        recent: list[str],
-        stored: tuple[list[str], list[float]],
-        popular: tuple[list[str], list[float]],
-        source: str,
-        n: int,
-    ) -> tuple[list[str], list[float], tuple[list[str], list[float]], str]:
-        """The user's list after their session: re-scored by the sequential model when the version has one,
-        else blended with the similar lists of the recent items (popular for a cold user)."""
-        base = stored if stored[0] else popular
-        scorer = await self._scorer(version)
-        if scorer is not None and scorer.weight > 0:
-            past = await self._call(self.redis.get(self.keys.sequence(version, user)))
-            ids, scores = scorer.top([*(orjson.loads(past) if past else []), *reversed(recent)], self.settings.top_n)
-            if scorer.weight < 1.0 and stored[0]:  # a blend: the other member's part is in the stored list
-                ids, scores = blend((ids, scores), [stored], recent, (1.0 - scorer.weight) / scorer.weight)
-        else:
-            values = await self._call(self.redis.mget([self.keys.similar(version, i) for i in recent]))
-            ids, scores = blend(base, [decode(v) for v in values], recent, self.settings.session_weight)
-        seen = set(recent)
-        fill = [i for i in popular[0] if i not in seen]
-        changed = ids[:n] != [i for i in base[0] if i not in seen][:n]
-        return ids, scores, (fill, [0.0] * len(fill)), "session" if changed else source
-
-    async def _scorer(self, version: str) -> SequenceScorer | None:
-        """``version``'s sequential model for the numpy forward pass (None: it has none); read once per process."""
-        if version not in self._scorers:
-            if len(self._scorers) > 4:
-                self._scorers = {}
-            blob = await self._call(self.redis.get(self.keys.sequence_model(version)))
-            self._scorers[version] = SequenceScorer.from_bytes(base64.b64decode(blob)) if blob else None
-        return self._scorers[version]
+        await self.guard(pipe.execute())
 
     async def similar(self, item_id: str, n: int, details: bool = False) -> Listing:
         """Items similar to ``item_id`` (empty for an unknown item)."""
-        return await self._one_list(lambda v: self.keys.similar(v, item_id), "similar", n, details, {item_id}, None)
+
+        async def read(state: VersionState) -> tuple[list[str], list[float]]:
+            return decode(await self.guard(self.redis.get(self.keys.similar(state.version, item_id))))
+
+        return await self._one_list(read, "similar", n, details, {item_id}, None)
 
     async def popular(self, n: int, category: str | None = None, details: bool = False) -> Listing:
         """Popular items overall or in a category."""
-        return await self._one_list(lambda v: self.keys.popular(v, category), "popular", n, details, set(), category)
+        return await self._one_list(
+            lambda s: self.versions.popular(s, category), "popular", n, details, set(), category
+        )
 
     async def _one_list(
         self,
-        key_of: Callable[[str], str],
+        read: Callable[[VersionState], Awaitable[tuple[list[str], list[float]]]],
         source: str,
         n: int,
         details: bool,
@@ -466,58 +327,38 @@ class RecommendationService:
             version = await self._active()
             if version is None:
                 return self._listing([], source, None, source)
-            live = await self._live(version)
-            lists = [decode(await self._call(self.redis.get(key_of(version))))]
-            items = await self._arranged(version, lists, RuleSet(), n, frozenset(), live, details)
-            model_version = await self._model_version(version)
+            await self._sync_live()
+            state = await self.versions.get(version)
+            items = await arranged(
+                self.versions, self.live, state, [await read(state)], RuleSet(), n, frozenset(), details
+            )
         except RedisUnavailableError:
             query = PlacementQuery(n=n, exclude=frozenset(excluded), category=category, details=details)
             return self._from_fallback(n, query, None, source)
-        return self._listing(items, source, model_version, source)
-
-    async def _popular(self, version: str, category: str | None) -> tuple[list[str], list[float]]:
-        """A popular list of ``version``: from the in-process copy when it is of that version, else Redis."""
-        if self.fallback.version == version:
-            return self.fallback.lists(category)
-        key = (version, category)  # another version (the challenger's): published lists never change, keep them
-        if key not in self._popular_lists:
-            if len(self._popular_lists) > 256:
-                self._popular_lists = {}
-            self._popular_lists[key] = decode(await self._call(self.redis.get(self.keys.popular(version, category))))
-        return self._popular_lists[key]
-
-    async def _details(self, version: str, ids: list[str]) -> dict[str, Item | None]:
-        """Catalog details of ``version`` (None: not in the catalog), with every one of ``ids`` present.
-
-        A published version never changes, so details are cached per process: up to
-        ``RECSYS_ITEM_CACHE_SIZE`` items of the newest version asked for. Read, never modify.
-        """
-        if version != self._catalog_version or len(self._catalog) > self.settings.item_cache_size:
-            self._catalog_version, self._catalog = version, {}
-        cache = self._catalog
-        missing = list(dict.fromkeys(i for i in ids if i not in cache))
-        if missing:
-            values = await self._call(self.redis.hmget(self.keys.items(version), missing))
-            for item_id, value in zip(missing, values, strict=True):
-                cache[item_id] = None if value is None else orjson.loads(value)
-        return cache
+        self.fallback_since = None
+        return self._listing(items, source, state.model_version, source)
 
     def _from_fallback(self, n: int, q: PlacementQuery, placement: Placement | None, name: str) -> Listing:
-        """The in-process popular lists, under the last known live state and rules (Redis is away)."""
+        """The in-process popular lists, under the live state and rules the worker last knew (Redis is away)."""
+        if self.fallback_since is None:
+            self.fallback_since = time.monotonic()
         fb, live = self.fallback, self.live
         rules = (live.rules.get(name, placement.rules) if placement else RuleSet()).narrowed(
             q.category, q.max_per_category
         )
-        info = _LiveDetails(fb.details, live)
+        info: Mapping[str, Mapping[str, Any] | None] = fb.details
+        blocked: Any = frozenset()
+        if fb.state is not None:  # what the worker last knew to be hidden or sold out stays out
+            info, blocked = live.details(fb.state, fb.details), live.unavailable(fb.state)
         chosen = arrange(
-            _distinct([fb.lists(q.category)]), info, rules, n, datetime.now(UTC),
-            unavailable=live.unavailable, excluded=q.exclude,
-        )  # fmt: skip
-        return self._listing(_entries(chosen, info, q.details), "fallback", fb.model_version, name)
+            distinct([fb.lists(q.category)]), info, rules, n, datetime.now(UTC), unavailable=blocked, excluded=q.exclude
+        )
+        return self._listing(entries(chosen, info, q.details), "fallback", fb.model_version, name)
 
+    # ---- users and events ----------------------------------------------------------
     async def forget(self, user_id: str) -> ForgetReport:
         """Remove a user from Redis now and queue the store's part (raises RedisUnavailableError)."""
-        user = pseudonymize(user_id, self.settings.hmac_secret.get_secret_value())
+        user = str(self._pseudonym(user_id))
 
         def run() -> ForgetReport:  # a rare admin call: the sync client in a thread, generous timeout
             with client(self.settings, server_url(self.settings), socket_timeout=10) as r:
@@ -528,8 +369,12 @@ class RecommendationService:
         except (RedisError, RedisClusterException, OSError) as exc:
             raise RedisUnavailableError(str(exc)) from exc
 
-    async def accept_events(self, events: list[dict[str, Any]]) -> int:
-        """Validate like ingest; append all to the events stream, or raise :class:`InvalidEventsError`."""
+    async def accept_events(self, events: list[dict[str, Any]], role: str | None = None) -> int:
+        """Validate like ingest; append all to the events stream, or raise :class:`InvalidEventsError`.
+
+        The backlog keeps ``RECSYS_EVENT_BACKLOG_RESERVE`` of its room for keys of the write role: the
+        shop's backend can post while a flood from a public key is refused.
+        """
         limit = self.settings.max_events_per_request
         if len(events) > limit:
             raise InvalidEventsError([{"index": None, "reason": f"{len(events)} events is over the limit of {limit}"}])
@@ -541,13 +386,20 @@ class RecommendationService:
         if len(checked.bad):
             reasons = zip(checked.bad["position"], checked.bad["reason"], strict=True)
             raise InvalidEventsError([{"index": int(p), "reason": str(r)} for p, r in reasons])
-        if await self.event_backlog(max_age=1.0) >= self.settings.event_backlog_limit:
-            raise BacklogFullError(f"{self._backlog} events wait for the drain (RECSYS_EVENT_BACKLOG_LIMIT)")
+        room = self.settings.event_backlog_limit
+        if not role_allows(role, "write"):
+            room = int(room * (1 - self.settings.event_backlog_reserve))
+        if await self.event_backlog(max_age=1.0) + checked.good.num_rows > room:
+            raise BacklogFullError(
+                f"{self._backlog} events wait for the drain (RECSYS_EVENT_BACKLOG_LIMIT"
+                + ("" if room == self.settings.event_backlog_limit else ", less the write role's reserve")
+                + ")"
+            )
         rows = checked.good.drop_columns(["source", "ingest_id"]).to_pylist()
         pipe = self.redis.pipeline(transaction=False)
         for row in rows:  # never trimmed here: the drain trims what it has acknowledged
             pipe.xadd(self.keys.events, {k: _field(v) for k, v in row.items() if v is not None})
-        await self._call(pipe.execute())
+        await self.guard(pipe.execute())
         self._backlog += len(rows)
         if self.settings.session_items:
             await self._remember(rows)
@@ -561,7 +413,7 @@ class RecommendationService:
         """
         now = time.monotonic()
         if now - self._backlog_read_at > max_age:
-            self._backlog, self._backlog_read_at = int(await self._call(self.redis.xlen(self.keys.events))), now
+            self._backlog, self._backlog_read_at = int(await self.guard(self.redis.xlen(self.keys.events))), now
         return self._backlog
 
     async def _remember(self, rows: list[dict[str, Any]]) -> None:
@@ -570,44 +422,58 @@ class RecommendationService:
         for row in sorted(rows, key=lambda r: r["timestamp"]):
             by_user.setdefault(str(row["user_id"]), []).append(str(row["item_id"]))
         users = list(by_user)
-        current = await self._call(self.redis.mget([self.keys.session(u) for u in users]))
+        current = await self.guard(self.redis.mget([self.keys.session(u) for u in users]))
         pipe = self.redis.pipeline(transaction=False)
         for user, old in zip(users, current, strict=True):
             items = updated_session(orjson.loads(old) if old else [], by_user[user], self.settings.session_items)
             pipe.set(self.keys.session(user), orjson.dumps(items), ex=self.settings.session_ttl_seconds)
-        await self._call(pipe.execute())
+        await self.guard(pipe.execute())
+
+    # ---- health ------------------------------------------------------------------
+    def fallback_seconds(self) -> float:
+        """How long this worker has answered only from its fallback (0: its last answer was not)."""
+        return 0.0 if self.fallback_since is None else time.monotonic() - self.fallback_since
+
+    def live_age(self) -> float:
+        """Seconds since this worker's live state was last brought up to date (inf: never loaded)."""
+        return time.monotonic() - self.live.synced_at if self.live.loaded else float("inf")
 
     async def ready(self) -> dict[str, Any]:
-        """Readiness: Redis reachable and an active version present."""
+        """Readiness: Redis reachable, an active version present, and this worker really serving from it."""
         try:
-            self._down_until = 0.0
+            self.guard.reset()
+            await self.guard(self.redis.ping())
             version = await self._active(fresh=True)
         except RedisUnavailableError as exc:
             return {"ready": False, "redis": "unreachable", "detail": str(exc)}
         if version is None:
             return {"ready": False, "redis": "ok", "detail": "nothing published yet: run `recsys publish`"}
-        return {"ready": True, "redis": "ok", "version": version, "model_version": await self._model_version(version)}
+        state = {"redis": "ok", "version": version, "model_version": await self._model_version(version)}
+        stuck, age = self.fallback_seconds(), self.live_age()
+        if stuck > self.settings.fallback_unready_seconds:
+            detail = f"answering from the fallback for {stuck:.0f} s while Redis answers: see this worker's log"
+            return {"ready": False, **state, "detail": detail}
+        if age > self.settings.live_stale_seconds:
+            detail = f"the live catalog and rules are {age:.0f} s old (RECSYS_LIVE_STALE_SECONDS)"
+            return {"ready": False, **state, "detail": detail}
+        return {"ready": True, **state}
+
+    async def _model_version(self, version: str) -> str | None:
+        try:
+            return (await self.versions.get(version)).model_version
+        except RedisUnavailableError:
+            return None
 
     async def refresh_fallback(self) -> bool:
         """Copy the active version's popular lists into memory; False when Redis is unavailable."""
         try:
-            self._down_until = 0.0
+            self.guard.reset()
             version = await self._active(fresh=True)
             if version is None or version == self.fallback.version:
                 return version is not None
-            popular, categories = await self._call(
-                self.redis.mget(self.keys.popular(version), self.keys.categories(version))
-            )
-            names = orjson.loads(categories) if categories else []
-            lists = await self._call(self.redis.mget([self.keys.popular(version, c) for c in names])) if names else []
-            by_category = {c: decode(v) for c, v in zip(names, lists, strict=True)}
-            ids = decode(popular)[0] + [i for lst in by_category.values() for i in lst[0]]
-            known = await self._details(version, ids)
-            details = {i: known[i] for i in ids}
-            model_version = await self._model_version(version)
+            self.fallback = await refreshed(self.redis, self.keys, self.guard, self.versions, version)
         except RedisUnavailableError:
             return False
-        self.fallback = Fallback(version, model_version, decode(popular), by_category, details, time.time())
         return True
 
 
@@ -615,80 +481,3 @@ def _field(value: Any) -> str:
     if isinstance(value, datetime):
         return value.astimezone(UTC).isoformat()
     return str(value)
-
-
-class _LiveDetails(Mapping[str, Mapping[str, Any] | None]):
-    """Published catalog details with the live changes on top, item by item, as they are asked for."""
-
-    def __init__(self, published: Mapping[str, Item | None], live: LiveView) -> None:
-        self.published, self.live = published, live
-
-    def __getitem__(self, item_id: str) -> Mapping[str, Any] | None:
-        return self.live.details(item_id, self.published.get(item_id))
-
-    def get(self, item_id: str, default: Any = None) -> Mapping[str, Any] | None:
-        """As ``__getitem__`` (never a KeyError): the rules ask once per candidate."""
-        return self.live.details(item_id, self.published.get(item_id))
-
-    def __iter__(self) -> Any:
-        return iter(self.published)
-
-    def __len__(self) -> int:
-        return len(self.published)
-
-
-def _cursor(q: PlacementQuery) -> str | None:
-    """The request's cursor (validated), a new one with ``paginate``, else None."""
-    if q.cursor is not None:
-        if not CURSOR.fullmatch(q.cursor):
-            raise PlacementQueryError("cursor is not one this API issued")
-        return q.cursor
-    return secrets.token_urlsafe(18) if q.paginate else None
-
-
-def _unscored(lst: tuple[list[str], list[float]]) -> tuple[list[str], list[float]]:
-    """Fillers after a model's list carry no model score."""
-    return lst[0], [0.0] * len(lst[0])
-
-
-def _distinct(lists: Lists) -> Iterator[tuple[str, float]]:
-    """The lists' items in order, each once (its first score), as they are asked for."""
-    seen: set[str] = set()
-    for ids, scores in lists:
-        for item_id, score in zip(ids, scores, strict=True):
-            if item_id not in seen:
-                seen.add(item_id)
-                yield item_id, score
-
-
-def _entries(
-    chosen: list[tuple[str, float]], info: Mapping[str, Mapping[str, Any] | None], details: bool
-) -> list[Item]:
-    if not details:
-        return [{"item_id": i, "score": s} for i, s in chosen]
-    return [{"item_id": i, "score": s, **(info.get(i) or {})} for i, s in chosen]
-
-
-def _merge(
-    lists: Lists,
-    n: int,
-    excluded: AbstractSet[str],
-    unavailable: AbstractSet[str],
-    info: Mapping[str, Item | None],
-    details: bool,
-) -> list[Item]:
-    """First ``n`` distinct items across ``lists`` in order, minus excluded and unavailable ones."""
-    out: list[Item] = []
-    seen: set[str] = set()
-    for ids, scores in lists:
-        for item_id, score in zip(ids, scores, strict=True):
-            if len(out) == n:
-                return out
-            if item_id in seen or item_id in excluded or item_id in unavailable:
-                continue
-            seen.add(item_id)
-            entry: Item = {"item_id": item_id, "score": score}
-            if details:
-                entry.update(info.get(item_id) or {})
-            out.append(entry)
-    return out

@@ -10,6 +10,7 @@ acknowledges them: nothing is lost and nothing is stored twice.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 import orjson
 import pandas as pd
@@ -144,17 +145,35 @@ def trim_acknowledged(r: redis.Redis, stream: str) -> int:
 
 
 def drain_catalog(settings: Settings, r: redis.Redis, *, store: Store | None = None, limit: int = 100_000) -> int:
-    """Store up to ``limit`` live catalog changes in the items table, then trim them; returns how many.
+    """Store up to ``limit`` new live catalog changes in the items table; returns how many.
 
-    The changes stay in the live hash for the API; storing them is idempotent (a change older
-    than its item's stored row is skipped), so a drain that dies before trimming loses nothing.
+    Reads the stream after the position the last drain recorded, stores, then records the new position;
+    storing is idempotent (a change older than its item's stored row is skipped), so a drain that dies
+    before recording loses nothing and the rerun stores the same. The stream keeps stored changes for
+    ``RECSYS_LIVE_CHANGES_RETENTION_SECONDS`` more: API workers read it to follow the live catalog.
     """
-    stream = Keys(settings.redis_prefix).catalog_changes
-    entries = r.xrange(stream, count=limit)
-    if not entries:
-        return 0
-    rows = [dict(f or {}) for _, f in entries]
-    changes = [(str(f["item_id"]), orjson.loads(f["fields"]), datetime.fromisoformat(str(f["at"]))) for f in rows]
-    (store or Store(settings)).upsert_items(lambda current: changed_rows(current, changes))
-    r.xtrim(stream, minid=_next_id(str(entries[-1][0])), approximate=False)
+    keys = Keys(settings.redis_prefix)
+    stored = r.get(keys.catalog_changes_stored)
+    entries: Any = r.xrange(keys.catalog_changes, min=f"({stored!s}" if stored else "-", count=limit)
+    if entries:
+        rows = [dict(f or {}) for _, f in entries]
+        changes = [(str(f["item_id"]), orjson.loads(f["fields"]), datetime.fromisoformat(str(f["at"]))) for f in rows]
+        (store or Store(settings)).upsert_items(lambda current: changed_rows(current, changes))
+        stored = str(entries[-1][0])
+        r.set(keys.catalog_changes_stored, stored)
+    if stored:
+        _trim_changes(r, keys.catalog_changes, str(stored), settings.live_changes_retention_seconds)
     return len(entries)
+
+
+def _trim_changes(r: redis.Redis, stream: str, stored: str, retention: float) -> int:
+    """Drop the changes both stored and older than ``retention`` (by the Redis server's clock)."""
+    seconds, micros = r.time()
+    oldest_kept = int(seconds * 1000 + micros // 1000 - retention * 1000)
+    threshold = min(_id(_next_id(stored)), (oldest_kept, 0))
+    return int(r.xtrim(stream, minid=f"{threshold[0]}-{threshold[1]}", approximate=False))
+
+
+def _id(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)

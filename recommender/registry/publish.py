@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
+from itertools import islice
 from typing import Any
 
 import numpy as np
@@ -29,7 +30,7 @@ from recommender.modeling.bundle import Bundle
 from recommender.modeling.sequential import export_bytes
 from recommender.online.experiments import start_experiment
 from recommender.online.keys import Keys, encode
-from recommender.online.live import Overrides, newer_than, parse_live
+from recommender.online.live import CLOCK_MARGIN_SECONDS, Overrides, compact_live, newer_than, read_live
 from recommender.progress import ProgressFn, no_progress
 
 
@@ -152,7 +153,7 @@ def _write_shared(
     popularity = bundle.popularity()
     order = np.argsort(-popularity, kind="stable")
     read_at = time.time()
-    view = catalog_view(catalog, parse_live(r.hgetall(keys.catalog_live)), read_at)
+    view = catalog_view(catalog, read_live(r, keys), read_at)
     cats, details = view.categories, view.details
     pipe = r.pipeline(transaction=False)
     top = order[: settings.top_n]
@@ -170,8 +171,8 @@ def _write_shared(
     intervals = bundle.info.get("repurchase_intervals") or {}
     if intervals:
         pipe.hset(keys.repurchase(version), mapping={c: str(v) for c, v in intervals.items()})
-    for lo in range(0, len(details), batch):
-        chunk = dict(list(details.items())[lo : lo + batch])
+    entries = iter(details.items())
+    while chunk := dict(islice(entries, batch)):  # (a list of all items per batch was quadratic in the catalog)
         pipe.hset(keys.items(version), mapping=chunk)  # type: ignore[arg-type]
     for key, gone in ((keys.out_of_stock(version), view.out_of_stock), (keys.hidden(version), view.hidden)):
         for lo in range(0, len(gone), batch):
@@ -282,7 +283,21 @@ def cleanup(r: redis.Redis, keys: Keys) -> list[str]:
             r.unlink(*chunk)
         r.srem(keys.started, version)
         removed.append(version)
+    compact(r, keys, kept)
     return removed
+
+
+def compact(r: redis.Redis, keys: Keys, kept: set[str]) -> int:
+    """Remove the live catalog fields every version still served or being written holds already; returns how many.
+
+    The cut-off is the oldest catalog-read time among those versions (less the clock margin); a version
+    being written that has not recorded its read time yet makes this a no-op, to be done next time.
+    """
+    versions = (kept | {str(v) for v in r.smembers(keys.started)}) - {"None"}
+    read_at = [r.hget(keys.meta(v), "catalog_read_at") for v in sorted(versions)]
+    if not read_at or any(t is None for t in read_at):
+        return 0
+    return compact_live(r, keys, min(float(str(t)) for t in read_at) - CLOCK_MARGIN_SECONDS)
 
 
 def _chunks(it: Iterator[str], size: int) -> Iterator[list[str]]:

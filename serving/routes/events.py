@@ -29,7 +29,7 @@ async def post_events(
     events = [e.model_dump() for e in (body if isinstance(body, list) else [body])]
     check_user_signature(service.settings, role, {e["user_id"] for e in events}, signature)
     try:
-        return Accepted(accepted=await service.accept_events(events))
+        return Accepted(accepted=await service.accept_events(events, role))
     except InvalidEventsError as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, exc.errors) from exc
     except RedisUnavailableError as exc:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Path, Query
+from fastapi import APIRouter, Header, Path, Query, Request
 
 from recommender.online.service import PlacementQuery
 from serving.deps import ReadRole, ServiceDep, check_user_signature
@@ -23,9 +23,17 @@ def _ids(text: str | None, limit: int = 100) -> tuple[str, ...]:
 @router.get(
     "/placements/{name}",
     response_model=PlacementList,
-    responses={401: {"model": Problem}, 403: {"model": Problem}, 404: {"model": Problem}, 422: {"model": Problem}},
+    responses={
+        401: {"model": Problem},
+        403: {"model": Problem},
+        404: {"model": Problem},
+        410: {"model": Problem, "description": "The cursor expired or is unknown: start again with paginate=true."},
+        422: {"model": Problem},
+        503: {"model": Problem, "description": "Redis is away and a cursor's next page cannot be told apart."},
+    },
 )
 async def placement(
+    request: Request,
     name: Annotated[str, Path(pattern=r"^[a-z][a-z0-9_]{0,31}$")],
     service: ServiceDep,
     role: ReadRole,
@@ -55,6 +63,7 @@ async def placement(
         max_per_category=max_per_category,
         cursor=cursor,
         paginate=paginate,
+        client=request.client.host if request.client else None,
     )
     found = await service.placement(name, query)
     count_source(found.source)

@@ -7,23 +7,42 @@ from datetime import UTC, datetime
 import pyarrow as pa
 
 from recommender.data.catalog import ITEM_SCHEMA, changed_rows
-from recommender.online.live import LiveView, newer_than, unavailable
+from recommender.online.live import newer_than
+from recommender.online.livestate import LiveState
+from recommender.online.versions import VersionState
 from recommender.registry.publish import catalog_view
 
 T0 = datetime(2026, 12, 1, tzinfo=UTC)
 
 
+def version(read_at: float, out_of_stock: set[str] = frozenset(), hidden: set[str] = frozenset()) -> VersionState:  # type: ignore[assignment]
+    return VersionState("v", "1", read_at, frozenset(out_of_stock), frozenset(hidden), {})
+
+
 def test_live_changes_apply_over_a_version_only_when_newer() -> None:
     overrides = {"a": {"in_stock": (False, 200.0)}, "b": {"in_stock": (True, 50.0)}, "c": {"hidden": (True, 300.0)}}
-    changed = newer_than(overrides, 100.0)
-    assert changed == {"a": {"in_stock": False}, "c": {"hidden": True}}  # b's restock predates the version
-    gone = unavailable(frozenset({"b", "d"}), frozenset({"e"}), changed)
-    assert gone == {"a", "b", "c", "d", "e"}
-    restocked = unavailable(frozenset({"d"}), frozenset({"d"}), {"d": {"in_stock": True}})
-    assert restocked == {"d"}  # back in stock, but still hidden
-    view = LiveView(read_at=100.0 + 5.0 + 1.0, out_of_stock=frozenset({"x"}), overrides=overrides).rebuilt()
-    assert view.unavailable == {"a", "c", "x"}
-    assert view.details("a", {"price": 3.0}) == {"price": 3.0, "in_stock": False}
+    assert newer_than(overrides, 100.0) == {"a": {"in_stock": False}, "c": {"hidden": True}}  # b's restock is older
+    live = LiveState(overrides={k: dict(v) for k, v in overrides.items()})
+    state = version(100.0 + 5.0 + 1.0, out_of_stock={"b", "d", "x"}, hidden={"e"})  # read 1 s past the clock margin
+    gone = live.unavailable(state)
+    assert {i for i in "abcdexz" if i in gone} == {"a", "b", "c", "d", "e", "x"}  # b's restock predates the version
+    assert live.details(state, {"a": {"price": 3.0}})["a"] == {"price": 3.0, "in_stock": False}
+    live.apply("d", {"in_stock": True}, 400.0)
+    both = version(0.0, out_of_stock={"d"}, hidden={"d"})
+    assert "d" in live.unavailable(both) and "d" not in live.unavailable(version(0.0, out_of_stock={"d"}))
+    live.apply("d", {"in_stock": False}, 399.0)  # an older change arriving late loses
+    assert live.overrides["d"]["in_stock"] == (True, 400.0)
+
+
+def test_pruning_drops_only_what_publishing_compacted_away() -> None:
+    live = LiveState()
+    live.apply("a", {"price": 1.0}, 10.0)
+    live.apply("a", {"in_stock": False}, 30.0)
+    live.apply("b", {"hidden": True}, 15.0)
+    live.prune(20.0)
+    assert live.overrides == {"a": {"in_stock": (False, 30.0)}}
+    live.prune(5.0)  # a cut-off never moves back
+    assert live.cutoff == 20.0
 
 
 def test_publish_merges_live_changes_newer_than_each_row() -> None:

@@ -8,6 +8,7 @@ import time
 import pytest
 import redis
 from fastapi.testclient import TestClient
+from pydantic import SecretStr
 
 from recommender.config import Settings
 from recommender.data.ingest import Ingest, IngestSummary
@@ -70,7 +71,7 @@ def test_only_acknowledged_entries_are_trimmed(redis_settings: Settings) -> None
 
 
 def test_a_full_backlog_refuses_events_instead_of_dropping_any(redis_settings: Settings) -> None:
-    limited = redis_settings.model_copy(update={"event_backlog_limit": 1000})
+    limited = redis_settings.model_copy(update={"event_backlog_limit": 1000, "event_backlog_reserve": 0.0})
     r = redis.Redis.from_url(str(limited.redis_url), decode_responses=True)
 
     def batch(n: int, tag: str) -> list[dict[str, object]]:
@@ -119,3 +120,23 @@ def test_two_drains_at_once_store_every_event_once(redis_settings: Settings, mon
     assert all(s.reconciles for s in results)
     assert Store(redis_settings).read_events().num_rows == 50
     assert r.xpending(Keys().events, GROUP)["pending"] == 0 and r.xlen(Keys().events) == 0
+
+
+def test_the_backlog_keeps_room_for_the_shops_backend_while_a_public_key_floods(redis_settings: Settings) -> None:
+    """The defect: 1,000 posts of 1,000 events from the page's key filled the backlog, and the backend's
+    events got 503 too until the next drain."""
+    limited = redis_settings.model_copy(
+        update={
+            "event_backlog_limit": 1000,
+            "event_backlog_reserve": 0.2,
+            "api_keys": SecretStr("page:events,backend:write"),
+        }
+    )
+    flood = [EVENT | {"item_id": f"f{k}"} for k in range(100)]
+    with TestClient(create_app(limited)) as client:
+        answers = [client.post("/v1/events", json=flood, headers={"X-API-Key": "page"}).status_code for _ in range(10)]
+        assert answers == [202] * 8 + [503] * 2  # the public key stops at 80%
+        backend = [EVENT | {"item_id": f"b{k}"} for k in range(100)]
+        posted = [client.post("/v1/events", json=backend, headers={"X-API-Key": "backend"}) for _ in range(3)]
+        assert [p.status_code for p in posted] == [202, 202, 503]  # the write role may use the reserve, no more
+    assert redis.Redis.from_url(str(limited.redis_url)).xlen(Keys().events) == 1000

@@ -127,12 +127,17 @@ def test_the_drain_stores_changes_and_the_next_publish_keeps_them(keyed: Setting
             json=[{"item_id": "i7", "in_stock": False, "price": 3.5}, {"item_id": "brand-new", "hidden": True}],
             headers=WRITE,
         )
-    assert r.xlen(KEYS.catalog_changes) >= 2
-    assert drain_catalog(keyed, r) >= 2 and r.xlen(KEYS.catalog_changes) == 0
+    length = r.xlen(KEYS.catalog_changes)
+    assert length >= 2
+    assert drain_catalog(keyed, r) == length  # stored; kept in the stream for the workers' retention
+    newest = r.xrevrange(KEYS.catalog_changes, count=1)[0][0]
+    assert r.get(KEYS.catalog_changes_stored) == newest and r.xlen(KEYS.catalog_changes) == length
     rows = {row["item_id"]: row for row in Store(keyed).read_items().to_pylist()}
     assert rows["i7"]["in_stock"] is False and rows["i7"]["price"] == 3.5 and rows["brand-new"]["hidden"] is True
     assert rows["i7"]["title"] == "Product 7"  # what the change did not name stays
-    assert drain_catalog(keyed, r) == 0
+    assert drain_catalog(keyed, r) == 0  # nothing new
+    past_retention = keyed.model_copy(update={"live_changes_retention_seconds": 0.0})
+    assert drain_catalog(past_retention, r) == 0 and r.xlen(KEYS.catalog_changes) == 0  # stored and old: trimmed
 
     version = publish_model(keyed).version
     assert r.sismember(KEYS.out_of_stock(version), "i7") and r.sismember(KEYS.hidden(version), "brand-new")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import time
@@ -204,3 +205,51 @@ def _empty(tmp_path: Path) -> Path:
     path = tmp_path / "empty.json"
     path.write_text("{}")
     return path
+
+
+def test_an_expired_or_unknown_cursor_is_a_410_never_a_silent_restart(c: TestClient, keyed: Settings) -> None:
+    made_up = c.get("/v1/placements/home", params={"user_id": "u3", "cursor": "A" * 24}, headers=READ)
+    assert made_up.status_code == 410 and "paginate=true" in made_up.json()["detail"]
+    first = get(c, "home", user_id="u3", n=5, paginate=True)
+    redis.Redis.from_url(str(keyed.redis_url)).delete(KEYS.cursor(first["cursor"]))  # as its TTL would
+    expired = c.get("/v1/placements/home", params={"user_id": "u3", "cursor": first["cursor"]}, headers=READ)
+    assert expired.status_code == 410 and "expired" in expired.json()["detail"]
+
+
+def test_an_empty_first_page_still_opens_its_cursor(c: TestClient) -> None:
+    empty = get(c, "home", user_id="u3", n=5, category="no-such-category", paginate=True)
+    assert empty["items"] == [] and empty["cursor"]
+    again = get(c, "home", user_id="u3", n=5, category="no-such-category", cursor=empty["cursor"])
+    assert again["items"] == []
+
+
+def test_concurrent_pages_of_one_cursor_never_repeat(keyed: Settings) -> None:
+    """The defect: two pages asked for at once both read what was shown, and both showed the same items."""
+    from recommender.online.redis_conn import async_client, server_url
+    from recommender.online.service import PlacementQuery, RecommendationService
+
+    async def pages() -> list[list[str]]:
+        redis_client = async_client(keyed, server_url(keyed))
+        service = RecommendationService(redis_client, keyed)
+        try:
+            first = await service.placement("home", PlacementQuery(user_id="u5", n=10, paginate=True))
+            query = PlacementQuery(user_id="u5", n=10, cursor=first.cursor)
+            answers = await asyncio.gather(*[service.placement("home", query) for _ in range(4)])
+            return [[i["item_id"] for i in a.items] for a in (first, *answers)]
+        finally:
+            await redis_client.aclose()
+
+    shown = asyncio.run(pages())
+    flat = [i for page in shown for i in page]
+    assert len(flat) == len(set(flat)) and len(shown[0]) == 10 and sum(map(len, shown[1:])) >= 30
+
+
+def test_cursors_are_capped_per_user(c: TestClient, keyed: Settings) -> None:
+    cap = keyed.cursors_per_owner
+    opened = [get(c, "home", user_id="u8", n=2, paginate=True)["cursor"] for _ in range(cap + 5)]
+    r = redis.Redis.from_url(str(keyed.redis_url))
+    alive = [t for t in opened if r.exists(KEYS.cursor(t))]
+    assert alive == opened[5:]  # the five oldest went
+    oldest = c.get("/v1/placements/home", params={"user_id": "u8", "cursor": opened[0]}, headers=READ)
+    assert oldest.status_code == 410
+    assert c.get("/v1/placements/home", params={"user_id": "u8", "cursor": opened[-1]}, headers=READ).status_code == 200

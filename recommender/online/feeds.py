@@ -1,0 +1,136 @@
+"""The feed stage of a request: each placement's candidate lists, best first, and where they came from.
+
+* ``user``: the user's precomputed list (blended with their session, or re-scored by the sequential
+  model), then the popular items to fill (``popular`` for a user without a list);
+* ``similar``: items similar to ``item_id``, re-ranked towards the user's own list when known;
+* ``together``: the cart items' bought-together lists fused (their similar lists where they have none);
+* ``buy_again``: bought items whose category's repurchase interval has passed;
+* ``recent``: the user's session, newest first.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import orjson
+from redis.asyncio import Redis
+
+from recommender.config import Settings
+from recommender.online.guard import Guard
+from recommender.online.keys import Keys, decode
+from recommender.online.listing import Lists, unscored
+from recommender.online.livestate import LiveState
+from recommender.online.placements import Placement, due_again, personalized
+from recommender.online.session import blend
+from recommender.online.versions import List, Versions, VersionState
+
+
+class PlacementQueryError(ValueError):
+    """A placement request lacks what its feed needs (e.g. ``item_id`` for ``product``)."""
+
+
+@dataclass(frozen=True)
+class FeedQuery:
+    """What a feed reads of the request."""
+
+    user: str | None
+    """The pseudonymized user id."""
+    item_id: str | None
+    cart: tuple[str, ...]
+    category: str | None
+    n: int
+
+
+class Feeds:
+    """Reads each feed's lists from Redis (every call through the service's guard)."""
+
+    def __init__(self, redis: Redis, keys: Keys, guard: Guard, versions: Versions, settings: Settings) -> None:
+        self.redis, self.keys, self.guard, self.versions, self.settings = redis, keys, guard, versions, settings
+
+    async def lists(
+        self, placement: Placement, state: VersionState, live: LiveState, q: FeedQuery
+    ) -> tuple[Lists, str]:
+        """The placement's candidate lists, best first, and where they came from."""
+        version, user = state.version, q.user
+        if placement.feed == "recent":
+            session = await self.guard(self.redis.get(self.keys.session(_needs_user(user))))
+            recent = orjson.loads(session) if session else []
+            return [(recent, [0.0] * len(recent))], "session"
+        if placement.feed == "similar":
+            if not q.item_id:
+                raise PlacementQueryError("this placement needs item_id")
+            keys = [self.keys.similar(version, q.item_id)] + ([self.keys.user(version, user)] if user else [])
+            values = await self.guard(self.redis.mget(keys))
+            similar = decode(values[0])
+            if user:
+                similar = personalized(similar, decode(values[1]), placement.personalize)
+            return [similar, unscored(await self.versions.popular(state, None))], "similar"
+        if placement.feed == "together":
+            if not q.cart:
+                raise PlacementQueryError("this placement needs cart (comma-separated item ids)")
+            return await self._together(state, q.cart), "together"
+        if placement.feed == "buy_again":
+            bought = decode(await self.guard(self.redis.get(self.keys.bought(version, _needs_user(user)))))
+            info = live.details(state, await self.versions.details(state, bought[0]))
+            due = due_again(bought, lambda i: (info.get(i) or {}).get("category"), state.repurchase, time.time())
+            return [due], "buy_again"
+        return await self._user_lists(state, user, q.n, q.category)
+
+    async def _together(self, state: VersionState, cart: tuple[str, ...]) -> Lists:
+        keys = [self.keys.together(state.version, i) for i in cart] + [
+            self.keys.similar(state.version, i) for i in cart
+        ]
+        values = await self.guard(self.redis.mget(keys))
+        lists = [
+            decode(t) if t is not None else decode(s)
+            for t, s in zip(values[: len(cart)], values[len(cart) :], strict=True)
+        ]
+        ids, scores = blend(([], []), lists, list(cart), 1.0)
+        return [(ids, scores), unscored(await self.versions.popular(state, None))]
+
+    async def _user_lists(
+        self, state: VersionState, user: str | None, n: int, category: str | None
+    ) -> tuple[Lists, str]:
+        """The user's precomputed list (blended with their session), then popular items to fill."""
+        if user is None:
+            return [await self.versions.popular(state, category)], "popular"
+        version = state.version
+        if self.settings.session_items:  # the precomputed list and the session in one round trip
+            stored, session = await self.guard(self.redis.mget(self.keys.user(version, user), self.keys.session(user)))
+        else:
+            stored, session = await self.guard(self.redis.get(self.keys.user(version, user))), None
+        ids, scores = decode(stored)
+        source = "personalized" if ids else "popular"
+        fill = await self.versions.popular(state, category)
+        if session:
+            ids, scores, fill, source = await self._with_session(
+                state, user, orjson.loads(session), (ids, scores), fill, source, n
+            )
+        return [(ids, scores), unscored(fill) if ids else fill], source
+
+    async def _with_session(
+        self, state: VersionState, user: str, recent: list[str], stored: List, popular: List, source: str, n: int
+    ) -> tuple[list[str], list[float], List, str]:
+        """The user's list after their session: re-scored by the sequential model when the version has one,
+        else blended with the similar lists of the recent items (popular for a cold user)."""
+        base = stored if stored[0] else popular
+        scorer = await self.versions.scorer(state)
+        if scorer is not None and scorer.weight > 0:
+            past = await self.guard(self.redis.get(self.keys.sequence(state.version, user)))
+            ids, scores = scorer.top([*(orjson.loads(past) if past else []), *reversed(recent)], self.settings.top_n)
+            if scorer.weight < 1.0 and stored[0]:  # a blend: the other member's part is in the stored list
+                ids, scores = blend((ids, scores), [stored], recent, (1.0 - scorer.weight) / scorer.weight)
+        else:
+            values = await self.guard(self.redis.mget([self.keys.similar(state.version, i) for i in recent]))
+            ids, scores = blend(base, [decode(v) for v in values], recent, self.settings.session_weight)
+        seen = set(recent)
+        fill = [i for i in popular[0] if i not in seen]
+        changed = ids[:n] != [i for i in base[0] if i not in seen][:n]
+        return ids, scores, (fill, [0.0] * len(fill)), "session" if changed else source
+
+
+def _needs_user(user: str | None) -> str:
+    if user is None:
+        raise PlacementQueryError("this placement needs user_id")
+    return user

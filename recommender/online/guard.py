@@ -1,0 +1,49 @@
+"""Every Redis call of the API process goes through one :class:`Guard`: a timeout and a short circuit breaker.
+
+The client's socket timeouts (``RECSYS_REDIS_TIMEOUT``) bound each call; a call that fails or times
+out raises :class:`RedisUnavailableError`, and for ``RECSYS_REDIS_RETRY_AFTER`` seconds after it the
+guard refuses calls at once (the API answers from its fallback meanwhile, without waiting on Redis).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable
+from typing import TypeVar
+
+from redis.exceptions import RedisClusterException, RedisError
+
+T = TypeVar("T")
+
+
+class RedisUnavailableError(Exception):
+    """Redis did not answer in time (or the service is waiting before retrying it)."""
+
+
+class Guard:
+    """Runs awaitables against Redis, turning failures into :class:`RedisUnavailableError`."""
+
+    def __init__(self, retry_after: float) -> None:
+        self.retry_after = retry_after
+        self.down_until = 0.0
+
+    async def __call__(self, call: Awaitable[T]) -> T:
+        if time.monotonic() < self.down_until:
+            close = getattr(call, "close", None)
+            if close is not None:
+                close()  # a coroutine never awaited would warn
+            raise RedisUnavailableError("waiting before retrying Redis")
+        try:
+            return await call
+        except (RedisError, RedisClusterException, OSError, TimeoutError) as exc:
+            self.down_until = time.monotonic() + self.retry_after
+            raise RedisUnavailableError(str(exc) or type(exc).__name__) from exc
+
+    def reset(self) -> None:
+        """Try Redis again on the next call (readiness and refresh probes do)."""
+        self.down_until = 0.0
+
+    @property
+    def open(self) -> bool:
+        """Whether calls are being refused right now."""
+        return time.monotonic() < self.down_until
