@@ -29,7 +29,7 @@ import redis.asyncio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import SECRET, published_shop
+from bench.common import SECRET, UNLIMITED, published_shop
 from recommender.online.keys import Keys
 from recommender.online.live import change_items
 from tests.conftest import free_port
@@ -148,6 +148,7 @@ def main() -> None:
         (home / "bare_app.py").write_text(BARE_APP)
         env = {
             **os.environ,
+            **UNLIMITED,
             "RECSYS_HOME": str(settings.home),
             "RECSYS_REDIS_URL": url,
             "RECSYS_HMAC_SECRET": SECRET,

@@ -26,7 +26,7 @@ import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import SECRET, published_shop, wait_ready
+from bench.common import SECRET, UNLIMITED, published_shop, wait_ready
 from recommender.data.privacy import pseudonymize
 from recommender.online.keys import Keys
 from tests.conftest import free_port
@@ -97,6 +97,7 @@ def main() -> None:
         port = free_port()
         env = {
             **os.environ,
+            **UNLIMITED,
             "RECSYS_HOME": str(settings.home),
             "RECSYS_REDIS_URL": url,
             "RECSYS_HMAC_SECRET": SECRET,

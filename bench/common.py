@@ -18,6 +18,8 @@ from recommender.config import Settings
 from tests.shops import publish_small_shop
 
 SECRET = "bench-secret"
+UNLIMITED = {"RECSYS_CLIENT_RATE_LIMIT": "", "RECSYS_CLIENT_EVENT_LIMIT": ""}
+"""The load generator is one client address: the per-address limits would measure themselves."""
 
 
 @contextmanager

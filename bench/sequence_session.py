@@ -31,7 +31,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import SECRET, wait_ready
+from bench.common import SECRET, UNLIMITED, wait_ready
 from recommender.config import Settings
 from recommender.data.ingest import ingest_file
 from recommender.data.synthetic import ShopSpec, generate, write_shop
@@ -108,6 +108,7 @@ def main() -> None:
             port = free_port()
             env = {
                 **os.environ,
+                **UNLIMITED,
                 "RECSYS_HOME": str(settings.home),
                 "RECSYS_REDIS_URL": str(settings.redis_url),
                 "RECSYS_HMAC_SECRET": SECRET,

@@ -23,7 +23,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import SECRET, published_shop
+from bench.common import SECRET, UNLIMITED, published_shop
 from tests.conftest import free_port
 
 
@@ -34,6 +34,7 @@ def main() -> None:
         port = free_port()
         env = {
             **os.environ,
+            **UNLIMITED,
             "RECSYS_HOME": str(settings.home),
             "RECSYS_REDIS_URL": url,
             "RECSYS_HMAC_SECRET": SECRET,

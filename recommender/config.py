@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
 from types import MappingProxyType
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -119,6 +119,20 @@ class Settings(BaseSettings):
         default=None, description="Shop reads without a key (default: only in development with no keys set)."
     )
     max_body_bytes: int = Field(default=1 << 20, ge=1024, description="Largest request body accepted (413 beyond).")
+    client_rate_limit: str = Field(
+        default="50/second",
+        description="Requests per client address for the public roles (no key, read, events); empty: none.",
+    )
+    client_event_limit: str = Field(
+        default="600/minute", description="Events per client address for the public roles; empty: none."
+    )
+    key_rate_limits: dict[str, str] = Field(
+        default_factory=dict, description='Requests per key, by key name: {"shop-page": "5000/second"} (JSON).'
+    )
+    forwarded_allow_ips: str = Field(
+        default="",
+        description="Proxies whose X-Forwarded-For names the client (uvicorn's forwarded_allow_ips); empty: none.",
+    )
     redis_timeout: float = Field(default=0.25, gt=0, description="Seconds per Redis call in the API.")
     redis_retry_after: float = Field(default=1.0, ge=0, description="Seconds the API serves fallback before retrying.")
     fallback_refresh_seconds: float = Field(default=30.0, gt=0)
@@ -189,6 +203,7 @@ class Settings(BaseSettings):
             raise ValueError("RECSYS_REDIS_CLUSTER=true needs RECSYS_REDIS_URL: the URL of any node of the cluster.")
         if not self.event_weights:
             raise ValueError("RECSYS_EVENT_WEIGHTS must name at least one event type.")
+        rate_limit_items(self)  # fail early on a limit that does not parse
         return self
 
     def parsed_api_keys(self) -> Mapping[str, ApiKey]:
@@ -285,6 +300,26 @@ def parse_api_keys(text: str) -> Mapping[str, ApiKey]:
 
 
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+def rate_limit_items(settings: Settings) -> dict[str, Any]:
+    """The configured limits, parsed (limits' notation: "50/second", "600/minute", "10 per 5 seconds")."""
+    from limits import parse
+
+    named = {
+        "RECSYS_CLIENT_RATE_LIMIT": settings.client_rate_limit,
+        "RECSYS_CLIENT_EVENT_LIMIT": settings.client_event_limit,
+        **{f"RECSYS_KEY_RATE_LIMITS[{k}]": v for k, v in settings.key_rate_limits.items()},
+    }
+    parsed = {}
+    for name, text in named.items():
+        if not text:
+            continue
+        try:
+            parsed[name] = parse(text)
+        except ValueError as exc:
+            raise ValueError(f"{name}: {text!r} is not a rate limit (e.g. 50/second, 600/minute)") from exc
+    return parsed
 
 
 def role_allows(role: str | None, needed: str) -> bool:

@@ -23,7 +23,7 @@ from recommender.online.service import (
     RedisUnavailableError,
     UnknownPlacementError,
 )
-from serving.limits import BodyLimitMiddleware
+from serving.limits import BodyLimitMiddleware, RateLimiter, RateLimitMiddleware
 from serving.routes import catalog, events, health, items, placements, recommendations, rules, users
 from serving.telemetry import MetricsMiddleware, set_health, set_model_version
 
@@ -69,8 +69,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.limiter = RateLimiter(settings)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
-    app.add_middleware(MetricsMiddleware)  # added last: outermost, so it counts the 413s too
+    app.add_middleware(RateLimitMiddleware, limiter=app.state.limiter)  # before a body is read
+    app.add_middleware(MetricsMiddleware)  # added last: outermost, so it counts the 413s and 429s too
     for module in (recommendations, placements, items, catalog, rules, events, users, health):
         app.include_router(module.router)
     app.router.routes.insert(0, recommendations.route)  # matched before the documenting FastAPI route

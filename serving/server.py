@@ -43,4 +43,6 @@ def serve(settings: Settings, host: str, port: int, workers: int, notify: Callab
             workers=workers,
             log_level="warning",
             access_log=False,
+            proxy_headers=bool(settings.forwarded_allow_ips),
+            forwarded_allow_ips=settings.forwarded_allow_ips or None,
         )

@@ -48,6 +48,10 @@ def pytest_configure(config: pytest.Config) -> None:
         os.environ["JAX_COMPILATION_CACHE_DIR"] = cache
         config.add_cleanup(lambda: shutil.rmtree(cache, ignore_errors=True))
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+    # the rate limits count per client address, and every test client is one address: off, except where a
+    # test sets them (tests/serving/test_fair_use.py)
+    os.environ.setdefault("RECSYS_CLIENT_RATE_LIMIT", "")
+    os.environ.setdefault("RECSYS_CLIENT_EVENT_LIMIT", "")
     home = tempfile.mkdtemp(prefix=f"recsys-home-{worker or 'main'}-")
     os.environ["RECSYS_HOME"] = home
     config.add_cleanup(lambda: shutil.rmtree(home, ignore_errors=True))
@@ -279,10 +283,11 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowSe
 
 
 @contextmanager
-def served_live(app: FastAPI) -> Iterator[str]:
-    """Serve ``app`` with a real uvicorn on a free port in a thread; yields its URL, stops it after."""
+def served_live(app: FastAPI, **config: Any) -> Iterator[str]:
+    """Serve ``app`` with a real uvicorn (``config``: more of its options) on a free port in a thread; yields
+    its URL, stops it after."""
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, port=port, log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(app, port=port, log_level="warning", **config))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30

@@ -111,8 +111,20 @@ def test_grafana_dashboard_covers_the_operational_questions() -> None:
         "recsys_http_request_duration_seconds_bucket",
         "recsys_recommendation_source_total",
         "recsys_active_model_version",
+        "recsys_fallback_streak_seconds",
+        "recsys_live_age_seconds",
     ):
         assert metric in exprs
+
+
+def test_every_gauge_of_a_workers_health_has_an_alert() -> None:
+    from serving.telemetry import FALLBACK_SECONDS, LIVE_AGE
+
+    rules = yaml.safe_load((REPO / "infra" / "prometheus" / "alerts.yml").read_text())["groups"][0]["rules"]
+    exprs = {rule["alert"]: rule["expr"] for rule in rules}
+    assert FALLBACK_SECONDS._name in exprs["RecsysWorkerStuckOnFallback"]
+    assert LIVE_AGE._name in exprs["RecsysLiveStateStale"]
+    assert 'status="429"' in exprs["RecsysRateLimited"]
 
 
 def test_mlflow_needs_a_login_and_stays_off_the_apis_network(compose: dict[str, Any]) -> None:
