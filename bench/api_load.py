@@ -1,8 +1,9 @@
 """Benchmark: the real recommendation endpoint versus a bare FastAPI GET of one Redis key.
 
 Same machine, same Redis (an embedded Valkey), same uvicorn worker count, same load tool
-(wrk on loopback, bounded duration). Targets: throughput >= 0.8x the bare endpoint's, p99
-latency <= 2x, zero errors. Also measures the fallback path (Redis stopped).
+(wrk on loopback, bounded duration). Targets: throughput >= 0.9x the bare endpoint's with a filter, a
+boost and a pin in force on ``home`` (``with_rules``), p99 latency <= 2x, zero errors. Also measures
+the fallback path (Redis stopped).
 
     .venv/bin/python bench/api_load.py [--workers 2] [--seconds 10] [--connections 50]
 
@@ -121,6 +122,35 @@ def _with_live_changes(
     return {name: _median([rd[name] for rd in rounds]) for name in targets} | {"items_changed": count, "rounds": rounds}
 
 
+HOME_RULES = {
+    "rules": [
+        {"kind": "filter", "where": [{"field": "brand", "op": "ne", "value": "b0"}]},
+        {"kind": "boost", "where": [{"field": "category", "op": "eq", "value": "c01"}], "factor": 2.0},
+        {"kind": "pin", "item_id": "i149", "position": 3},
+    ]
+}
+"""A filter, a boost and a pin in force on ``home`` (the user route): what a shop's merchandisers set."""
+
+
+def _with_rules(url: str, targets: dict[str, str], load: tuple[int, int, Path], repeat: int) -> dict[str, object]:
+    """Put :data:`HOME_RULES` on ``home`` and measure the same targets again (interleaved rounds)."""
+    from recommender.online.live import put_rules
+    from recommender.online.rules import parse_rules
+
+    async def apply() -> None:
+        client = redis.asyncio.Redis.from_url(url, decode_responses=True)
+        try:
+            await put_rules(client, Keys(), "home", parse_rules(HOME_RULES), "bench")
+        finally:
+            await client.aclose()
+
+    asyncio.run(apply())
+    time.sleep(0.5)
+    rounds = [{name: wrk(target, *load) for name, target in targets.items()} for _ in range(repeat)]
+    medians = {name: _median([rd[name] for rd in rounds]) for name in targets}
+    return medians | {"rules": HOME_RULES, "rounds": rounds}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workers", type=int, default=2)
@@ -191,8 +221,9 @@ def main() -> None:
             for name in targets:
                 results[name] = _median([r[name] for r in rounds])
             results["rounds"] = rounds
+            plain = {k: targets[k] for k in ("bare", "api")}
+            results["with_rules"] = _with_rules(url, plain, load, args.repeat)
             if args.live_changes:
-                plain = {k: targets[k] for k in ("bare", "api")}
                 results["live"] = _with_live_changes(url, args.live_changes, plain, load, args.repeat)
             server.stop()  # Redis away: the fallback path
             time.sleep(0.5)
@@ -206,6 +237,10 @@ def main() -> None:
     assert isinstance(bare_r, dict) and isinstance(api_r, dict)
     results["throughput_ratio"] = round(api_r["rps"] / bare_r["rps"], 3)
     results["p99_ratio"] = round(api_r["p99_ms"] / bare_r["p99_ms"], 3)
+    ruled = results["with_rules"]
+    assert isinstance(ruled, dict)
+    ruled["throughput_ratio"] = round(ruled["api"]["rps"] / ruled["bare"]["rps"], 3)
+    ruled["p99_ratio"] = round(ruled["api"]["p99_ms"] / ruled["bare"]["p99_ms"], 3)
     live = results.get("live")
     if isinstance(live, dict):  # the availability layer's cost: api/bare with live changes over api/bare without
         live["throughput_ratio"] = round(live["api"]["rps"] / live["bare"]["rps"], 3)

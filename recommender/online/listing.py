@@ -85,13 +85,24 @@ async def arranged(
     candidates: Iterable[tuple[str, float]] = distinct(lists)  # read lazily by arrange
     info: Mapping[str, Mapping[str, Any] | None] = {}
     if rules.needs_attributes or details:
-        cache = await versions.details(state, [i for ids, _ in lists for i in ids] + rules.pinned_items)
-        info = live.details(state, cache)
+        ids = {i for ids, _ in lists for i in ids}.union(rules.pinned_items)
+        info = live.details(state, await versions.details(state, ids))
     similar = None
     if rules.diversity.mmr_lambda is not None:
         candidates = list(candidates)
         window = [i for i, _ in candidates[: mmr_window(n)]]
         similar = await similar_lists(versions.redis, versions.keys, versions.guard, state.version, window)
-    now = datetime.now(UTC)
-    chosen = arrange(candidates, info, rules, n, now, unavailable=blocked, excluded=excluded, similar=similar)
+    now, memo = datetime.now(UTC), rules.verdicts((state.version, live.generation))
+    chosen = arrange(
+        candidates,
+        info,
+        rules,
+        n,
+        now,
+        unavailable=blocked,
+        excluded=excluded,
+        similar=similar,
+        memo=memo,
+        changes=live.changes,
+    )
     return entries(chosen, info, details)

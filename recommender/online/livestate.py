@@ -15,6 +15,7 @@ change costs one dictionary update and nothing is rebuilt.
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Container, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ from recommender.online.placements import Placement
 from recommender.online.rules import RuleSet
 from recommender.online.versions import SCAN_COUNT, Item, VersionState
 
+_GENERATIONS = itertools.count(1)
 STREAM_BATCH = 1000
 """Changes read per XRANGE; a poll reads at most :data:`MAX_BATCHES_PER_POLL` of them."""
 MAX_BATCHES_PER_POLL = 20
@@ -50,6 +52,9 @@ class LiveState:
     """Monotonic time of the last successful sync."""
     checked_at: float = float("-inf")
     """Monotonic time of the last poll (successful or not)."""
+    generation: int = field(default_factory=lambda: next(_GENERATIONS))
+    changes: dict[str, int] = field(default_factory=dict)
+    """item -> how many changes this copy applied to it: with the generation, what rule verdicts are valid for."""
 
     @property
     def loaded(self) -> bool:
@@ -57,6 +62,7 @@ class LiveState:
 
     def apply(self, item: str, fields: Mapping[str, Any], at: float) -> None:
         """One change: each field takes ``(value, at)`` unless the copy holds a newer one."""
+        self.changes[item] = self.changes.get(item, 0) + 1
         current = self.overrides.setdefault(item, {})
         for name, value in fields.items():
             old = current.get(name)
@@ -107,12 +113,15 @@ class LiveState:
 class Unavailable(Container[str]):
     """``item in unavailable``: :meth:`LiveState.is_unavailable` for one version."""
 
-    __slots__ = ("live", "state")
+    __slots__ = ("blocked", "live", "overrides", "state")
 
     def __init__(self, live: LiveState, state: VersionState) -> None:
-        self.live, self.state = live, state
+        self.live, self.state, self.overrides = live, state, live.overrides
+        self.blocked = state.blocked or (state.out_of_stock | state.hidden)
 
     def __contains__(self, item: object) -> bool:
+        if item not in self.overrides:  # the common case: no live change, the version's own sets decide
+            return item in self.blocked
         return self.live.is_unavailable(self.state, str(item))
 
 

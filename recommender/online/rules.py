@@ -24,13 +24,16 @@ whole test sets.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Container, Iterable, Iterator, Mapping, Sequence
+import heapq
+import math
+from collections.abc import Callable, Container, Iterable, Iterator, Mapping, MutableMapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from itertools import combinations, islice
 from typing import Annotated, Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, TypeAdapter, ValidationError, model_validator
 
 Item = Mapping[str, Any]
 Scored = tuple[str, float]
@@ -174,6 +177,29 @@ class RuleSet(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     rules: list[Rule] = Field(default_factory=list, max_length=200)
     diversity: Diversity = Field(default_factory=Diversity)
+    _memo: dict[Any, Any] = PrivateAttr(default_factory=dict)
+    """What is derived from the rule set once: its plan, its narrowed copies, verdicts per version."""
+
+    @property
+    def plan(self) -> Plan:
+        """The rules sorted by kind, once (a rule set never changes)."""
+        plan = self._memo.get("plan")
+        if plan is None:
+            plan = self._memo["plan"] = Plan(
+                conditions=tuple(c for r in self.rules if isinstance(r, FilterRule) for c in r.where),
+                reweights=tuple(r for r in self.rules if isinstance(r, BoostRule | BuryRule)),
+                promotes=tuple(r for r in self.rules if isinstance(r, PromoteRule)),
+                pins=tuple(r for r in self.rules if isinstance(r, PinRule)),
+            )
+        return plan
+
+    def verdicts(self, scope: Any) -> dict[str, Any]:
+        """A memo of per-item verdicts under this rule set for ``scope`` (a published version and the live
+        state's generation: the verdicts hold for that version's attributes and that copy's change counts)."""
+        memo = self._memo.setdefault(("verdicts", scope), {})
+        if len(memo) > VERDICT_MEMO_SIZE:
+            memo.clear()
+        return memo
 
     @property
     def empty(self) -> bool:
@@ -191,9 +217,17 @@ class RuleSet(BaseModel):
         return self.diversity.max_per_category is not None or any(not isinstance(r, PinRule) for r in self.rules)
 
     def narrowed(self, category: str | None = None, max_per_category: int | None = None) -> RuleSet:
-        """This rule set with a request's own filter on ``category`` and cap per category added."""
+        """This rule set with a request's own filter on ``category`` and cap per category added (made once)."""
         if category is None and max_per_category is None:
             return self
+        key = ("narrowed", category, max_per_category)
+        if key not in self._memo:
+            if len(self._memo) > NARROWED_MEMO_SIZE:
+                self._memo.clear()
+            self._memo[key] = self._narrowed(category, max_per_category)
+        return self._memo[key]
+
+    def _narrowed(self, category: str | None, max_per_category: int | None) -> RuleSet:
         rules = list(self.rules)
         if category is not None:
             rules.append(FilterRule(kind="filter", where=[Condition(field="category", op="eq", value=category)]))
@@ -201,6 +235,63 @@ class RuleSet(BaseModel):
         if max_per_category is not None:
             diversity = diversity.model_copy(update={"max_per_category": max_per_category})
         return RuleSet(rules=rules, diversity=diversity)
+
+
+VERDICT_MEMO_SIZE = 200_000
+NARROWED_MEMO_SIZE = 1000
+Verdict = tuple[bool, float, Any, tuple[bool, ...]]
+"""An item under a rule set: whether it passes the filters, its score factor, its category, whether each
+promotion's condition matches it."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A rule set's rules by kind."""
+
+    conditions: tuple[Condition, ...]
+    reweights: tuple[BoostRule | BuryRule, ...]
+    promotes: tuple[PromoteRule, ...]
+    pins: tuple[PinRule, ...]
+
+    def verdict(self, item: Item) -> Verdict:
+        """What this plan makes of an item with these attributes."""
+        passes = True
+        for condition in self.conditions:
+            if not condition.holds(item):
+                passes = False
+                break
+        factor = 1.0
+        for rule in self.reweights:
+            if matches(rule.where, item):
+                factor *= rule.factor
+        return passes, factor, item.get("category"), tuple(matches(r.where, item) for r in self.promotes)
+
+
+class Judge:
+    """Verdicts for one request: from ``memo`` while an item has had no more live changes (``changes``), else new."""
+
+    __slots__ = ("attributes", "changes", "memo", "plan")
+
+    def __init__(
+        self,
+        plan: Plan,
+        attributes: Mapping[str, Item | None],
+        memo: MutableMapping[str, tuple[int, Verdict]] | None = None,
+        changes: Mapping[str, int] | None = None,
+    ) -> None:
+        self.plan, self.attributes, self.memo, self.changes = plan, attributes, memo, changes
+
+    def __call__(self, item: str) -> Verdict:
+        memo, changes = self.memo, self.changes
+        if memo is None or changes is None:
+            return self.plan.verdict(self.attributes.get(item) or {})
+        count = changes.get(item, 0)
+        found = memo.get(item)
+        if found is not None and found[0] == count:
+            return found[1]
+        verdict = self.plan.verdict(self.attributes.get(item) or {})
+        memo[item] = (count, verdict)
+        return verdict
 
 
 class RulesError(ValueError):
@@ -275,58 +366,96 @@ def arrange(
     unavailable: Container[str] = frozenset(),
     excluded: Container[str] = frozenset(),
     similar: Mapping[str, tuple[Sequence[str], Sequence[float]]] | None = None,
+    memo: MutableMapping[str, tuple[int, Verdict]] | None = None,
+    changes: Mapping[str, int] | None = None,
 ) -> list[Scored]:
     """The first ``n`` items to show: ``candidates`` (best first) under the placement's ``rules``.
 
     ``attributes`` maps item ids to their catalog attributes; an item without any matches no
     condition but ``ne`` / ``not_in``. ``similar`` (for MMR) holds the candidates' similar-item
     lists. ``candidates`` is read lazily: with filters and pins alone, only until ``n`` items are found.
+    ``memo`` keeps each item's verdict under these rules between requests, valid while the item's count of
+    live ``changes`` stays the same: a request then judges only what changed.
     """
     available: Iterator[Scored] = (p for p in candidates if p[0] not in unavailable and p[0] not in excluded)
     if rules.empty:
         return list(islice(available, n))
-    none: Item = {}
-    get = attributes.get
-
-    def attrs(item: str) -> Item:
-        return get(item) or none
-
+    plan = rules.plan
+    judge = Judge(plan, attributes, memo, changes)
     pins = active_pins(rules, now, unavailable, excluded)
     scores: dict[str, float] = {}
+    if plan.reweights and not plan.promotes and rules.diversity == Diversity():
+        out = _best_reweighted(candidates, plan, judge, max(0, n - len(pins)), pins, scores, unavailable, excluded)
+        return _pinned(out, pins, scores)[:n]
     if pins:  # their own scores, if the model proposed them
         listed = list(available)
         scores = {i: s for i, s in listed if i in pins.values()}
         available = iter(listed)
     pinned = set(pins.values())
-    conditions = [c for r in rules.rules if isinstance(r, FilterRule) for c in r.where]  # all must hold
-
-    def passes(pair: Scored) -> bool:
-        if pair[0] in pinned:
-            return False
-        found = get(pair[0]) or none
-        for condition in conditions:  # noqa: SIM110 (a plain loop: no generator per candidate per request)
-            if not condition.holds(found):
-                return False
-        return True
-
-    kept = filter(passes, available)
-    reweights = [r for r in rules.rules if isinstance(r, BoostRule | BuryRule)]
-    promotes = [r for r in rules.rules if isinstance(r, PromoteRule)]
+    kept: Iterable[Scored] = available
+    if plan.conditions or pinned:
+        kept = (p for p in available if p[0] not in pinned and judge(p[0])[0])
     slots = max(0, n - len(pins))
-    if not reweights and not promotes and rules.diversity == Diversity():
+    if not plan.reweights and not plan.promotes and rules.diversity == Diversity():
         out = list(islice(kept, slots))  # filters and pins only: stop at n
     else:
         pool = list(kept)
-        if reweights:
-            pool = [(i, _reweighted(s, reweights, attrs(i))) for i, s in pool]
+        if plan.reweights:
+            pool = [(i, s * judge(i)[1]) for i, s in pool]
             pool.sort(key=lambda pair: -pair[1])  # stable: ties keep the model's order
         lam = rules.diversity.mmr_lambda
         if lam is not None and lam < 1 and similar is not None:
             pool = mmr(pool, lam, similar, slots)
-        out = _fill(pool, promotes, rules.diversity.max_per_category, attrs, slots, [attrs(i) for i in pinned])
+        out = _fill(pool, plan.promotes, rules.diversity.max_per_category, judge, slots, [judge(i) for i in pinned])
+    return _pinned(out, pins, scores)[:n]
+
+
+def _pinned(out: list[Scored], pins: Mapping[int, str], scores: Mapping[str, float]) -> list[Scored]:
     for position in sorted(pins):
         out.insert(min(position - 1, len(out)), (pins[position], scores.get(pins[position], 0.0)))
-    return out[:n]
+    return out
+
+
+def _best_reweighted(
+    candidates: Iterable[Scored],
+    plan: Plan,
+    judge: Callable[[str], Verdict],
+    slots: int,
+    pins: Mapping[int, str],
+    scores: dict[str, float],
+    unavailable: Container[str],
+    excluded: Container[str],
+) -> list[Scored]:
+    """The ``slots`` best candidates by reweighted score, judging only those that could still be among them.
+
+    A candidate with score ``s`` can reach at most ``s`` times every boost (``s`` times every bury when
+    negative): once that is no better than the ``slots``-th best so far, it is passed over unread (its
+    availability, its attributes). Ties keep the model's order. Fills ``scores`` with the pinned items'.
+    """
+    highest = math.prod(r.factor for r in plan.reweights if r.factor > 1)
+    lowest = math.prod(r.factor for r in plan.reweights if r.factor < 1)
+    pinned = set(pins.values())
+    best: list[tuple[float, int]] = []  # a min-heap of the best (reweighted score, -order)
+    pool: list[tuple[float, int, str]] = []
+    for order, (item, score) in enumerate(candidates):
+        if item in pinned:
+            scores.setdefault(item, score)
+            continue
+        if not slots or (len(best) >= slots and (score * (highest if score >= 0 else lowest)) <= best[0][0]):
+            continue
+        if item in unavailable or item in excluded:
+            continue
+        verdict = judge(item)
+        if not verdict[0]:
+            continue
+        weighted = score * verdict[1]
+        pool.append((weighted, order, item))
+        if len(best) < slots:
+            heapq.heappush(best, (weighted, -order))
+        elif (weighted, -order) > best[0]:
+            heapq.heapreplace(best, (weighted, -order))
+    pool.sort(key=lambda entry: (-entry[0], entry[1]))
+    return [(item, weighted) for weighted, _, item in pool[:slots]]
 
 
 def active_pins(
@@ -343,24 +472,17 @@ def active_pins(
     return pins
 
 
-def _reweighted(score: float, rules: Sequence[BoostRule | BuryRule], item: Item) -> float:
-    for rule in rules:
-        if matches(rule.where, item):
-            score *= rule.factor
-    return score
-
-
-def _promotion_slots(promotes: Sequence[PromoteRule], slots: int) -> dict[int, PromoteRule]:
-    """Slot -> the promotion that fills it: each rule ``share`` of the slots, spread evenly down the list (a
-    slot another rule took goes to the next free one)."""
-    taken: dict[int, PromoteRule] = {}
-    for rule in promotes:
+def _promotion_slots(promotes: Sequence[PromoteRule], slots: int) -> dict[int, int]:
+    """Slot -> the index of the promotion that fills it: each rule ``share`` of the slots, spread evenly down
+    the list (a slot another rule took goes to the next free one)."""
+    taken: dict[int, int] = {}
+    for index, rule in enumerate(promotes):
         count = round(slots * rule.share)
         for k in range(count):
             slot = min(slots - 1, round((k + 1) * slots / (count + 1)) - 1)
             while slot in taken and slot < slots - 1:
                 slot += 1
-            taken.setdefault(slot, rule)
+            taken.setdefault(slot, index)
     return taken
 
 
@@ -368,18 +490,18 @@ def _fill(
     pool: list[Scored],
     promotes: Sequence[PromoteRule],
     cap: int | None,
-    attrs: Callable[[str], Item],
+    judge: Callable[[str], Verdict],
     slots: int,
-    pinned: Sequence[Item],
+    pinned: Sequence[Verdict],
 ) -> list[Scored]:
     """``slots`` items of ``pool`` in order, the promotions' slots held by their best matching items, no category
     beyond ``cap`` (the pinned items count); over-cap items fill what is left at the end."""
     counts: dict[Any, int] = {}
-    for item in pinned:
-        counts[item.get("category")] = counts.get(item.get("category"), 0) + 1
+    for verdict in pinned:
+        counts[verdict[2]] = counts.get(verdict[2], 0) + 1
 
     def fits(pair: Scored) -> bool:
-        category = attrs(pair[0]).get("category")
+        category = judge(pair[0])[2]
         return cap is None or category is None or counts.get(category, 0) < cap
 
     promoted_at = _promotion_slots(promotes, slots)
@@ -389,13 +511,13 @@ def _fill(
         rule = promoted_at.get(slot)
         chosen = None
         if rule is not None:
-            chosen = next((p for p in pool if p[0] not in used and fits(p) and matches(rule.where, attrs(p[0]))), None)
+            chosen = next((p for p in pool if p[0] not in used and fits(p) and judge(p[0])[3][rule]), None)
         if chosen is None:
             chosen = next((p for p in pool if p[0] not in used and fits(p)), None)
         if chosen is None:
             break
         used.add(chosen[0])
-        category = attrs(chosen[0]).get("category")
+        category = judge(chosen[0])[2]
         counts[category] = counts.get(category, 0) + 1
         out.append(chosen)
     if len(out) < slots:  # the cap left slots empty: the best over-cap items fill them

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +39,8 @@ class VersionState:
     out_of_stock: frozenset[str]
     hidden: frozenset[str]
     repurchase: dict[str, float]
+    blocked: frozenset[str] = frozenset()
+    """``out_of_stock | hidden``: what the version itself keeps out (live changes decide per item on top)."""
     popular: dict[str | None, List] = field(default_factory=dict)
     details: dict[str, Item | None] = field(default_factory=dict)
     scorer: SequenceScorer | None = None
@@ -79,6 +82,7 @@ class Versions:
             out_of_stock,
             hidden,
             {str(c): float(v) for c, v in repurchase.items()},
+            out_of_stock | hidden,
         )
 
     async def _members(self, key: str) -> frozenset[str]:
@@ -99,7 +103,7 @@ class Versions:
             state.popular[category] = decode(value)
         return state.popular[category]
 
-    async def details(self, state: VersionState, ids: list[str]) -> dict[str, Item | None]:
+    async def details(self, state: VersionState, ids: Iterable[str]) -> dict[str, Item | None]:
         """Catalog details of the version (None: not in the catalog), with every one of ``ids`` present.
 
         Up to ``RECSYS_ITEM_CACHE_SIZE`` items per version stay in memory; read, never modify.
@@ -107,7 +111,7 @@ class Versions:
         if len(state.details) > self.item_cache_size:
             state.details = {}
         cache = state.details
-        missing = list(dict.fromkeys(i for i in ids if i not in cache))
+        missing = list((ids if isinstance(ids, set) else set(ids)).difference(cache))
         for lo in range(0, len(missing), SCAN_COUNT):
             chunk = missing[lo : lo + SCAN_COUNT]
             values = await self.guard(self.redis.hmget(self.keys.items(state.version), chunk))

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from recommender.online.rules import RulesError, RuleSet, arrange, mmr, mmr_window, parse_rules
 
@@ -310,3 +313,36 @@ def test_promoted_slots_keep_within_the_category_cap() -> None:
     )
     out = [i for i, _ in arrange(candidates, attrs, rules, 4, NOW)]
     assert out == ["x0", "x1", "x2", "x3"]  # one promoted a (the cap), then the best of the other categories
+
+
+@given(
+    scores=st.lists(st.floats(-2, 2, allow_nan=False, width=32), min_size=0, max_size=60),
+    factors=st.lists(st.sampled_from([0.2, 0.5, 1.5, 3.0]), min_size=1, max_size=3),
+    n=st.integers(1, 15),
+    gone=st.sets(st.integers(0, 59), max_size=10),
+    pin=st.one_of(st.none(), st.integers(0, 59)),
+)
+@settings(max_examples=300, deadline=None)
+def test_reweighting_judges_fewer_candidates_but_shows_what_a_full_sort_shows(
+    scores: list[float], factors: list[float], n: int, gone: set[int], pin: int | None
+) -> None:
+    """Passing over candidates that cannot reach the top gives the same list as reweighting and sorting all."""
+    pool = [(f"c{k}", s) for k, s in enumerate(scores)] + [(f"f{k}", 0.0) for k in range(5)]  # fillers after
+    attrs = {f"c{k}": {"category": "abc"[k % 3]} for k in range(60)}
+    kinds = [("boost" if f > 1 else "bury", f) for f in factors]
+    rules = [{"kind": k, "where": where("category", "eq", "abc"[i]), "factor": f} for i, (k, f) in enumerate(kinds)]
+    if pin is not None:
+        rules.append({"kind": "pin", "item_id": f"c{pin}", "position": 2})
+    unavailable = {f"c{k}" for k in gone}
+    got = arrange(pool, attrs, parse_rules({"rules": rules}), n, NOW, unavailable=unavailable)
+    pinned = {f"c{pin}"} - unavailable if pin is not None else set()
+    factor = {i: math.prod(f for (k, f), c in zip(kinds, "abc", strict=False) if attrs.get(i, {}).get("category") == c)
+              for i, _ in pool}  # fmt: skip
+    rest = sorted(
+        ((i, s * factor[i]) for i, s in pool if i not in unavailable and i not in pinned),
+        key=lambda p: -p[1],
+    )[: n - len(pinned)]
+    if pinned:
+        own = dict(pool)
+        rest.insert(min(1, len(rest)), (f"c{pin}", own.get(f"c{pin}", 0.0)))
+    assert got == rest[:n]
