@@ -1,23 +1,32 @@
 """The canonical interaction event: its schema and its validation.
 
-Validation is vectorized (pandas) so that a 20M-row file and a 1-event API call go
-through the same code: :func:`validate_events` splits raw string columns into
-typed, pseudonymized rows ready to store and quarantined rows with their reasons.
+Validation is vectorized (pandas): :func:`validate_events` splits raw string columns into
+typed, pseudonymized rows ready to store and quarantined rows with their reasons, for a
+20M-row file and for the API alike. Its fixed cost (about 40 ms a call, whatever the size)
+is too much for an API request of one event, so the API first tries :func:`plain_rows`: the
+same rows, built in plain Python, for events that are plainly valid in their most common
+forms; anything else (a bad value, an unusual form) goes through :func:`validate_events`,
+which decides and says why. tests/data/test_plain_events.py checks on generated events that
+the two agree.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from recommender.config import Settings
-from recommender.data.privacy import pseudonymize_many
+from recommender.data.privacy import pseudonymize, pseudonymize_many
 
 REQUIRED = ("user_id", "item_id", "event_type", "timestamp")
 OPTIONAL = ("event_id", "session_id", "quantity", "price", "recommendation_id")
@@ -126,9 +135,23 @@ def _number(raw: pd.Series) -> tuple[pd.Series, pd.Series]:
     return values.astype("float64"), bad
 
 
+def _content_text(col: pd.Series) -> pd.Series:
+    """A column as the text content ids hash. Times are written one by one as ``str(datetime)`` does: pandas'
+    own text of a time column takes the precision its finest value needs, so one event's id would change
+    with the other events of its batch."""
+    if not isinstance(col.dtype, pd.DatetimeTZDtype):
+        return col.astype("string")
+    stamps = pc.replace_substring_regex(pc.strftime(pa.array(col), format="%Y-%m-%d %H:%M:%S"), r"\.0+$", "")
+    return pd.Series(
+        pc.binary_join_element_wise(stamps, "+00:00", "").to_numpy(zero_copy_only=False),
+        index=col.index,
+        dtype="string",
+    )
+
+
 def content_ids(frame: pd.DataFrame) -> np.ndarray:
     """Stable content hash (blake2b-128) per row, used as ``event_id`` when none is given."""
-    cols = [frame[c].astype("string") for c in frame.columns]
+    cols = [_content_text(frame[c]) for c in frame.columns]
     joined = cols[0].str.cat(pd.concat(cols[1:], axis=1), sep="\x1f", na_rep="\x00")
     return np.array([hashlib.blake2b(s.encode(), digest_size=16).hexdigest() for s in joined], dtype=object)
 
@@ -229,3 +252,93 @@ def _storable(
     clean["source"] = None
     clean["ingest_id"] = None
     return pa.Table.from_pandas(clean, schema=EVENT_SCHEMA, preserve_index=False)
+
+
+_PLAIN_TS = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:\d{2})|\d{9,10}(\.0)?")
+_PLAIN_QUANTITY = re.compile(r"\d{1,9}")
+_PLAIN_PRICE = re.compile(r"\d{1,9}(\.\d{1,6})?")
+_CONTROL_RE = re.compile(_CONTROL)
+
+
+def as_text(events: Sequence[Mapping[str, Any]]) -> list[dict[str, str | None]]:
+    """API events (JSON values) as the raw strings validation takes, one per canonical field."""
+    return [{k: None if e.get(k) is None else str(e.get(k)) for k in CANONICAL} for e in events]
+
+
+def events_frame(raw: Sequence[Mapping[str, str | None]]) -> pd.DataFrame:
+    """Raw events (see :func:`as_text`) as the frame :func:`validate_events` takes (``position`` from 0)."""
+    return pd.DataFrame(list(raw), columns=list(CANONICAL)).assign(position=range(len(raw)))
+
+
+def plain_rows(
+    events: Sequence[Mapping[str, str | None]], settings: Settings, now: datetime | None = None
+) -> list[dict[str, Any]] | None:
+    """The storable rows of ``events`` (raw strings, as :func:`validate_events` takes them) when every one is
+    plainly valid, exactly as :func:`validate_events` would store them; None when any is not (then ask it).
+
+    Plain means: no padding but spaces, ASCII event types, ISO-8601 times to the microsecond with a zone
+    (what JavaScript's ``toISOString`` writes) or whole unix seconds (``.0`` allowed: JSON numbers arrive as floats), whole quantities and decimal prices.
+    """
+    now = now or datetime.now(UTC)
+    bounds = (pd.Timestamp(settings.min_timestamp).timestamp(), now.timestamp() + settings.max_future_seconds)
+    rows = []
+    for event in events:
+        text = _plain_text(event, settings)
+        row = None if text is None else _plain_row(text, settings, bounds)
+        if row is None:
+            return None
+        rows.append(row)
+    return rows
+
+
+def _plain_text(event: Mapping[str, str | None], settings: Settings) -> dict[str, str | None] | None:
+    """Each field stripped (None when blank); None when a required one is blank or a text is not plain."""
+    text: dict[str, str | None] = {}
+    for col in CANONICAL:
+        raw = event.get(col)
+        if raw is None or not raw.strip():
+            if col in REQUIRED:
+                return None
+            text[col] = None
+            continue
+        value = raw.strip(" ")
+        if value != raw.strip():
+            return None
+        if col in TEXT_FIELDS and (len(raw) > settings.max_field_length or _CONTROL_RE.search(raw)):
+            return None
+        text[col] = value
+    return text
+
+
+def _plain_row(text: dict[str, str | None], settings: Settings, bounds: tuple[float, float]) -> dict[str, Any] | None:
+    """The storable row of one plain event's stripped fields, or None when a value is not plainly valid."""
+    kind, stamp = str(text["event_type"]).lower(), str(text["timestamp"])
+    quantity, price = text["quantity"], text["price"]
+    if not kind.isascii() or kind not in settings.event_types or not _PLAIN_TS.fullmatch(stamp):
+        return None
+    at = (
+        datetime.fromtimestamp(int(float(stamp)), UTC)
+        if "-" not in stamp
+        else datetime.fromisoformat(stamp).astimezone(UTC)
+    )
+    if not bounds[0] <= at.timestamp() <= bounds[1]:
+        return None
+    if quantity is not None and not (
+        _PLAIN_QUANTITY.fullmatch(quantity) and 1 <= int(quantity) <= settings.max_quantity
+    ):
+        return None
+    if price is not None and not (_PLAIN_PRICE.fullmatch(price) and float(price) <= settings.max_price):
+        return None
+    secret = settings.hmac_secret.get_secret_value()
+    row: dict[str, Any] = {
+        "user_id": pseudonymize(str(text["user_id"]), secret),
+        "item_id": text["item_id"],
+        "event_type": kind,
+        "timestamp": at,
+        "session_id": None if text["session_id"] is None else pseudonymize(text["session_id"], secret),
+        "quantity": None if quantity is None else int(quantity),
+        "price": None if price is None else float(price),
+        "recommendation_id": text["recommendation_id"],
+    }
+    content = "\x1f".join("" if v is None else str(v) for v in row.values())  # as content_ids joins them (NA: "")
+    return {"event_id": text["event_id"] or hashlib.blake2b(content.encode(), digest_size=16).hexdigest(), **row}
