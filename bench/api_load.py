@@ -38,9 +38,9 @@ from tests.conftest import free_port
 BARE_APP = """
 import os
 from fastapi import FastAPI, Response
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 app = FastAPI()
-r = Redis.from_url(os.environ["BENCH_REDIS_URL"], decode_responses=True)
+r = Redis(connection_pool=BlockingConnectionPool.from_url(os.environ["BENCH_REDIS_URL"], max_connections=256, decode_responses=True))
 @app.get("/bare/{user_id}")
 async def bare(user_id: str) -> Response:
     return Response(await r.get(os.environ["BENCH_KEY"]) or "", media_type="application/json")

@@ -75,7 +75,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(MetricsMiddleware)  # added last: outermost, so it counts the 413s and 429s too
     for module in (recommendations, placements, items, catalog, rules, events, users, health):
         app.include_router(module.router)
-    app.router.routes.insert(0, recommendations.route)  # matched before the documenting FastAPI route
+    app.router.routes[:0] = [recommendations.route, placements.route]  # matched before the documenting FastAPI routes
 
     @app.exception_handler(RedisUnavailableError)
     async def redis_down(request: Request, exc: RedisUnavailableError) -> JSONResponse:

@@ -34,23 +34,83 @@ def _invalid(name: str, message: str, value: Any) -> HTTPException:
     return HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail)
 
 
+def _text(params: QueryParams, name: str, limit: int) -> str | None:
+    """An optional text parameter of 1 to ``limit`` characters (422 otherwise)."""
+    value = params.get(name)
+    if value is not None and not 1 <= len(value) <= limit:
+        raise _invalid(name, f"{name} must be 1 to {limit} characters", value[:50])
+    return value
+
+
+def _whole(params: QueryParams, name: str, low: int, high: int) -> int | None:
+    """An optional whole number from ``low`` to ``high`` (422 otherwise)."""
+    value = params.get(name)
+    if value is None:
+        return None
+    if not value.strip().lstrip("+").isdigit() or not low <= int(value) <= high:
+        raise _invalid(name, f"{name} must be a whole number from {low} to {high}", value[:50])
+    return int(value)
+
+
+def _flag(params: QueryParams, name: str) -> bool:
+    """An optional true/false parameter (false when absent; 422 on anything else)."""
+    value = (params.get(name) or "false").strip().lower()
+    if value not in TRUE | FALSE:
+        raise _invalid(name, f"{name} must be true or false", value[:50])
+    return value in TRUE
+
+
 def parse_list_query(params: QueryParams, max_n: int) -> ListQuery:
     """Validate the query string (422 on anything out of bounds); ``n`` is capped at ``max_n``."""
-    raw_n = params.get("n")
-    n = 10
-    if raw_n is not None:
-        if not raw_n.strip().lstrip("+").isdigit() or not 1 <= int(raw_n) <= 1000:
-            raise _invalid("n", "n must be a whole number from 1 to 1000", raw_n)
-        n = int(raw_n)
-    exclude, category = params.get("exclude"), params.get("category")
+    exclude = params.get("exclude")
     if exclude is not None and len(exclude) > MAX_EXCLUDE_CHARS:
         raise _invalid("exclude", f"exclude is longer than {MAX_EXCLUDE_CHARS} characters", exclude[:50])
+    category = params.get("category")
     if category is not None and len(category) > MAX_TEXT:
         raise _invalid("category", f"category is longer than {MAX_TEXT} characters", category[:50])
-    raw_details = (params.get("details") or "false").strip().lower()
-    if raw_details not in TRUE | FALSE:
-        raise _invalid("details", "details must be true or false", raw_details)
-    return ListQuery(min(n, max_n), exclude, category or None, raw_details in TRUE)
+    n = _whole(params, "n", 1, 1000)
+    return ListQuery(min(10 if n is None else n, max_n), exclude, category or None, _flag(params, "details"))
+
+
+def csv_ids(text: str | None, limit: int = 100) -> tuple[str, ...]:
+    """Distinct comma-separated ids, in order, at most ``limit``."""
+    return tuple(dict.fromkeys(v.strip() for v in (text or "").split(",") if v.strip()))[:limit]
+
+
+@dataclass(frozen=True)
+class PlacementParams:
+    """A placement request's query parameters, checked (the service's ``PlacementQuery`` without the caller)."""
+
+    user_id: str | None
+    item_id: str | None
+    cart: tuple[str, ...]
+    n: int | None
+    exclude: frozenset[str]
+    category: str | None
+    details: bool
+    max_per_category: int | None
+    cursor: str | None
+    paginate: bool
+
+
+def parse_placement_query(params: QueryParams) -> PlacementParams:
+    """The checks :func:`serving.routes.placements.placement` documents, by hand (422 on anything out of bounds)."""
+    listed = parse_list_query(params, 1000)
+    cart = params.get("cart")
+    if cart is not None and len(cart) > MAX_EXCLUDE_CHARS:
+        raise _invalid("cart", f"cart is longer than {MAX_EXCLUDE_CHARS} characters", cart[:50])
+    return PlacementParams(
+        user_id=_text(params, "user_id", MAX_TEXT),
+        item_id=_text(params, "item_id", MAX_TEXT),
+        cart=csv_ids(cart),
+        n=listed.n if "n" in params else None,
+        exclude=frozenset(csv_ids(listed.exclude, 1000)),
+        category=listed.category,
+        details=listed.details,
+        max_per_category=_whole(params, "max_per_category", 1, 1000),
+        cursor=_text(params, "cursor", 64),
+        paginate=_flag(params, "paginate"),
+    )
 
 
 OPENAPI_PARAMETERS: list[dict[str, Any]] = [  # the hot route's parameters, documented by hand

@@ -16,8 +16,10 @@ from __future__ import annotations
 import hmac
 import json
 import os
+from collections import Counter
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import redis
 
@@ -31,6 +33,49 @@ PLACEMENTS = ("home", "similar", "popular")
 def in_challenger(pseudonym: str, share: float) -> bool:
     """Whether a (hex) pseudonym is in the challenger's share: uniform and stable, an HMAC is a hash."""
     return int(pseudonym[:8], 16) / 2**32 < share
+
+
+class Exposures:
+    """Impressions of an experiment, counted in the worker and written in one pipeline a round of its upkeep.
+
+    An answer costs no round trip of its own for them (a second one per request, under load, was a
+    fifth of the route's time). A worker killed outright loses at most one round's counts (0.2 s);
+    one stopped writes what it holds. While Redis is away they wait, up to ``limit`` users per variant.
+    """
+
+    def __init__(self, limit: int = 100_000) -> None:
+        self.limit = limit
+        self.served: Counter[tuple[str, str]] = Counter()
+        self.users: dict[tuple[str, str], set[str]] = {}
+
+    def add(self, experiment_id: str, model_version: str, user: str) -> None:
+        """Count one answer of ``model_version`` to ``user``."""
+        key = (experiment_id, model_version)
+        self.served[key] += 1
+        users = self.users.setdefault(key, set())
+        if len(users) < self.limit:
+            users.add(user)
+
+    async def flush(self, r: Any, keys: Keys) -> None:
+        """Write what was counted since the last flush; on a Redis error keep it for the next one."""
+        if not self.served:
+            return
+        served, users = self.served, self.users
+        self.served, self.users = Counter(), {}
+        pipe = r.pipeline(transaction=False)
+        for (experiment_id, version), count in served.items():
+            pipe.hincrby(keys.served(experiment_id), version, count)
+        for (experiment_id, version), members in users.items():
+            if members:
+                pipe.sadd(keys.exposed(experiment_id, version), *members)
+        try:
+            await pipe.execute()
+        except (redis.RedisError, OSError):
+            for key, count in served.items():
+                self.served[key] += count
+            for key, members in users.items():
+                self.users.setdefault(key, set()).update(members)
+            raise
 
 
 @dataclass(frozen=True)

@@ -149,7 +149,12 @@ def client(settings: Settings, url: str, **options: Any) -> redis.Redis:
 
 
 def async_client(settings: Settings, url: str, **options: Any) -> redis.asyncio.Redis:
-    """An asyncio client (decoded strings, a bounded pool, the API's timeouts) on ``url``."""
+    """An asyncio client (decoded strings, a bounded pool, the API's timeouts) on ``url``.
+
+    The pool blocks: a request beyond its connections waits for one (up to the Redis timeout) instead of
+    failing. With the plain pool, a burst of more concurrent requests than connections was answered
+    from the fallback while Redis was fine.
+    """
     options = {
         "max_connections": 256,
         "socket_timeout": settings.redis_timeout,
@@ -158,7 +163,9 @@ def async_client(settings: Settings, url: str, **options: Any) -> redis.asyncio.
     }
     if settings.redis_cluster:
         return cast(redis.asyncio.Redis, AsyncClusterClient.from_url(url, decode_responses=True, **options))
-    pool = redis.asyncio.ConnectionPool.from_url(url, decode_responses=True, **options)
+    pool = redis.asyncio.BlockingConnectionPool.from_url(
+        url, decode_responses=True, timeout=settings.redis_timeout, **options
+    )
     return redis.asyncio.Redis(connection_pool=pool)
 
 

@@ -29,7 +29,7 @@ from recommender.data.events import as_text, events_frame, plain_rows, validate_
 from recommender.data.privacy import pseudonymize
 from recommender.online.cursors import CursorError, Cursors, CursorUnavailableError
 from recommender.online.erasure import ForgetReport, request_forget
-from recommender.online.experiments import RecommendationIds, in_challenger
+from recommender.online.experiments import Exposures, RecommendationIds, in_challenger
 from recommender.online.fallback import Fallback, refreshed
 from recommender.online.feeds import FeedQuery, Feeds, PlacementQueryError
 from recommender.online.guard import Guard, RedisUnavailableError
@@ -129,6 +129,7 @@ class RecommendationService:
         self._active_version: str | None = None
         self._challenger_version: str | None = None
         self._experiment_id: str | None = None
+        self.exposures = Exposures()
         self._active_read_at = float("-inf")
         self._backlog, self._backlog_read_at = 0, float("-inf")
         self._reload: asyncio.Task[None] | None = None
@@ -189,9 +190,16 @@ class RecommendationService:
             else:
                 with contextlib.suppress(RedisUnavailableError):
                     await self._sync_live()
+            await self.flush_exposures()
             tick()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), every)
+        await self.flush_exposures()  # a worker that stops writes what it counted
+
+    async def flush_exposures(self) -> None:
+        """Write the experiment's impressions counted since the last round (kept for the next on an error)."""
+        with contextlib.suppress(RedisUnavailableError):
+            await self.guard(self.exposures.flush(self.redis, self.keys))
 
     # ---- live catalog and rules --------------------------------------------------
     async def change_items(self, changes: Mapping[str, Mapping[str, Any]]) -> int:
@@ -263,7 +271,7 @@ class RecommendationService:
             if token:
                 items = await self._page(token, q, user, items, n)
             if user is not None and challenger is not None and self._experiment_id:
-                await self._exposed(self._experiment_id, str(state.model_version), user)
+                self.exposures.add(self._experiment_id, str(state.model_version), user)
         except RedisUnavailableError as exc:
             if q.cursor:
                 raise CursorUnavailableError(
@@ -289,13 +297,6 @@ class RecommendationService:
         self, items: list[Item], source: str, model_version: str | None, placement: str, cursor: str | None = None
     ) -> Listing:
         return Listing(items, source, model_version, self.ids.issue(model_version, placement), cursor)
-
-    async def _exposed(self, experiment_id: str, model_version: str, user: str) -> None:
-        """Count the impression and remember the user on this variant (one round trip)."""
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.hincrby(self.keys.served(experiment_id), model_version, 1)
-        pipe.sadd(self.keys.exposed(experiment_id, model_version), user)
-        await self.guard(pipe.execute())
 
     async def similar(self, item_id: str, n: int, details: bool = False) -> Listing:
         """Items similar to ``item_id`` (empty for an unknown item)."""

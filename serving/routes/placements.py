@@ -2,25 +2,25 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Path, Query, Request
+from fastapi import APIRouter, Header, HTTPException, Path, Query, Request, status
+from starlette.routing import Route
 
-from recommender.online.service import PlacementQuery
-from serving.deps import ReadRole, ServiceDep, check_user_signature
-from serving.params import MAX_EXCLUDE_CHARS, MAX_TEXT, Category, Details, N
+from recommender.online.placements import PLACEMENT_NAME
+from recommender.online.service import PlacementQuery, RecommendationService
+from serving.deps import USER_SIGNATURE, ReadRole, authorize, check_user_signature
+from serving.params import MAX_EXCLUDE_CHARS, MAX_TEXT, Category, Details, N, PlacementParams, parse_placement_query
 from serving.schemas import FastJSON, PlacementList, Problem
 from serving.telemetry import count_source
 
+PATH = "/v1/placements/{name}"
 router = APIRouter(prefix="/v1", tags=["placements"])
 Text = Annotated[str | None, Query(min_length=1, max_length=MAX_TEXT)]
 
 
-def _ids(text: str | None, limit: int = 100) -> tuple[str, ...]:
-    return tuple(dict.fromkeys(v.strip() for v in (text or "").split(",") if v.strip()))[:limit]
-
-
-@router.get(
+@router.get(  # documents the route (OpenAPI, /docs); requests are served through ``route`` below
     "/placements/{name}",
     response_model=PlacementList,
     responses={
@@ -34,8 +34,7 @@ def _ids(text: str | None, limit: int = 100) -> tuple[str, ...]:
 )
 async def placement(
     request: Request,
-    name: Annotated[str, Path(pattern=r"^[a-z][a-z0-9_]{0,31}$")],
-    service: ServiceDep,
+    name: Annotated[str, Path(pattern=PLACEMENT_NAME)],
     role: ReadRole,
     user_id: Text = None,
     item_id: Text = None,
@@ -50,21 +49,27 @@ async def placement(
     signature: Annotated[str | None, Header(alias="X-User-Signature", max_length=128)] = None,
 ) -> FastJSON:
     """A placement's list under its rules; the placement is part of the ``recommendation_id``."""
-    if user_id is not None:
-        check_user_signature(service.settings, role, {user_id}, signature)
-    query = PlacementQuery(
-        user_id=user_id,
-        item_id=item_id,
-        cart=_ids(cart),
-        n=n,
-        exclude=frozenset(_ids(exclude, 1000)),
-        category=category,
-        details=details,
-        max_per_category=max_per_category,
-        cursor=cursor,
-        paginate=paginate,
-        client=request.client.host if request.client else None,
-    )
-    found = await service.placement(name, query)
+    return await serve(request)
+
+
+async def serve(request: Request) -> FastJSON:
+    """The route's handler: parameters checked by hand (no per-request dependency solving), as documented above."""
+    service: RecommendationService = request.app.state.service
+    name: str = request.path_params["name"]
+    if not re.fullmatch(PLACEMENT_NAME, name):
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"placement name must match {PLACEMENT_NAME}")
+    role = authorize(service.settings, request.headers.get("x-api-key"), "read")
+    signature = request.headers.get(USER_SIGNATURE)
+    if signature is not None and len(signature) > 128:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"{USER_SIGNATURE} is longer than 128 characters")
+    params: PlacementParams = parse_placement_query(request.query_params)
+    if params.user_id is not None:
+        check_user_signature(service.settings, role, {params.user_id}, signature)
+    client = request.client.host if request.client else None
+    found = await service.placement(name, PlacementQuery(**params.__dict__, client=client))
     count_source(found.source)
     return FastJSON(found.__dict__)
+
+
+route = Route(PATH, serve, methods=["GET"])
+"""The route as a plain Starlette route, placed first, like the users route (serving/routes/recommendations.py)."""
