@@ -398,10 +398,13 @@ class RecommendationService:
         pipe = self.redis.pipeline(transaction=False)
         for row in rows:  # never trimmed here: the drain trims what it has acknowledged
             pipe.xadd(self.keys.events, {k: _field(v) for k, v in row.items() if v is not None})
-        await self.guard(pipe.execute())
+        by_user = _session_items(rows) if self.settings.session_items else {}
+        for user in by_user:  # the sessions are read in the same round trip (GETs: a cluster pipeline has no MGET)
+            pipe.get(self.keys.session(user))
+        done = await self.guard(pipe.execute())
         self._backlog += len(rows)
-        if self.settings.session_items:
-            await self._remember(rows)
+        if by_user:
+            await self._remember(by_user, done[len(rows) :])
         return len(rows)
 
     async def event_backlog(self, max_age: float = 0.0) -> int:
@@ -415,17 +418,12 @@ class RecommendationService:
             self._backlog, self._backlog_read_at = int(await self.guard(self.redis.xlen(self.keys.events))), now
         return self._backlog
 
-    async def _remember(self, rows: list[dict[str, Any]]) -> None:
-        """Push the accepted events' items onto their users' sessions (two round trips per batch)."""
-        by_user: dict[str, list[str]] = {}
-        for row in sorted(rows, key=lambda r: r["timestamp"]):
-            by_user.setdefault(str(row["user_id"]), []).append(str(row["item_id"]))
-        users = list(by_user)
-        current = await self.guard(self.redis.mget([self.keys.session(u) for u in users]))
+    async def _remember(self, by_user: dict[str, list[str]], current: list[str | None]) -> None:
+        """Push the accepted events' items onto their users' sessions (``current``: the sessions as read)."""
         pipe = self.redis.pipeline(transaction=False)
-        for user, old in zip(users, current, strict=True):
-            items = updated_session(orjson.loads(old) if old else [], by_user[user], self.settings.session_items)
-            pipe.set(self.keys.session(user), orjson.dumps(items), ex=self.settings.session_ttl_seconds)
+        for (user, items), old in zip(by_user.items(), current, strict=True):
+            updated = updated_session(orjson.loads(old) if old else [], items, self.settings.session_items)
+            pipe.set(self.keys.session(user), orjson.dumps(updated), ex=self.settings.session_ttl_seconds)
         await self.guard(pipe.execute())
 
     # ---- health ------------------------------------------------------------------
@@ -474,6 +472,14 @@ class RecommendationService:
         except RedisUnavailableError:
             return False
         return True
+
+
+def _session_items(rows: list[dict[str, Any]]) -> dict[str, list[str]]:
+    """Each user's items of ``rows``, oldest first."""
+    by_user: dict[str, list[str]] = {}
+    for row in sorted(rows, key=lambda r: r["timestamp"]):
+        by_user.setdefault(str(row["user_id"]), []).append(str(row["item_id"]))
+    return by_user
 
 
 def _field(value: Any) -> str:
