@@ -40,7 +40,8 @@ import os
 from fastapi import FastAPI, Response
 from redis.asyncio import BlockingConnectionPool, Redis
 app = FastAPI()
-r = Redis(connection_pool=BlockingConnectionPool.from_url(os.environ["BENCH_REDIS_URL"], max_connections=256, decode_responses=True))
+pool = BlockingConnectionPool.from_url(os.environ["BENCH_REDIS_URL"], max_connections=256, decode_responses=True)
+r = Redis(connection_pool=pool)
 @app.get("/bare/{user_id}")
 async def bare(user_id: str) -> Response:
     return Response(await r.get(os.environ["BENCH_KEY"]) or "", media_type="application/json")

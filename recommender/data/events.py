@@ -277,7 +277,8 @@ def plain_rows(
     plainly valid, exactly as :func:`validate_events` would store them; None when any is not (then ask it).
 
     Plain means: no padding but spaces, ASCII event types, ISO-8601 times to the microsecond with a zone
-    (what JavaScript's ``toISOString`` writes) or whole unix seconds (``.0`` allowed: JSON numbers arrive as floats), whole quantities and decimal prices.
+    (what JavaScript's ``toISOString`` writes) or whole unix seconds (``.0`` allowed: JSON numbers arrive
+    as floats), whole quantities and decimal prices.
     """
     now = now or datetime.now(UTC)
     bounds = (pd.Timestamp(settings.min_timestamp).timestamp(), now.timestamp() + settings.max_future_seconds)
