@@ -3,11 +3,14 @@ quarter of its CPU time under load). Errors look like FastAPI's own 422s."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import HTTPException, Query, status
 from starlette.datastructures import QueryParams
+
+from recommender.online.service import PlacementQuery
 
 N = Annotated[int, Query(ge=1, le=1000, description="How many items (capped by RECSYS_MAX_N).")]
 Category = Annotated[str | None, Query(max_length=256, description="Only items of this catalog category.")]
@@ -17,6 +20,8 @@ TRUE = {"1", "true", "yes", "on", "t", "y"}
 FALSE = {"0", "false", "no", "off", "f", "n"}
 MAX_EXCLUDE_CHARS = 20_000
 MAX_TEXT = 256
+WHOLE = re.compile(r"\s*\+?[0-9]{1,9}\s*")
+"""A whole number as the query may carry it (ASCII digits only: ``str.isdigit`` takes "²", which ``int`` refuses)."""
 
 
 @dataclass(frozen=True)
@@ -29,8 +34,9 @@ class ListQuery:
     details: bool = False
 
 
-def _invalid(name: str, message: str, value: Any) -> HTTPException:
-    detail = [{"type": "invalid", "loc": ["query", name], "msg": message, "input": value}]
+def invalid(name: str, message: str, value: Any, where: str = "query") -> HTTPException:
+    """A 422 shaped like FastAPI's own (``where``: query, path or header)."""
+    detail = [{"type": "invalid", "loc": [where, name], "msg": message, "input": value}]
     return HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail)
 
 
@@ -38,7 +44,7 @@ def _text(params: QueryParams, name: str, limit: int) -> str | None:
     """An optional text parameter of 1 to ``limit`` characters (422 otherwise)."""
     value = params.get(name)
     if value is not None and not 1 <= len(value) <= limit:
-        raise _invalid(name, f"{name} must be 1 to {limit} characters", value[:50])
+        raise invalid(name, f"{name} must be 1 to {limit} characters", value[:50])
     return value
 
 
@@ -47,16 +53,16 @@ def _whole(params: QueryParams, name: str, low: int, high: int) -> int | None:
     value = params.get(name)
     if value is None:
         return None
-    if not value.strip().lstrip("+").isdigit() or not low <= int(value) <= high:
-        raise _invalid(name, f"{name} must be a whole number from {low} to {high}", value[:50])
+    if not WHOLE.fullmatch(value) or not low <= int(value) <= high:
+        raise invalid(name, f"{name} must be a whole number from {low} to {high}", value[:50])
     return int(value)
 
 
 def _flag(params: QueryParams, name: str) -> bool:
     """An optional true/false parameter (false when absent; 422 on anything else)."""
-    value = (params.get(name) or "false").strip().lower()
+    value = (params.get(name) or "").strip().lower() if name in params else "false"
     if value not in TRUE | FALSE:
-        raise _invalid(name, f"{name} must be true or false", value[:50])
+        raise invalid(name, f"{name} must be true or false", value[:50])
     return value in TRUE
 
 
@@ -64,10 +70,10 @@ def parse_list_query(params: QueryParams, max_n: int) -> ListQuery:
     """Validate the query string (422 on anything out of bounds); ``n`` is capped at ``max_n``."""
     exclude = params.get("exclude")
     if exclude is not None and len(exclude) > MAX_EXCLUDE_CHARS:
-        raise _invalid("exclude", f"exclude is longer than {MAX_EXCLUDE_CHARS} characters", exclude[:50])
+        raise invalid("exclude", f"exclude is longer than {MAX_EXCLUDE_CHARS} characters", exclude[:50])
     category = params.get("category")
     if category is not None and len(category) > MAX_TEXT:
-        raise _invalid("category", f"category is longer than {MAX_TEXT} characters", category[:50])
+        raise invalid("category", f"category is longer than {MAX_TEXT} characters", category[:50])
     n = _whole(params, "n", 1, 1000)
     return ListQuery(min(10 if n is None else n, max_n), exclude, category or None, _flag(params, "details"))
 
@@ -77,29 +83,13 @@ def csv_ids(text: str | None, limit: int = 100) -> tuple[str, ...]:
     return tuple(dict.fromkeys(v.strip() for v in (text or "").split(",") if v.strip()))[:limit]
 
 
-@dataclass(frozen=True)
-class PlacementParams:
-    """A placement request's query parameters, checked (the service's ``PlacementQuery`` without the caller)."""
-
-    user_id: str | None
-    item_id: str | None
-    cart: tuple[str, ...]
-    n: int | None
-    exclude: frozenset[str]
-    category: str | None
-    details: bool
-    max_per_category: int | None
-    cursor: str | None
-    paginate: bool
-
-
-def parse_placement_query(params: QueryParams) -> PlacementParams:
+def parse_placement_query(params: QueryParams, client: str | None) -> PlacementQuery:
     """The checks :func:`serving.routes.placements.placement` documents, by hand (422 on anything out of bounds)."""
     listed = parse_list_query(params, 1000)
     cart = params.get("cart")
     if cart is not None and len(cart) > MAX_EXCLUDE_CHARS:
-        raise _invalid("cart", f"cart is longer than {MAX_EXCLUDE_CHARS} characters", cart[:50])
-    return PlacementParams(
+        raise invalid("cart", f"cart is longer than {MAX_EXCLUDE_CHARS} characters", cart[:50])
+    return PlacementQuery(
         user_id=_text(params, "user_id", MAX_TEXT),
         item_id=_text(params, "item_id", MAX_TEXT),
         cart=csv_ids(cart),
@@ -110,6 +100,7 @@ def parse_placement_query(params: QueryParams) -> PlacementParams:
         max_per_category=_whole(params, "max_per_category", 1, 1000),
         cursor=_text(params, "cursor", 64),
         paginate=_flag(params, "paginate"),
+        client=client,
     )
 
 

@@ -151,8 +151,8 @@ def _content_text(col: pd.Series) -> pd.Series:
 
 def content_ids(frame: pd.DataFrame) -> np.ndarray:
     """Stable content hash (blake2b-128) per row, used as ``event_id`` when none is given."""
-    cols = [_content_text(frame[c]) for c in frame.columns]
-    joined = cols[0].str.cat(pd.concat(cols[1:], axis=1), sep="\x1f", na_rep="\x00")
+    cols = [_content_text(frame[c]).fillna("") for c in frame.columns]  # a missing value joins as ""
+    joined = cols[0].str.cat(pd.concat(cols[1:], axis=1), sep="\x1f")
     return np.array([hashlib.blake2b(s.encode(), digest_size=16).hexdigest() for s in joined], dtype=object)
 
 
@@ -254,7 +254,7 @@ def _storable(
     return pa.Table.from_pandas(clean, schema=EVENT_SCHEMA, preserve_index=False)
 
 
-_PLAIN_TS = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:\d{2})|\d{9,10}(\.0)?")
+_PLAIN_TS = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]([01]\d|2[0-3]):[0-5]\d)|\d{9,10}(\.0)?")
 _PLAIN_QUANTITY = re.compile(r"\d{1,9}")
 _PLAIN_PRICE = re.compile(r"\d{1,9}(\.\d{1,6})?")
 _CONTROL_RE = re.compile(_CONTROL)
@@ -297,6 +297,8 @@ def _plain_text(event: Mapping[str, str | None], settings: Settings) -> dict[str
     text: dict[str, str | None] = {}
     for col in CANONICAL:
         raw = event.get(col)
+        if raw is not None and col in TEXT_FIELDS and (len(raw) > settings.max_field_length or _CONTROL_RE.search(raw)):
+            return None  # before the blank check: a tab alone is a control character to the validator
         if raw is None or not raw.strip():
             if col in REQUIRED:
                 return None
@@ -304,8 +306,6 @@ def _plain_text(event: Mapping[str, str | None], settings: Settings) -> dict[str
             continue
         value = raw.strip(" ")
         if value != raw.strip():
-            return None
-        if col in TEXT_FIELDS and (len(raw) > settings.max_field_length or _CONTROL_RE.search(raw)):
             return None
         text[col] = value
     return text
@@ -317,11 +317,11 @@ def _plain_row(text: dict[str, str | None], settings: Settings, bounds: tuple[fl
     quantity, price = text["quantity"], text["price"]
     if not kind.isascii() or kind not in settings.event_types or not _PLAIN_TS.fullmatch(stamp):
         return None
-    at = (
-        datetime.fromtimestamp(int(float(stamp)), UTC)
-        if "-" not in stamp
-        else datetime.fromisoformat(stamp).astimezone(UTC)
-    )
+    try:  # a well-shaped date that does not exist (month 13, February 30, hour 24) is the validator's to refuse
+        at = datetime.fromtimestamp(int(float(stamp)), UTC) if "-" not in stamp else datetime.fromisoformat(stamp)
+        at = at.astimezone(UTC)
+    except (ValueError, OverflowError):
+        return None
     if not bounds[0] <= at.timestamp() <= bounds[1]:
         return None
     if quantity is not None and not (

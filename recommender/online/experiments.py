@@ -39,8 +39,10 @@ class Exposures:
     """Impressions of an experiment, counted in the worker and written in one pipeline a round of its upkeep.
 
     An answer costs no round trip of its own for them (a second one per request, under load, was a
-    fifth of the route's time). A worker killed outright loses at most one round's counts (0.2 s);
-    one stopped writes what it holds. While Redis is away they wait, up to ``limit`` users per variant.
+    fifth of the route's time). Counted at most once: a flush that fails is dropped, never sent again
+    (Redis may have applied a pipeline whose reply was lost), so a Redis error or a worker killed
+    outright loses what was counted since the last round; a worker that stops writes what it holds.
+    Each round holds at most ``limit`` users per variant.
     """
 
     def __init__(self, limit: int = 100_000) -> None:
@@ -57,7 +59,7 @@ class Exposures:
             users.add(user)
 
     async def flush(self, r: Any, keys: Keys) -> None:
-        """Write what was counted since the last flush; on a Redis error keep it for the next one."""
+        """Write what was counted since the last flush (dropped if the write fails: see the class)."""
         if not self.served:
             return
         served, users = self.served, self.users
@@ -68,14 +70,7 @@ class Exposures:
         for (experiment_id, version), members in users.items():
             if members:
                 pipe.sadd(keys.exposed(experiment_id, version), *members)
-        try:
-            await pipe.execute()
-        except (redis.RedisError, OSError):
-            for key, count in served.items():
-                self.served[key] += count
-            for key, members in users.items():
-                self.users.setdefault(key, set()).update(members)
-            raise
+        await pipe.execute()
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ import time
 from collections.abc import Awaitable
 from typing import TypeVar
 
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisClusterException, RedisError
 
 T = TypeVar("T")
@@ -36,7 +37,8 @@ class Guard:
         try:
             return await call
         except (RedisError, RedisClusterException, OSError, TimeoutError) as exc:
-            self.down_until = time.monotonic() + self.retry_after
+            if not _pool_exhausted(exc):  # a busy worker, not an absent Redis: no pause for the others
+                self.down_until = time.monotonic() + self.retry_after
             raise RedisUnavailableError(str(exc) or type(exc).__name__) from exc
 
     def reset(self) -> None:
@@ -47,3 +49,9 @@ class Guard:
     def open(self) -> bool:
         """Whether calls are being refused right now."""
         return time.monotonic() < self.down_until
+
+
+def _pool_exhausted(exc: BaseException) -> bool:
+    """Whether ``exc`` is the blocking pool's "no connection free within its timeout" (redis-py raises a
+    ConnectionError from the wait's TimeoutError)."""
+    return isinstance(exc, RedisConnectionError) and isinstance(exc.__cause__, TimeoutError)

@@ -194,10 +194,11 @@ class RecommendationService:
             tick()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), every)
-        await self.flush_exposures()  # a worker that stops writes what it counted
+        self.guard.reset()  # a worker that stops writes what it counted, even inside a retry pause
+        await self.flush_exposures()
 
     async def flush_exposures(self) -> None:
-        """Write the experiment's impressions counted since the last round (kept for the next on an error)."""
+        """Write the experiment's impressions counted since the last round (dropped on an error: at most once)."""
         with contextlib.suppress(RedisUnavailableError):
             await self.guard(self.exposures.flush(self.redis, self.keys))
 

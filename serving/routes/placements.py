@@ -5,13 +5,13 @@ from __future__ import annotations
 import re
 from typing import Annotated
 
-from fastapi import APIRouter, Header, HTTPException, Path, Query, Request, status
+from fastapi import APIRouter, Header, Path, Query, Request
 from starlette.routing import Route
 
 from recommender.online.placements import PLACEMENT_NAME
-from recommender.online.service import PlacementQuery, RecommendationService
+from recommender.online.service import RecommendationService
 from serving.deps import USER_SIGNATURE, ReadRole, authorize, check_user_signature
-from serving.params import MAX_EXCLUDE_CHARS, MAX_TEXT, Category, Details, N, PlacementParams, parse_placement_query
+from serving.params import MAX_EXCLUDE_CHARS, MAX_TEXT, Category, Details, N, invalid, parse_placement_query
 from serving.schemas import FastJSON, PlacementList, Problem
 from serving.telemetry import count_source
 
@@ -55,18 +55,17 @@ async def placement(
 async def serve(request: Request) -> FastJSON:
     """The route's handler: parameters checked by hand (no per-request dependency solving), as documented above."""
     service: RecommendationService = request.app.state.service
+    role = authorize(service.settings, request.headers.get("x-api-key"), "read")  # first, as FastAPI's route did
     name: str = request.path_params["name"]
     if not re.fullmatch(PLACEMENT_NAME, name):
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"placement name must match {PLACEMENT_NAME}")
-    role = authorize(service.settings, request.headers.get("x-api-key"), "read")
+        raise invalid("name", f"placement name must match {PLACEMENT_NAME}", name[:50], "path")
     signature = request.headers.get(USER_SIGNATURE)
     if signature is not None and len(signature) > 128:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"{USER_SIGNATURE} is longer than 128 characters")
-    params: PlacementParams = parse_placement_query(request.query_params)
-    if params.user_id is not None:
-        check_user_signature(service.settings, role, {params.user_id}, signature)
-    client = request.client.host if request.client else None
-    found = await service.placement(name, PlacementQuery(**params.__dict__, client=client))
+        raise invalid("X-User-Signature", "X-User-Signature is longer than 128 characters", signature[:50], "header")
+    query = parse_placement_query(request.query_params, request.client.host if request.client else None)
+    if query.user_id is not None:
+        check_user_signature(service.settings, role, {query.user_id}, signature)
+    found = await service.placement(name, query)
     count_source(found.source)
     return FastJSON(found.__dict__)
 

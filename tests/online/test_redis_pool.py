@@ -21,3 +21,28 @@ def test_more_concurrent_calls_than_connections_all_succeed(redis_server: str) -
             await client.aclose()
 
     assert asyncio.run(burst()) == ["v"] * 50
+
+
+def test_an_exhausted_pool_fails_that_call_without_pausing_the_worker(redis_server: str) -> None:
+    """A call that finds no free connection in time answers from the fallback, but the worker's next calls
+    go to Redis at once: before, the guard took it for Redis being away and paused every call for 1 s."""
+    from recommender.online.guard import Guard, RedisUnavailableError
+
+    async def run() -> tuple[bool, str | None]:
+        settings = Settings(redis_url=redis_server, redis_timeout=0.05)  # the pool's wait for a connection
+        client = async_client(settings, redis_server, max_connections=1, socket_timeout=2)
+        guard = Guard(retry_after=30)
+        try:
+            slow = asyncio.ensure_future(client.blpop(["pool:empty"], timeout=0.3))  # holds the only connection
+            await asyncio.sleep(0.02)
+            failed = False
+            try:
+                await guard(client.get("pool:key"))
+            except RedisUnavailableError:
+                failed = True
+            await slow
+            return failed and not guard.open, await guard(client.get("pool:key"))
+        finally:
+            await client.aclose()
+
+    assert asyncio.run(run()) == (True, "v")

@@ -123,6 +123,30 @@ def test_events_are_validated_pseudonymized_and_streamed(client: TestClient, api
             "/v1/events",
             {"json": {"user_id": "u", "item_id": "i", "event_type": "view", "timestamp": 1, "surprise": True}},
         ),
+        # well-shaped values the hand-written fast paths must not turn into 500s (nor accept)
+        *[
+            ("post", "/v1/events", {"json": {"user_id": "u", "item_id": "i", "event_type": "view", "timestamp": t}})
+            for t in (
+                "2026-13-03T09:00:00Z",
+                "2026-02-30T09:00:00Z",
+                "2026-12-03T24:00:00Z",
+                "2026-12-03T09:00:00+05:60",
+            )
+        ],
+        *[
+            (
+                "post",
+                "/v1/events",
+                {"json": {"user_id": "u", "item_id": "i", "event_type": "view", "timestamp": 1, k: v}},
+            )
+            for k, v in (("session_id", "\t"), ("recommendation_id", "\r\n"))
+        ],
+        *[("get", f"/v1/users/u1/recommendations?n={v}", {}) for v in ("%C2%B2", "%2B%2B5", "%D9%A5", "9" * 4400)],
+        *[
+            ("get", f"/v1/placements/home?{q}", {})
+            for q in ("n=%C2%B2", "max_per_category=%C2%B2", "details=", "paginate=")
+        ],
+        ("get", "/v1/placements/Not-A-Name", {}),
     ],
 )
 def test_malformed_requests_get_a_clear_4xx(client: TestClient, method: str, url: str, kwargs: dict) -> None:  # type: ignore[type-arg]
