@@ -253,3 +253,26 @@ def test_cursors_are_capped_per_user(c: TestClient, keyed: Settings) -> None:
     oldest = c.get("/v1/placements/home", params={"user_id": "u8", "cursor": opened[0]}, headers=READ)
     assert oldest.status_code == 410
     assert c.get("/v1/placements/home", params={"user_id": "u8", "cursor": opened[-1]}, headers=READ).status_code == 200
+
+
+def test_the_hand_checked_parameters_keep_the_documented_bounds(c: TestClient) -> None:
+    """The route is served by hand-written parsing (serving/params.py); its OpenAPI schema is the
+    FastAPI-declared function's. At every documented bound, the served route agrees with the schema."""
+    parameters = c.app.openapi()["paths"]["/v1/placements/{name}"]["get"]["parameters"]  # type: ignore[attr-defined]
+    checked = 0
+    for p in (p for p in parameters if p["in"] == "query"):
+        schema = next((s for s in p["schema"].get("anyOf", [p["schema"]]) if s.get("type") != "null"), {})
+        extra = {"item_id": "i1"} if p["name"] != "item_id" else {}
+        cases: list[tuple[object, bool]] = []
+        if schema.get("type") == "integer":
+            cases = [(schema["minimum"] - 1, False), (schema["minimum"], True), (schema["maximum"], True)]
+            cases.append((schema["maximum"] + 1, False))
+        elif schema.get("type") == "boolean":
+            cases = [("true", True), ("false", True), ("maybe", False), ("", False)]
+        elif "maxLength" in schema and p["name"] != "cursor":  # a well-formed cursor must also be one issued
+            cases = [("a" * schema["maxLength"], True), ("a" * (schema["maxLength"] + 1), False)]
+        for value, ok in cases:
+            response = c.get("/v1/placements/product", params={**extra, p["name"]: value}, headers=READ)
+            assert (response.status_code == 200) == ok and response.status_code in (200, 422), (p["name"], value)
+            checked += 1
+    assert checked >= 20
