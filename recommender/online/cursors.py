@@ -69,11 +69,12 @@ class Cursors:
             )
         return {str(m) for m in members} - {OPEN}
 
-    async def start(self, token: str, owner: str) -> None:
-        """Open ``token`` for ``owner``; the owner's oldest cursors beyond the cap are deleted."""
+    async def start(self, token: str, owner: str, shown: list[str]) -> None:
+        """Open ``token`` for ``owner`` with its first page ``shown`` (one round trip: a new token has no
+        other page to race with); the owner's oldest cursors beyond the cap are deleted."""
         index = self.keys.cursors_of(owner)
         pipe = self.redis.pipeline(transaction=False)
-        pipe.sadd(self.keys.cursor(token), OPEN)
+        pipe.sadd(self.keys.cursor(token), OPEN, *shown)
         pipe.expire(self.keys.cursor(token), self.ttl)
         pipe.zadd(index, {token: time.time()})
         pipe.zremrangebyscore(index, "-inf", time.time() - self.ttl)  # expired on their own

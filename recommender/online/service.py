@@ -285,9 +285,10 @@ class RecommendationService:
 
     async def _page(self, token: str, q: PlacementQuery, user: str | None, items: list[Item], n: int) -> list[Item]:
         """The first ``n`` of ``items`` no earlier page of the cursor showed, recorded as shown."""
-        if not q.cursor:
+        if not q.cursor:  # a new token nobody else holds yet: its first page is recorded as it opens
             owner = user or f"anon:{self._pseudonym(q.client or 'unknown')}"
-            await self.cursors.start(token, owner)
+            await self.cursors.start(token, owner, [i["item_id"] for i in items[:n]])
+            return items[:n]
         claimed = set(await self.cursors.claim(token, [i["item_id"] for i in items], n))
         return [i for i in items if i["item_id"] in claimed]
 
