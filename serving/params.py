@@ -10,7 +10,7 @@ from typing import Annotated, Any
 from fastapi import HTTPException, Query, status
 from starlette.datastructures import QueryParams
 
-from recommender.online.service import PlacementQuery
+from recommender.online.service import PlacementQuery, csv_ids
 
 N = Annotated[int, Query(ge=1, le=1000, description="How many items (capped by RECSYS_MAX_N).")]
 Category = Annotated[str | None, Query(max_length=256, description="Only items of this catalog category.")]
@@ -76,11 +76,6 @@ def parse_list_query(params: QueryParams, max_n: int) -> ListQuery:
         raise invalid("category", f"category is longer than {MAX_TEXT} characters", category[:50])
     n = _whole(params, "n", 1, 1000)
     return ListQuery(min(10 if n is None else n, max_n), exclude, category or None, _flag(params, "details"))
-
-
-def csv_ids(text: str | None, limit: int = 100) -> tuple[str, ...]:
-    """Distinct comma-separated ids, in order, at most ``limit``."""
-    return tuple(dict.fromkeys(v.strip() for v in (text or "").split(",") if v.strip()))[:limit]
 
 
 def parse_placement_query(params: QueryParams, client: str | None) -> PlacementQuery:

@@ -102,8 +102,9 @@ class PlacementQuery:
     """The caller's address: the owner of its cursors when there is no user."""
 
 
-def _split_csv(value: str | None, limit: int) -> list[str]:
-    return [v.strip() for v in (value or "").split(",") if v.strip()][:limit]
+def csv_ids(text: str | None, limit: int = 100) -> tuple[str, ...]:
+    """Distinct comma-separated ids, in order, at most ``limit``."""
+    return tuple(dict.fromkeys(v.strip() for v in (text or "").split(",") if v.strip()))[:limit]
 
 
 class RecommendationService:
@@ -241,7 +242,7 @@ class RecommendationService:
     ) -> Listing:
         """A user's top-n (the ``home`` placement): personalized, popular (cold user) or fallback (Redis down)."""
         query = PlacementQuery(
-            user_id=user_id, n=n, exclude=frozenset(_split_csv(exclude, 1000)), category=category, details=details
+            user_id=user_id, n=n, exclude=frozenset(csv_ids(exclude, 1000)), category=category, details=details
         )
         return await self.placement("home", query)
 
