@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Container, Iterable, Iterator, Mapping
 from collections.abc import Set as AbstractSet
 from datetime import UTC, datetime
+from itertools import islice
 from typing import Any
 
 from redis.asyncio import Redis
@@ -17,20 +18,10 @@ from redis.asyncio import Redis
 from recommender.online.guard import Guard
 from recommender.online.keys import Keys, decode
 from recommender.online.livestate import LiveState
-from recommender.online.rules import RuleSet, arrange, mmr_window
+from recommender.online.rules import Candidates, RuleSet, arrange, mmr_window
 from recommender.online.versions import Item, List, Versions, VersionState
 
 Lists = list[List]
-
-
-def distinct(lists: Lists) -> Iterator[tuple[str, float]]:
-    """The lists' items in order, each once (its first score), as they are asked for."""
-    seen: set[str] = set()
-    for ids, scores in lists:
-        for item_id, score in zip(ids, scores, strict=True):
-            if item_id not in seen:
-                seen.add(item_id)
-                yield item_id, score
 
 
 def unscored(lst: List) -> List:
@@ -79,30 +70,61 @@ async def arranged(
     details: bool,
 ) -> list[Item]:
     """The first ``n`` candidates under ``rules``, without what ``state`` must not show now."""
-    blocked = live.unavailable(state)
-    if rules.empty and not details:  # the fast path: the live catalog matters only through availability
+    blocked, plan = live.unavailable(state), rules.plan
+    if plan.empty and not details:  # the fast path: the live catalog matters only through availability
         return first_available(lists, n, excluded, blocked)
-    candidates: Iterable[tuple[str, float]] = distinct(lists)  # read lazily by arrange
-    info: Mapping[str, Mapping[str, Any] | None] = {}
-    if rules.needs_attributes or details:
-        ids = {i for ids, _ in lists for i in ids}.union(rules.pinned_items)
-        info = live.details(state, await versions.details(state, ids))
     similar = None
     if rules.diversity.mmr_lambda is not None:
-        candidates = list(candidates)
-        window = [i for i, _ in candidates[: mmr_window(n)]]
+        window = [i for i, _ in islice(Candidates(lists), mmr_window(n))]
         similar = await similar_lists(versions.redis, versions.keys, versions.guard, state.version, window)
-    now, memo = datetime.now(UTC), rules.verdicts((state.version, live.generation))
-    chosen = arrange(
-        candidates,
-        info,
-        rules,
-        n,
-        now,
-        unavailable=blocked,
-        excluded=excluded,
-        similar=similar,
-        memo=memo,
-        changes=live.changes,
-    )
-    return entries(chosen, info, details)
+    now, memo = datetime.now(UTC), plan.verdicts((state.version, live.generation))
+    needed = plan.needs_attributes or details
+    for first in (True, False):  # once when the worker holds the details of what it reads, else again after reading
+        missing: list[str] = []
+        info = live.details(state, Noting(versions.cached_details(state), missing)) if needed else {}
+        chosen = arrange(
+            Candidates(lists),
+            info,
+            rules,
+            n,
+            now,
+            unavailable=blocked,
+            excluded=excluded,
+            similar=similar,
+            memo=memo,
+            changes=live.changes,
+        )
+        shown = entries(chosen, info, details)
+        if not missing or not first:
+            break
+        for item in missing:  # judged without their attributes: not to be remembered
+            memo.pop(item, None)
+        ids = {i for ids, _ in lists for i in ids}.union(plan.pinned_items)
+        await versions.details(state, ids)
+    return shown
+
+
+class Noting(Mapping[str, Item | None]):
+    """A worker's details cache, noting which items were asked for and are not in it (not read yet)."""
+
+    __slots__ = ("cache", "missing")
+
+    def __init__(self, cache: Mapping[str, Item | None], missing: list[str]) -> None:
+        self.cache, self.missing = cache, missing
+
+    def __getitem__(self, item_id: str) -> Item | None:
+        return self.get(item_id)
+
+    def get(self, item_id: str, default: Any = None) -> Item | None:
+        """The item's published details (None: not in the catalog, or not read yet and noted)."""
+        try:
+            return self.cache[item_id]
+        except KeyError:
+            self.missing.append(item_id)
+            return None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.cache)
+
+    def __len__(self) -> int:
+        return len(self.cache)

@@ -27,7 +27,6 @@ from __future__ import annotations
 import heapq
 import math
 from collections.abc import Callable, Container, Iterable, Iterator, Mapping, MutableMapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from itertools import combinations, islice
 from typing import Annotated, Any, Literal
@@ -178,43 +177,30 @@ class RuleSet(BaseModel):
     rules: list[Rule] = Field(default_factory=list, max_length=200)
     diversity: Diversity = Field(default_factory=Diversity)
     _memo: dict[Any, Any] = PrivateAttr(default_factory=dict)
-    """What is derived from the rule set once: its plan, its narrowed copies, verdicts per version."""
+    """What is derived from the rule set once: its plan (with its verdicts per version), its narrowed copies."""
 
     @property
     def plan(self) -> Plan:
-        """The rules sorted by kind, once (a rule set never changes)."""
+        """What the rule set derives once (a rule set never changes): its rules by kind, its flags, its memo."""
         plan = self._memo.get("plan")
         if plan is None:
-            plan = self._memo["plan"] = Plan(
-                conditions=tuple(c for r in self.rules if isinstance(r, FilterRule) for c in r.where),
-                reweights=tuple(r for r in self.rules if isinstance(r, BoostRule | BuryRule)),
-                promotes=tuple(r for r in self.rules if isinstance(r, PromoteRule)),
-                pins=tuple(r for r in self.rules if isinstance(r, PinRule)),
-            )
+            plan = self._memo["plan"] = Plan(self)
         return plan
-
-    def verdicts(self, scope: Any) -> dict[str, Any]:
-        """A memo of per-item verdicts under this rule set for ``scope`` (a published version and the live
-        state's generation: the verdicts hold for that version's attributes and that copy's change counts)."""
-        memo = self._memo.setdefault(("verdicts", scope), {})
-        if len(memo) > VERDICT_MEMO_SIZE:
-            memo.clear()
-        return memo
 
     @property
     def empty(self) -> bool:
         """Nothing to apply (the fast path)."""
-        return not self.rules and self.diversity == Diversity()
+        return self.plan.empty
 
     @property
-    def pinned_items(self) -> list[str]:
+    def pinned_items(self) -> tuple[str, ...]:
         """Items some pin names (active or not)."""
-        return [r.item_id for r in self.rules if isinstance(r, PinRule)]
+        return self.plan.pinned_items
 
     @property
     def needs_attributes(self) -> bool:
         """Whether applying it reads catalog attributes (pins and MMR alone do not)."""
-        return self.diversity.max_per_category is not None or any(not isinstance(r, PinRule) for r in self.rules)
+        return self.plan.needs_attributes
 
     def narrowed(self, category: str | None = None, max_per_category: int | None = None) -> RuleSet:
         """This rule set with a request's own filter on ``category`` and cap per category added (made once)."""
@@ -238,20 +224,58 @@ class RuleSet(BaseModel):
 
 
 VERDICT_MEMO_SIZE = 200_000
+VERDICT_SCOPES = 4
 NARROWED_MEMO_SIZE = 1000
 Verdict = tuple[bool, float, Any, tuple[bool, ...]]
 """An item under a rule set: whether it passes the filters, its score factor, its category, whether each
 promotion's condition matches it."""
 
 
-@dataclass(frozen=True)
 class Plan:
-    """A rule set's rules by kind."""
+    """A rule set's rules by kind and what follows from them, derived once; and its memo of verdicts."""
 
-    conditions: tuple[Condition, ...]
-    reweights: tuple[BoostRule | BuryRule, ...]
-    promotes: tuple[PromoteRule, ...]
-    pins: tuple[PinRule, ...]
+    __slots__ = (
+        "conditions",
+        "empty",
+        "highest",
+        "lowest",
+        "memos",
+        "needs_attributes",
+        "pinned_items",
+        "pins",
+        "promotes",
+        "reorders",
+        "reweights",
+    )
+
+    def __init__(self, rules: RuleSet) -> None:
+        self.conditions = tuple(c for r in rules.rules if isinstance(r, FilterRule) for c in r.where)
+        self.reweights = tuple(r for r in rules.rules if isinstance(r, BoostRule | BuryRule))
+        self.promotes = tuple(r for r in rules.rules if isinstance(r, PromoteRule))
+        self.pins = tuple(r for r in rules.rules if isinstance(r, PinRule))
+        self.pinned_items = tuple(r.item_id for r in self.pins)
+        plain = rules.diversity == Diversity()
+        self.empty = not rules.rules and plain
+        self.reorders = bool(self.promotes) or not plain
+        """Whether it does more than filter, re-weight and pin (promotions, a cap, MMR)."""
+        self.needs_attributes = rules.diversity.max_per_category is not None or len(self.pins) < len(rules.rules)
+        self.highest = math.prod(r.factor for r in self.reweights if r.factor > 1)
+        self.lowest = math.prod(r.factor for r in self.reweights if r.factor < 1)
+        """The most a score can be multiplied by (boosts) and the least (buries)."""
+        self.memos: dict[Any, dict[str, tuple[int, Verdict]]] = {}
+
+    def verdicts(self, scope: Any) -> dict[str, tuple[int, Verdict]]:
+        """The memo of per-item verdicts for ``scope`` (a published version and the live state's generation: the
+        verdicts hold for that version's attributes and that copy's change counts). The last
+        :data:`VERDICT_SCOPES` scopes are kept (champion and challenger alternate without re-judging)."""
+        memo = self.memos.get(scope)
+        if memo is None:
+            while len(self.memos) >= VERDICT_SCOPES:
+                del self.memos[next(iter(self.memos))]
+            memo = self.memos[scope] = {}
+        elif len(memo) > VERDICT_MEMO_SIZE:
+            memo.clear()
+        return memo
 
     def verdict(self, item: Item) -> Verdict:
         """What this plan makes of an item with these attributes."""
@@ -356,6 +380,32 @@ def _reason(error: Any) -> str:
     return f"{where}: {message}" if where else message
 
 
+class Candidates(Iterable[Scored]):
+    """Candidate lists ``(ids, scores)``, best first: iterated, their items in order, each once (its first score).
+
+    Unlike a plain iterable, it tells :func:`arrange` where each list starts and whether its scores never rise,
+    so that re-weighting can pass over a sorted list's tail once none of it can be shown.
+    """
+
+    __slots__ = ("lists",)
+
+    def __init__(self, lists: Sequence[tuple[Sequence[str], Sequence[float]]]) -> None:
+        self.lists = lists
+
+    def __iter__(self) -> Iterator[Scored]:
+        seen: set[str] = set()
+        for ids, scores in self.lists:
+            for item_id, score in zip(ids, scores, strict=True):
+                if item_id not in seen:
+                    seen.add(item_id)
+                    yield item_id, score
+
+    def runs(self) -> Iterator[tuple[Sequence[str], Sequence[float], bool]]:
+        """Each list with whether its scores never rise (checked: a sort of a sorted list is one pass)."""
+        for ids, scores in self.lists:
+            yield ids, scores, list(scores) == sorted(scores, reverse=True)
+
+
 def arrange(
     candidates: Iterable[Scored],
     attributes: Mapping[str, Item | None],
@@ -373,18 +423,19 @@ def arrange(
 
     ``attributes`` maps item ids to their catalog attributes; an item without any matches no
     condition but ``ne`` / ``not_in``. ``similar`` (for MMR) holds the candidates' similar-item
-    lists. ``candidates`` is read lazily: with filters and pins alone, only until ``n`` items are found.
+    lists. ``candidates`` is read lazily: with filters and pins alone, only until ``n`` items are found; as
+    :class:`Candidates`, with boosts and buries alone, only until no later item of a sorted list can be shown.
     ``memo`` keeps each item's verdict under these rules between requests, valid while the item's count of
     live ``changes`` stays the same: a request then judges only what changed.
     """
     available: Iterator[Scored] = (p for p in candidates if p[0] not in unavailable and p[0] not in excluded)
-    if rules.empty:
-        return list(islice(available, n))
     plan = rules.plan
+    if plan.empty:
+        return list(islice(available, n))
     judge = Judge(plan, attributes, memo, changes)
     pins = active_pins(rules, now, unavailable, excluded)
     scores: dict[str, float] = {}
-    if plan.reweights and not plan.promotes and rules.diversity == Diversity():
+    if plan.reweights and not plan.reorders:
         out = _best_reweighted(candidates, plan, judge, max(0, n - len(pins)), pins, scores, unavailable, excluded)
         return _pinned(out, pins, scores)[:n]
     if pins:  # their own scores, if the model proposed them
@@ -396,7 +447,7 @@ def arrange(
     if plan.conditions or pinned:
         kept = (p for p in available if p[0] not in pinned and judge(p[0])[0])
     slots = max(0, n - len(pins))
-    if not plan.reweights and not plan.promotes and rules.diversity == Diversity():
+    if not plan.reweights and not plan.reorders:
         out = list(islice(kept, slots))  # filters and pins only: stop at n
     else:
         pool = list(kept)
@@ -430,32 +481,62 @@ def _best_reweighted(
 
     A candidate with score ``s`` can reach at most ``s`` times every boost (``s`` times every bury when
     negative): once that is no better than the ``slots``-th best so far, it is passed over unread (its
-    availability, its attributes). Ties keep the model's order. Fills ``scores`` with the pinned items'.
+    availability, its attributes), and in a sorted list of :class:`Candidates` so is the rest of the list.
+    Ties keep the model's order. Fills ``scores`` with the pinned items'.
     """
-    highest = math.prod(r.factor for r in plan.reweights if r.factor > 1)
-    lowest = math.prod(r.factor for r in plan.reweights if r.factor < 1)
+    highest, lowest = plan.highest, plan.lowest
     pinned = set(pins.values())
     best: list[tuple[float, int]] = []  # a min-heap of the best (reweighted score, -order)
     pool: list[tuple[float, int, str]] = []
-    for order, (item, score) in enumerate(candidates):
-        if item in pinned:
-            scores.setdefault(item, score)
-            continue
-        if not slots or (len(best) >= slots and (score * (highest if score >= 0 else lowest)) <= best[0][0]):
-            continue
-        if item in unavailable or item in excluded:
-            continue
-        verdict = judge(item)
-        if not verdict[0]:
-            continue
-        weighted = score * verdict[1]
-        pool.append((weighted, order, item))
-        if len(best) < slots:
-            heapq.heappush(best, (weighted, -order))
-        elif (weighted, -order) > best[0]:
-            heapq.heapreplace(best, (weighted, -order))
+    seen: set[str] = set()
+    order = 0
+    for ids, values, ordered in _runs(candidates):
+        for at, (item, score) in enumerate(zip(ids, values, strict=True)):
+            if item in seen:
+                continue
+            seen.add(item)
+            order += 1
+            if item in pinned:
+                scores.setdefault(item, score)
+                continue
+            if not slots or (len(best) >= slots and (score * (highest if score >= 0 else lowest)) <= best[0][0]):
+                if ordered:  # nothing later in this list can rise above it: its first scores are passed over too
+                    seen.update(ids[at + 1 :])
+                    break
+                continue
+            if item in unavailable or item in excluded:
+                continue
+            verdict = judge(item)
+            if not verdict[0]:
+                continue
+            weighted = score * verdict[1]
+            pool.append((weighted, order, item))
+            if len(best) < slots:
+                heapq.heappush(best, (weighted, -order))
+            elif (weighted, -order) > best[0]:
+                heapq.heapreplace(best, (weighted, -order))
+    if isinstance(candidates, Candidates):
+        _pinned_scores(candidates, pinned, scores)
     pool.sort(key=lambda entry: (-entry[0], entry[1]))
     return [(item, weighted) for weighted, _, item in pool[:slots]]
+
+
+def _runs(candidates: Iterable[Scored]) -> Iterator[tuple[Sequence[str], Sequence[float], bool]]:
+    """``candidates`` as lists with whether each is sorted (a plain iterable: one list, taken as unsorted)."""
+    if isinstance(candidates, Candidates):
+        yield from candidates.runs()
+        return
+    listed = list(candidates)
+    yield [i for i, _ in listed], [s for _, s in listed], False
+
+
+def _pinned_scores(candidates: Candidates, pinned: set[str], scores: dict[str, float]) -> None:
+    """The model's first score of each pinned item a list holds beyond where the re-weighting stopped reading."""
+    for item in pinned.difference(scores):
+        for ids, values in candidates.lists:
+            if item in ids:
+                scores[item] = values[ids.index(item)]
+                break
 
 
 def active_pins(

@@ -34,12 +34,12 @@ from recommender.online.fallback import Fallback, refreshed
 from recommender.online.feeds import FeedQuery, Feeds, PlacementQueryError
 from recommender.online.guard import Guard, RedisUnavailableError
 from recommender.online.keys import Keys, decode
-from recommender.online.listing import arranged, distinct, entries
+from recommender.online.listing import arranged, entries
 from recommender.online.live import change_items, put_rules, rules_history, rules_in_force
 from recommender.online.livestate import LiveState, load, poll
 from recommender.online.placements import Placement, load_placements
 from recommender.online.redis_conn import client, server_url
-from recommender.online.rules import RuleSet, arrange
+from recommender.online.rules import Candidates, RuleSet, arrange
 from recommender.online.session import updated_session
 from recommender.online.versions import Item, Versions, VersionState
 
@@ -354,7 +354,13 @@ class RecommendationService:
         if fb.state is not None:  # what the worker last knew to be hidden or sold out stays out
             info, blocked = live.details(fb.state, fb.details), live.unavailable(fb.state)
         chosen = arrange(
-            distinct([fb.lists(q.category)]), info, rules, n, datetime.now(UTC), unavailable=blocked, excluded=q.exclude
+            Candidates([fb.lists(q.category)]),
+            info,
+            rules,
+            n,
+            datetime.now(UTC),
+            unavailable=blocked,
+            excluded=q.exclude,
         )
         return self._listing(entries(chosen, info, q.details), "fallback", fb.model_version, name)
 

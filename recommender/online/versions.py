@@ -103,14 +103,18 @@ class Versions:
             state.popular[category] = decode(value)
         return state.popular[category]
 
+    def cached_details(self, state: VersionState) -> dict[str, Item | None]:
+        """The details of ``state`` this worker holds (no Redis call; read, never modify)."""
+        if len(state.details) > self.item_cache_size:
+            state.details = {}
+        return state.details
+
     async def details(self, state: VersionState, ids: Iterable[str]) -> dict[str, Item | None]:
         """Catalog details of the version (None: not in the catalog), with every one of ``ids`` present.
 
         Up to ``RECSYS_ITEM_CACHE_SIZE`` items per version stay in memory; read, never modify.
         """
-        if len(state.details) > self.item_cache_size:
-            state.details = {}
-        cache = state.details
+        cache = self.cached_details(state)
         missing = list((ids if isinstance(ids, set) else set(ids)).difference(cache))
         for lo in range(0, len(missing), SCAN_COUNT):
             chunk = missing[lo : lo + SCAN_COUNT]

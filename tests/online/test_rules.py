@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from recommender.online.rules import RulesError, RuleSet, arrange, mmr, mmr_window, parse_rules
+from recommender.online.rules import Candidates, RulesError, RuleSet, arrange, mmr, mmr_window, parse_rules
 
 NOW = datetime(2026, 12, 1, 12, tzinfo=UTC)
 # ten candidates, best first: i0..i9; even items are shoes, odd are bags; brand acme for i0-i2
@@ -346,3 +346,41 @@ def test_reweighting_judges_fewer_candidates_but_shows_what_a_full_sort_shows(
         own = dict(pool)
         rest.insert(min(1, len(rest)), (f"c{pin}", own.get(f"c{pin}", 0.0)))
     assert got == rest[:n]
+
+
+@given(
+    first=st.lists(st.floats(-2, 2, allow_nan=False, width=32), min_size=0, max_size=40),
+    second=st.lists(st.tuples(st.integers(0, 59), st.floats(-2, 2, allow_nan=False, width=32)), max_size=30),
+    sort_second=st.booleans(),
+    factors=st.lists(st.sampled_from([0.2, 0.5, 1.5, 3.0]), min_size=1, max_size=3),
+    n=st.integers(1, 15),
+    pin=st.one_of(st.none(), st.integers(0, 59)),
+)
+@settings(max_examples=300, deadline=None)
+def test_reweighting_passes_over_a_sorted_list_tail_and_shows_what_reading_it_all_shows(
+    first: list[float],
+    second: list[tuple[int, float]],
+    sort_second: bool,
+    factors: list[float],
+    n: int,
+    pin: int | None,
+) -> None:
+    """Lists given as Candidates (a sorted model list, then one that repeats some of its items, sorted or not,
+    then unscored fillers) arrange as their distinct items read one by one do: same items, scores and order."""
+    ranked = sorted(first, reverse=True)
+    items = sorted(second, key=lambda p: -p[1]) if sort_second else second
+    lists = [
+        ([f"c{k}" for k in range(len(ranked))], ranked),
+        ([f"c{k}" for k, _ in items], [s for _, s in items]),
+        ([f"f{k}" for k in range(5)], [0.0] * 5),
+    ]
+    attrs = {f"c{k}": {"category": "abc"[k % 3]} for k in range(60)}
+    rules = [
+        {"kind": "boost" if f > 1 else "bury", "where": where("category", "eq", "abc"[i]), "factor": f}
+        for i, f in enumerate(factors)
+    ]
+    if pin is not None:
+        rules.append({"kind": "pin", "item_id": f"c{pin}", "position": 2})
+    ruleset = parse_rules({"rules": rules})
+    candidates = Candidates(lists)
+    assert arrange(candidates, attrs, ruleset, n, NOW) == arrange(list(candidates), attrs, ruleset, n, NOW)
