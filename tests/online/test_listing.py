@@ -9,13 +9,13 @@ import orjson
 import redis
 from redis.asyncio import Redis
 
+from recommender.config import Settings
 from recommender.online.guard import Guard
 from recommender.online.keys import Keys
 from recommender.online.listing import arranged
 from recommender.online.livestate import LiveState
 from recommender.online.rules import parse_rules
 from recommender.online.versions import Versions, VersionState
-from recommender.config import Settings
 
 RULES = parse_rules(
     {
