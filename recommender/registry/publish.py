@@ -8,6 +8,11 @@ every shard was written and in one MULTI/EXEC sets the active pointer and the li
 versions, then deletes versions that are neither kept nor active. A publish killed midway
 leaves the previous version active and complete; its partial keys are removed by the next
 publish.
+
+Erasure is final: a pseudonym that asked to be forgotten (tombstoned in the store, or queued by the
+API in ``forget:pending``) gets no list in any version written, and :func:`finish` and a flip back to a
+kept copy remove whatever such a user holds in the version about to be served (a deletion that came
+while it was being written), whichever model bundle it comes from.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from __future__ import annotations
 import base64
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from itertools import islice
@@ -26,6 +31,7 @@ import pyarrow as pa
 import redis
 
 from recommender.config import Settings
+from recommender.data.store import Store
 from recommender.modeling.bundle import Bundle
 from recommender.modeling.sequential import export_bytes
 from recommender.online.experiments import start_experiment
@@ -47,6 +53,8 @@ class Published:
     removed: list[str]
     reused: bool
     seconds: float
+    withheld: int = 0
+    """Forgotten users of the bundle given no list (or whose list was removed before serving)."""
 
     def to_dict(self) -> dict[str, object]:
         """Plain fields."""
@@ -187,6 +195,24 @@ def _write_shared(
     }
 
 
+def forgotten(r: redis.Redis, keys: Keys, settings: Settings) -> frozenset[str]:
+    """Every pseudonym that asked to be forgotten: tombstoned in the store, or queued by the API."""
+    stored = Store(settings).forgotten_users().to_pylist()
+    return frozenset(stored) | {str(u) for u in r.smembers(keys.forget_pending)}
+
+
+def withhold(r: redis.Redis, keys: Keys, version: str, users: Collection[str]) -> int:
+    """Delete ``users``' lists (recommended, bought, sequence) in ``version``; returns how many users had any."""
+    held = 0
+    names = sorted(users)
+    for lo in range(0, len(names), 1000):
+        pipe = r.pipeline(transaction=False)
+        for u in names[lo : lo + 1000]:
+            pipe.unlink(keys.user(version, u), keys.bought(version, u), keys.sequence(version, u))
+        held += sum(1 for gone in pipe.execute() if int(gone))
+    return held
+
+
 def write_shard(
     r: redis.Redis,
     keys: Keys,
@@ -196,10 +222,17 @@ def write_shard(
     shard: int = 0,
     shards: int = 1,
     progress: ProgressFn = no_progress,
+    erased: Collection[str] | None = None,
 ) -> dict[str, int]:
-    """Write part ``shard`` of ``shards`` of the user and similar-item lists; record it as done."""
+    """Write part ``shard`` of ``shards`` of the user and similar-item lists; record it as done.
+
+    Users in ``erased`` (by default :func:`forgotten`, read now) get no list: they are scored with their
+    batch, so everyone else's scores stay those of any other publish, and their rows are dropped.
+    """
     if not 0 <= shard < shards:
         raise ValueError(f"shard {shard} is not in 0..{shards - 1}")
+    erased = forgotten(r, keys, settings) if erased is None else erased
+    withheld = 0
     model, vocab = bundle.model, bundle.vocab
     n_users, n_items = len(vocab.users), len(vocab.items)
     batch = settings.publish_batch
@@ -209,6 +242,10 @@ def write_shard(
         _renew(r, keys, version, settings)
         rows = users[lo : lo + batch]
         ids, scores = bundle.recommend(rows, settings.top_n)
+        if erased:
+            keep = np.array([str(u) not in erased for u in vocab.users[rows]], dtype=bool)
+            withheld += int((~keep).sum())
+            rows, ids, scores = rows[keep], ids[keep], scores[keep]
         shown[ids[ids >= 0]] = True
         r.mset(_encoded([keys.user(version, str(u)) for u in vocab.users[rows]], ids, scores, vocab.items))
         if bundle.bought is not None:
@@ -229,8 +266,12 @@ def write_shard(
         progress("similar items", lo + len(cols), len(items))
     # which items this shard's users were shown, for the catalogue coverage computed at the flip
     _renew(r, keys, version, settings)  # never record a shard into a version that was cleaned up
-    r.hset(keys.meta(version), f"shard:{shard}/{shards}", np.packbits(shown).tobytes().hex())
-    return {"shard": shard, "users": len(users), "items": len(items)}
+    done: dict[str, str] = {
+        f"shard:{shard}/{shards}": np.packbits(shown).tobytes().hex(),
+        f"withheld:{shard}/{shards}": str(withheld),
+    }
+    r.hset(keys.meta(version), mapping=done)  # type: ignore[arg-type]
+    return {"shard": shard, "users": len(users) - withheld, "items": len(items), "withheld": withheld}
 
 
 class IncompletePublishError(RuntimeError):
@@ -338,8 +379,9 @@ def publish(
     keys = Keys(settings.redis_prefix)
     existing = find_published(r, keys, model_version) if reuse else None
     if existing:
+        withheld = withhold(r, keys, existing, forgotten(r, keys, settings))
         previous, removed = flip(r, keys, existing, settings.keep_versions)
-        return _published(r.hgetall(keys.meta(existing)), existing, previous, removed, reused=True)
+        return _published(r.hgetall(keys.meta(existing)), existing, previous, removed, True, withheld)
     version = begin(r, settings, bundle, model_version, catalog)
     shards = settings.publish_shards
     try:
@@ -381,19 +423,27 @@ def finish(r: redis.Redis, settings: Settings, version: str, challenger: bool = 
     meta = r.hgetall(keys.meta(version))
     if not meta.get("started_at"):
         raise IncompletePublishError(f"version {version} was never started (or was cleaned up); publish again")
-    coverage = _coverage(r, keys, version, int(meta["shards"]), int(meta["items"]))
+    shards = int(meta["shards"])
+    coverage = _coverage(r, keys, version, shards, int(meta["items"]))
+    per_shard = [f"withheld:{s}/{shards}" for s in range(shards)]
+    skipped = sum(int(meta.get(field, 0)) for field in per_shard)
+    withheld = skipped + withhold(r, keys, version, forgotten(r, keys, settings))  # forgotten while it was written
+    r.hdel(keys.meta(version), *per_shard)
     published_at = datetime.now(UTC).isoformat()
-    r.hset(keys.meta(version), mapping={"coverage": f"{coverage:.4f}", "published_at": published_at, "complete": "1"})
+    done = {"coverage": f"{coverage:.4f}", "published_at": published_at, "withheld": str(withheld), "complete": "1"}
+    r.hset(keys.meta(version), mapping=done)  # type: ignore[arg-type]
     if challenger:
         previous = start_experiment(r, keys, version)  # a new experiment: its counts start at zero
         removed = cleanup(r, keys)
     else:
         previous, removed = flip(r, keys, version, settings.keep_versions)
     r.delete(keys.lease(version))  # served now: being kept or active protects it from here on
-    return _published(meta, version, previous, removed, reused=False)
+    return _published(meta, version, previous, removed, False, withheld)
 
 
-def _published(meta: dict[Any, Any], version: str, previous: str | None, removed: list[str], reused: bool) -> Published:
+def _published(
+    meta: dict[Any, Any], version: str, previous: str | None, removed: list[str], reused: bool, withheld: int
+) -> Published:
     """What a publish did, from the version's ``meta`` record."""
     seconds = 0.0 if reused else (datetime.now(UTC) - datetime.fromisoformat(str(meta["started_at"]))).total_seconds()
     return Published(
@@ -406,4 +456,5 @@ def _published(meta: dict[Any, Any], version: str, previous: str | None, removed
         removed,
         reused,
         round(seconds, 3),
+        withheld,
     )

@@ -1,0 +1,128 @@
+"""Erasure is final: no path that writes users' lists brings a forgotten user back.
+
+The served shop's production model (version 1) was trained before the deletion, so its bundle still
+holds the user; each path below publishes from such a bundle. A user is forgotten either through the
+API (queued in ``forget:pending``) or completely (the ``forget_user`` DAG ran: tombstoned, queue empty).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+import redis
+
+from recommender.config import Settings
+from recommender.data.privacy import pseudonymize
+from recommender.data.store import Store
+from recommender.modeling.training import TrainConfig
+from recommender.online.erasure import forget_in_redis, request_forget
+from recommender.online.keys import Keys
+from recommender.ops.forget import forget_user
+from recommender.ops.pipeline import flip_published, plan_publish, publish_part
+from recommender.registry.lifecycle import publish_model, rollback_and_republish, train_and_register
+from recommender.registry.promotion import promote
+from recommender.registry.publish import Published, begin, finish, write_shard
+from recommender.registry.tracking import load_bundle
+
+KEYS = Keys("recsys")
+RAW = "u1"
+
+
+def holdings(r: redis.Redis, version: str, user: str) -> list[str]:
+    """The keys of ``version`` that hold ``user``'s lists."""
+    return [
+        k for k in (KEYS.user(version, user), KEYS.bought(version, user), KEYS.sequence(version, user)) if r.exists(k)
+    ]
+
+
+def by_api(settings: Settings, r: redis.Redis) -> None:
+    request_forget(r, KEYS, pseudonymize(RAW, "test-secret"))
+
+
+def by_dag(settings: Settings, r: redis.Redis) -> None:
+    forget_user(settings, RAW)
+
+
+def republish(settings: Settings) -> tuple[Published, str]:
+    out = publish_model(settings)
+    return out, out.version
+
+
+def challenger(settings: Settings) -> tuple[Published, str]:
+    out = publish_model(settings, challenger=True)
+    return out, out.version
+
+
+def sharded(settings: Settings) -> tuple[Published, str]:
+    three = settings.model_copy(update={"publish_shards": 3})
+    parts = plan_publish(three, "1")
+    done = flip_published(three, [publish_part(three, p) for p in parts])
+    return Published(**done), str(done["version"])  # type: ignore[arg-type]
+
+
+def rollback_to_a_version_no_longer_kept(settings: Settings) -> tuple[Published, str]:
+    newer = train_and_register(settings, TrainConfig(family="popular"))
+    promote(settings, "production", newer.model_version, force=True, reason="test")
+    publish_model(settings)
+    publish_model(settings)  # version 1's copy is no longer kept (two kept, both of the newer model)
+    _, out = rollback_and_republish(settings, "test")
+    assert not out.reused and out.model_version == "1"
+    return out, out.version
+
+
+@pytest.mark.parametrize(
+    ("forget", "publish"),
+    [
+        (by_dag, republish),
+        (by_api, republish),
+        (by_api, challenger),
+        (by_dag, sharded),
+        (by_dag, rollback_to_a_version_no_longer_kept),
+    ],
+    ids=["republish-after-dag", "republish-after-api", "challenger", "sharded", "rollback-not-kept"],
+)
+def test_no_publish_path_writes_a_forgotten_user_again(
+    served_settings: Settings,
+    forget: Callable[[Settings, redis.Redis], None],
+    publish: Callable[[Settings], tuple[Published, str]],
+) -> None:
+    r = redis.Redis.from_url(str(served_settings.redis_url), decode_responses=True)
+    user = pseudonymize(RAW, "test-secret")
+    bundle, _ = load_bundle(served_settings, alias=None, model_version="1")
+    assert user in set(bundle.vocab.users.tolist())  # the model still holds them
+    forget(served_settings, r)
+    out, version = publish(served_settings)
+    assert holdings(r, version, user) == []
+    assert list(r.scan_iter(match=f"*{user}*")) == []
+    assert out.withheld == 1
+    others = [str(u) for u in bundle.vocab.users[:5] if str(u) != user]
+    assert all(r.exists(KEYS.user(version, u)) for u in others)  # everyone else is served as before
+
+
+def test_a_flip_back_to_a_kept_copy_removes_a_user_tombstoned_since(served_settings: Settings) -> None:
+    """The forget's Redis step never ran (a failure after the tombstone): the kept copy still holds the
+    user, and flipping back to it removes them before it is served."""
+    r = redis.Redis.from_url(str(served_settings.redis_url), decode_responses=True)
+    user, kept = pseudonymize(RAW, "test-secret"), str(r.get(KEYS.active))
+    Store(served_settings).add_tombstone(user)
+    assert holdings(r, kept, user)
+    out = publish_model(served_settings, reuse=True)
+    assert out.reused and out.version == kept and out.withheld == 1
+    assert holdings(r, kept, user) == []
+
+
+def test_a_user_forgotten_while_a_publish_writes_is_removed_before_the_flip(served_settings: Settings) -> None:
+    """The shard read the forgotten set before the deletion came (a stale set), and wrote the user; the
+    deletion removed nothing yet to be written. The flip removes them."""
+    r = redis.Redis.from_url(str(served_settings.redis_url), decode_responses=True)
+    settings, user = served_settings, pseudonymize(RAW, "test-secret")
+    bundle, _ = load_bundle(settings, alias=None, model_version="1")
+    version = begin(r, settings, bundle, "1", Store(settings).read_items())
+    Store(settings).add_tombstone(user)  # the forget_user DAG, midway through the publish
+    forget_in_redis(r, KEYS, user)
+    write_shard(r, KEYS, version, bundle, settings, erased=frozenset())
+    assert holdings(r, version, user)
+    out = finish(r, settings, version)
+    assert out.withheld == 1 and holdings(r, version, user) == []
+    assert str(r.get(KEYS.active)) == version
