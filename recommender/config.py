@@ -43,6 +43,12 @@ class Settings(BaseSettings):
     user_signing_secret: SecretStr | None = Field(
         default=None, description="Key of the user-id signatures the shop's backend gives its pages (HMAC-SHA256)."
     )
+    user_signature_max_age: int = Field(
+        default=86_400,
+        ge=60,
+        le=30 * 86_400,
+        description="Seconds an X-User-Signature holds after its time t (a leaked one stops working).",
+    )
     require_user_signature: bool = Field(
         default=False, description="Events and personalized reads below the write role need X-User-Signature."
     )

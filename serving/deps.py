@@ -14,7 +14,7 @@ from fastapi import Depends, HTTPException, Request, Security, status
 from fastapi.security import APIKeyHeader
 
 from recommender.config import ApiKey, Settings, role_allows
-from recommender.data.privacy import user_signature_valid
+from recommender.data.privacy import SignatureError, verify_user_signature
 from recommender.online.service import RecommendationService
 
 api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="API key (see RECSYS_API_KEYS).")
@@ -72,15 +72,21 @@ def authorize(settings: Settings, key: str | None, needed: str) -> str | None:
 
 
 def check_user_signature(settings: Settings, role: str | None, user_ids: set[str], signature: str | None) -> None:
-    """With ``RECSYS_REQUIRE_USER_SIGNATURE``, below the write role: one user, signed by the shop (403 otherwise)."""
+    """With ``RECSYS_REQUIRE_USER_SIGNATURE``, below the write role: one user, signed by the shop, recently (403 for a
+    wrong or missing signature, 401 for one too old or dated in the future)."""
     if not settings.require_user_signature or role_allows(role, "write"):
         return
     secret = settings.user_signing_secret
     assert secret is not None  # settings refuse the requirement without a secret
-    if len(user_ids) != 1 or not user_signature_valid(next(iter(user_ids)), signature, secret.get_secret_value()):
-        raise HTTPException(
-            status.HTTP_403_FORBIDDEN, "this request needs X-User-Signature: the shop's signature of its one user id"
+    if len(user_ids) != 1:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "a signed request is for one user: X-User-Signature signs one id")
+    try:
+        verify_user_signature(
+            next(iter(user_ids)), signature, secret.get_secret_value(), settings.user_signature_max_age
         )
+    except SignatureError as exc:  # stale or future-dated: authenticate again (401); wrong or missing: 403
+        code = status.HTTP_401_UNAUTHORIZED if exc.expired else status.HTTP_403_FORBIDDEN
+        raise HTTPException(code, f"this request needs X-User-Signature, the shop's signature of its user id: {exc}")
 
 
 def require(needed: str) -> Callable[..., Awaitable[str | None]]:

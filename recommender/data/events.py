@@ -67,6 +67,8 @@ QUARANTINE_SCHEMA = pa.schema(
 
 _NUMERIC = r"^\s*[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?\s*$"
 _CONTROL = r"[\x00-\x1f\x7f]"
+RECOMMENDATION_ID = r"[\x21-\x7e]+"
+"""A ``recommendation_id`` is printable ASCII without spaces, as the API issues them (any other is quarantined)."""
 
 
 @dataclass(frozen=True)
@@ -175,6 +177,12 @@ def validate_events(raw: pd.DataFrame, settings: Settings, now: datetime | None 
         flag(text.str.len() > settings.max_field_length, f"oversized_field:{col}")
         flag(text.str.contains(_CONTROL, regex=True), f"control_characters:{col}")
 
+    tagged = frame["recommendation_id"].astype("string").str.strip()
+    flag(
+        ~blank(frame["recommendation_id"]) & ~tagged.str.fullmatch(RECOMMENDATION_ID).fillna(False),
+        "bad_recommendation_id",
+    )
+
     event_type = frame["event_type"].astype("string").str.strip().str.lower()
     flag(~blank(frame["event_type"]) & ~event_type.isin(settings.event_types), "unknown_event_type")
 
@@ -258,6 +266,7 @@ _PLAIN_TS = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-](
 _PLAIN_QUANTITY = re.compile(r"\d{1,9}")
 _PLAIN_PRICE = re.compile(r"\d{1,9}(\.\d{1,6})?")
 _CONTROL_RE = re.compile(_CONTROL)
+_RECOMMENDATION_ID_RE = re.compile(RECOMMENDATION_ID)
 
 
 def as_text(events: Sequence[Mapping[str, Any]]) -> list[dict[str, str | None]]:
@@ -305,7 +314,7 @@ def _plain_text(event: Mapping[str, str | None], settings: Settings) -> dict[str
             text[col] = None
             continue
         value = raw.strip(" ")
-        if value != raw.strip():
+        if value != raw.strip() or (col == "recommendation_id" and not _RECOMMENDATION_ID_RE.fullmatch(value)):
             return None
         text[col] = value
     return text

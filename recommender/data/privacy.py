@@ -8,6 +8,8 @@ opaque id everywhere, and nobody without the secret can reverse or recompute it.
 from __future__ import annotations
 
 import hmac
+import re
+import time
 from collections.abc import Iterable
 
 import numpy as np
@@ -33,16 +35,56 @@ def pseudonymize_many(user_ids: Iterable[str] | pd.Series, secret: str | bytes) 
     return out
 
 
-def sign_user(user_id: str, secret: str | bytes) -> str:
-    """The signature a shop's backend gives its page for a signed-in user (HMAC-SHA256, hex).
+SIGNATURE_FORMAT = re.compile(r"t=(\d{1,12}),v1=([0-9a-fA-F]{64})")
+"""``t=<unix seconds>,v1=<HMAC-SHA256 hex>``, the shape of a Stripe webhook signature."""
+FUTURE_SKEW_SECONDS = 300
+"""How far ahead of this clock a signature's time may be (the signer's clock runs a little ahead)."""
 
-    With ``RECSYS_REQUIRE_USER_SIGNATURE`` the API takes events and answers personalized reads for
-    ``user_id`` only with this value in ``X-User-Signature`` (keys of the write role are trusted).
+
+class SignatureError(ValueError):
+    """A user signature that does not hold; ``expired`` tells a stale or future-dated one from a wrong one."""
+
+    def __init__(self, reason: str, expired: bool = False) -> None:
+        super().__init__(reason)
+        self.expired = expired
+
+
+def sign_user(user_id: str, secret: str | bytes, at: float | None = None) -> str:
+    """The signature a shop's backend gives its page for a signed-in user: ``t=<unix seconds>,v1=<hex>``.
+
+    ``v1`` is HMAC-SHA256 of ``user:<t>.<user_id>`` under the signing secret, so the time cannot be
+    changed without the secret. With ``RECSYS_REQUIRE_USER_SIGNATURE`` the API takes events and
+    answers personalized reads for ``user_id`` only with this value in ``X-User-Signature``, for
+    ``RECSYS_USER_SIGNATURE_MAX_AGE`` seconds after ``t`` (keys of the write role are trusted).
     """
+    t = int(time.time() if at is None else at)
+    return f"t={t},v1={_user_mac(user_id, t, secret)}"
+
+
+def _user_mac(user_id: str, t: int, secret: str | bytes) -> str:
     key = secret.encode() if isinstance(secret, str) else secret
-    return hmac.digest(key, b"user:" + user_id.encode("utf-8"), "sha256").hex()
+    return hmac.digest(key, f"user:{t}.".encode() + user_id.encode("utf-8"), "sha256").hex()
 
 
-def user_signature_valid(user_id: str, signature: str | None, secret: str | bytes) -> bool:
-    """Whether ``signature`` is :func:`sign_user` of ``user_id`` (compared in constant time)."""
-    return signature is not None and hmac.compare_digest(sign_user(user_id, secret), signature.strip().lower())
+def verify_user_signature(
+    user_id: str, signature: str | None, secret: str | bytes, max_age: float, now: float | None = None
+) -> None:
+    """Raise :class:`SignatureError` with the reason unless ``signature`` is :func:`sign_user` of ``user_id``,
+    made at most ``max_age`` seconds ago (and not more than :data:`FUTURE_SKEW_SECONDS` ahead).
+
+    Any text is safe to pass (a header of any characters): only the documented shape is read, and the
+    comparison is of bytes, in constant time.
+    """
+    if signature is None:
+        raise SignatureError("X-User-Signature is missing")
+    shape = SIGNATURE_FORMAT.fullmatch(signature.strip())
+    if shape is None:
+        raise SignatureError("X-User-Signature is not t=<unix seconds>,v1=<64 hex characters> (privacy.sign_user)")
+    t, mac = int(shape.group(1)), shape.group(2).lower()
+    if not hmac.compare_digest(_user_mac(user_id, t, secret).encode(), mac.encode()):
+        raise SignatureError("X-User-Signature is not the shop's signature of this user id")
+    age = (time.time() if now is None else now) - t
+    if age > max_age:
+        raise SignatureError(f"X-User-Signature expired: signed {int(age)} s ago, at most {int(max_age)} s", True)
+    if age < -FUTURE_SKEW_SECONDS:
+        raise SignatureError(f"X-User-Signature is dated {int(-age)} s in the future: check the signer's clock", True)

@@ -98,10 +98,10 @@ class RecommendationIds:
 
     def verify(self, recommendation_id: str | None) -> Issued | None:
         """What the id says, if this API issued it (None for a forged, altered or foreign id)."""
-        if not recommendation_id or recommendation_id.count("-") != 3:
-            return None
+        if not recommendation_id or recommendation_id.count("-") != 3 or not recommendation_id.isascii():
+            return None  # any text is safe to pass: a stored row of any characters is simply not ours
         body, _, signature = recommendation_id.rpartition("-")
-        if not hmac.compare_digest(self._sign(body), signature):
+        if not hmac.compare_digest(self._sign(body).encode(), signature.encode()):
             return None
         version, placement, _ = body.split("-")
         return Issued(version, placement)

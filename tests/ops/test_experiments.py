@@ -96,7 +96,9 @@ def test_both_arms_count_the_same_window_and_only_ids_the_api_issued() -> None:
     exposed = {"1": {f"u{u}" for u in range(100)}, "2": {f"u{u}" for u in range(100, 200)}}
     history = clicks(range(100), "1", 90, at=START - timedelta(days=30))  # production's clicks before the start
     forged = [
-        row | {"recommendation_id": "2-home-" + "0" * 24 + "-" + "f" * 16} for row in clicks(range(100, 200), "2", 50)
+        row | {"recommendation_id": "2-home-" + "0" * 24 + "-" + "f" * 16} for row in clicks(range(100, 200), "2", 45)
+    ] + [  # stored before the edge checked ids: any text, non-ASCII included, is skipped and counted, never a crash
+        row | {"recommendation_id": "2-hömé-" + "0" * 24 + "-" + "é" * 16} for row in clicks(range(100, 200), "2", 5)
     ]
     wrong_user = clicks(range(100, 150), "1", 10)  # a challenger user's event claiming a production list
     real = (

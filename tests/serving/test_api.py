@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 
 import orjson
 import pytest
+import recsys_client
 import redis
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
@@ -230,11 +232,65 @@ def test_identity_verification_binds_events_and_personal_reads_to_the_signed_use
         url = "/v1/users/alice/recommendations"
         assert c.get(url, headers=page).status_code == 403
         assert c.get(url, headers=page | {"X-User-Signature": mallory}).status_code == 403
-        assert c.get(url, headers=page | {"X-User-Signature": alice.upper()}).status_code == 200
+        upper_hex = alice.replace(alice[-64:], alice[-64:].upper())  # the hex in either case
+        assert c.get(url, headers=page | {"X-User-Signature": upper_hex}).status_code == 200
         assert c.get(url, headers={"X-API-Key": "backend-key"}).status_code == 200
         assert c.get("/v1/popular", headers=page).status_code == 200  # not personal: no signature needed
     with pytest.raises(ValueError, match="needs RECSYS_USER_SIGNING_SECRET"):
         Settings(require_user_signature=True)
+
+
+def test_an_event_whose_recommendation_id_is_not_an_issued_shape_is_refused_with_its_reason(
+    api_settings: Settings,
+) -> None:
+    event = {"user_id": "u1", "item_id": "i1", "event_type": "view", "timestamp": "2025-01-01T00:00:00Z"}
+    with TestClient(create_app(api_settings)) as c:
+        for bad in ("1-home-00-é", "1 home", "<script>"[:-1] + "\u00a0>"):
+            refused = c.post("/v1/events", json=event | {"recommendation_id": bad})
+            assert refused.status_code == 422 and "bad_recommendation_id" in str(refused.json()), bad
+        assert c.post("/v1/events", json=event | {"recommendation_id": "1-home-00ab-ff"}).status_code == 202
+
+
+def test_signatures_expire_and_any_header_text_gets_a_clear_4xx(api_settings: Settings) -> None:
+    """A signature holds for the max age after its time; older or future-dated is 401 with the reason. Any
+    header text a public key can send (non-ASCII, old-style bare hex, a forged time) is a 4xx on every
+    personal route, never a 500."""
+    secret = "s" * 32
+    signed = api_settings.model_copy(
+        update={
+            "api_keys": SecretStr("page-key:events"),
+            "user_signing_secret": SecretStr(secret),
+            "require_user_signature": True,
+            "user_signature_max_age": 3600,
+        }
+    )
+    now = time.time()
+    fresh, stale, ahead = (sign_user("alice", secret, at) for at in (now - 60, now - 3700, now + 900))
+    mac = fresh.split(",")[1]
+    forged_time = f"t={int(now)},{mac}"  # a newer time on an old mac
+    event = {"user_id": "alice", "item_id": "i1", "event_type": "view", "timestamp": "2025-01-01T00:00:00Z"}
+    routes = [
+        ("get", "/v1/users/alice/recommendations", {}),
+        ("get", "/v1/placements/home?user_id=alice", {}),
+        ("post", "/v1/events", {"json": event}),
+    ]
+
+    def status_of(c: TestClient, method: str, path: str, kwargs: dict[str, object], signature: str) -> tuple[int, str]:
+        raw = {"X-API-Key": "page-key", "X-User-Signature": signature.encode("utf-8")}
+        response = getattr(c, method)(path, headers=raw, **kwargs)
+        return response.status_code, str(response.json().get("detail"))
+
+    with TestClient(create_app(signed)) as c:
+        for method, path, kwargs in routes:
+            assert status_of(c, method, path, kwargs, fresh)[0] in (200, 202)
+            code, detail = status_of(c, method, path, kwargs, stale)
+            assert code == 401 and "expired" in detail
+            code, detail = status_of(c, method, path, kwargs, ahead)
+            assert code == 401 and "in the future" in detail
+            for bad in (forged_time, mac.removeprefix("v1="), "t=1,v1=" + "é" * 64, "ünïcødé", "t=x,v1=00"):
+                code, detail = status_of(c, method, path, kwargs, bad)
+                assert code in (403, 422) and "X-User-Signature" in detail, (path, bad, code)
+    assert recsys_client.sign_user("alice", secret, now) == sign_user("alice", secret, now)
 
 
 def test_bodies_over_the_cap_are_refused_before_parsing(api_settings: Settings) -> None:

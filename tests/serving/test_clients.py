@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import recsys_client
 from pydantic import SecretStr
 from recsys_client import AsyncRecsysClient, RecsysClient, RecsysError
 
@@ -107,3 +108,18 @@ def test_the_js_client_in_node(url: str, tmp_path: Path) -> None:
     )
     out = json.loads(subprocess.run(["node", str(script)], capture_output=True, text=True, check=True).stdout)
     assert len(out["page"]) == 4 and not set(out["page"]) & set(out["next"]) and out["cart"] == "together"
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed (the Python signer is tested alone)")
+def test_both_clients_sign_a_user_as_the_api_checks(tmp_path: Path) -> None:
+    from recommender.data.privacy import sign_user, verify_user_signature
+
+    script = tmp_path / "sign.mjs"
+    script.write_text(
+        f"import {{ RecsysClient }} from {json.dumps(str(STATIC / 'recsys-client.js'))};\n"
+        "console.log(await RecsysClient.signUser('ålice', 'the-secret', 1700000000.7));\n"
+    )
+    js = subprocess.run(["node", str(script)], capture_output=True, text=True, check=True).stdout.strip()
+    python = recsys_client.sign_user("ålice", "the-secret", 1700000000.7)
+    assert js == python == sign_user("ålice", "the-secret", 1700000000)
+    verify_user_signature("ålice", js, "the-secret", max_age=60, now=1700000030)  # raises when it does not hold
