@@ -8,9 +8,10 @@ import gc
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from recommender.config import Settings, get_settings
@@ -28,6 +29,24 @@ from serving.routes import catalog, events, health, items, placements, recommend
 from serving.telemetry import MetricsMiddleware, set_health, set_model_version
 
 STATIC = Path(__file__).with_name("static")
+SHOP_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; "
+        "base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+"""The reference shop page runs only its own files: no inline script, no script from elsewhere, no framing."""
+
+
+class ShopFiles(StaticFiles):
+    """The shop page's files, each with :data:`SHOP_HEADERS`."""
+
+    async def get_response(self, path: str, scope: Any) -> Response:
+        response = await super().get_response(path, scope)
+        response.headers.update(SHOP_HEADERS)
+        return response
 
 
 def _gauges(service: RecommendationService) -> Callable[[], None]:
@@ -97,7 +116,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def bad_placement_query(request: Request, exc: PlacementQueryError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=422)
 
-    app.mount("/shop", StaticFiles(directory=STATIC, html=True), name="shop")
+    app.mount("/shop", ShopFiles(directory=STATIC, html=True), name="shop")
 
     @app.get("/", include_in_schema=False)
     async def root() -> RedirectResponse:

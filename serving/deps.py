@@ -79,14 +79,16 @@ def check_user_signature(settings: Settings, role: str | None, user_ids: set[str
     secret = settings.user_signing_secret
     assert secret is not None  # settings refuse the requirement without a secret
     if len(user_ids) != 1:
-        raise HTTPException(status.HTTP_403_FORBIDDEN, "a signed request is for one user: X-User-Signature signs one id")
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "a signed request is for one user: the signature names one id")
     try:
         verify_user_signature(
             next(iter(user_ids)), signature, secret.get_secret_value(), settings.user_signature_max_age
         )
     except SignatureError as exc:  # stale or future-dated: authenticate again (401); wrong or missing: 403
         code = status.HTTP_401_UNAUTHORIZED if exc.expired else status.HTTP_403_FORBIDDEN
-        raise HTTPException(code, f"this request needs X-User-Signature, the shop's signature of its user id: {exc}")
+        raise HTTPException(
+            code, f"this request needs X-User-Signature, the shop's signature of its user id: {exc}"
+        ) from None
 
 
 def require(needed: str) -> Callable[..., Awaitable[str | None]]:

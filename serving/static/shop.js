@@ -19,18 +19,30 @@ function client() {
 
 const user = () => $("user").value.trim();
 
+// Every value from the API is data: it goes into the page as text (textContent), never as markup.
+// An item id or title that holds a script renders as those characters, and the CSP refuses inline script.
+function el(tag, className, text) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
 function card(item, list) {
-  const div = document.createElement("div");
-  div.className = "card";
+  const div = el("div", "card");
   div.dataset.item = item.item_id;
   const price = item.price == null ? "" : `$${Number(item.price).toFixed(2)}`;
-  div.innerHTML = `<h3 class="title"></h3><span class="cat"></span><span class="price">${price}</span>
-    <span class="score">${item.item_id} · score ${Number(item.score).toFixed(3)}</span>
-    <button class="cart">Add to cart</button>`;
-  div.querySelector(".title").textContent = item.title || item.item_id;
-  div.querySelector(".cat").textContent = item.category || "";
-  div.querySelector(".title").addEventListener("click", () => showProduct(item, list).catch(report));
-  div.querySelector(".cart").addEventListener("click", () => addToCart(item, list).catch(report));
+  const title = el("h3", "title", item.title || item.item_id);
+  const button = el("button", "cart", "Add to cart");
+  div.append(
+    title,
+    el("span", "cat", item.category || ""),
+    el("span", "price", price),
+    el("span", "score", `${item.item_id} · score ${Number(item.score).toFixed(3)}`),
+    button,
+  );
+  title.addEventListener("click", () => showProduct(item, list).catch(report));
+  button.addEventListener("click", () => addToCart(item, list).catch(report));
   return div;
 }
 

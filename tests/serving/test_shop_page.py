@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import redis
-from playwright.sync_api import sync_playwright
+from playwright.sync_api import expect, sync_playwright
 
 from recommender.config import Settings
 from recommender.data.privacy import pseudonymize
@@ -29,7 +29,7 @@ def test_shop_page_home_product_cart(live_url: str, api_settings: Settings, tmp_
         assert page.locator("#meta").inner_text().startswith("source: personalized")
         home = [cards.nth(k).get_attribute("data-item") for k in range(12)]
         page.click("#more")  # infinite scroll: the next page of the same cursor
-        page.wait_for_function("document.querySelectorAll('#recs .card').length === 24")
+        expect(cards).to_have_count(24)  # (not wait_for_function: the page's CSP refuses eval)
         everything = [cards.nth(k).get_attribute("data-item") for k in range(24)]
         assert everything[:12] == home and len(set(everything)) == 24
 
