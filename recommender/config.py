@@ -84,6 +84,11 @@ class Settings(BaseSettings):
     )
 
     # MLflow
+    mlflow_password: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("MLFLOW_TRACKING_PASSWORD"),
+        description="Read by MLflow's client itself; here only so that production refuses a placeholder.",
+    )
     mlflow_tracking_uri: str | None = Field(
         default=None, validation_alias=AliasChoices("MLFLOW_TRACKING_URI", "RECSYS_MLFLOW_TRACKING_URI")
     )
@@ -203,6 +208,12 @@ class Settings(BaseSettings):
             secrets |= {f"RECSYS_API_KEYS entry {n} ({k.role})": key for n, (key, k) in enumerate(keys.items(), 1)}
             for name, value in secrets.items():
                 refuse_weak_secret(name, value)
+            urls = {"RECSYS_REDIS_URL": self.redis_url, "RECSYS_CATALOG_URI": self.catalog_uri}
+            urls["MLFLOW_TRACKING_URI"] = self.mlflow_tracking_uri
+            if self.mlflow_password is not None:
+                urls["MLFLOW_TRACKING_PASSWORD"] = self.mlflow_password.get_secret_value()
+            for name in placeholders({k: v for k, v in urls.items() if v is not None}):  # the passwords in them
+                raise ValueError(f"RECSYS_ENV=production: {name} holds a placeholder password; set a random one.")
         if self.require_user_signature and self.user_signing_secret is None:
             raise ValueError("RECSYS_REQUIRE_USER_SIGNATURE=true needs RECSYS_USER_SIGNING_SECRET.")
         if self.redis_cluster and not self.redis_url:
@@ -262,9 +273,20 @@ class Settings(BaseSettings):
         return self.warehouse or (self.home_abs / "warehouse").as_uri()
 
 
+def is_placeholder(value: str) -> bool:
+    """Whether ``value`` still holds ``.env.example``'s placeholder (or the development secret)."""
+    return value == DEV_SECRET or PLACEHOLDER in value
+
+
+def placeholders(env: Mapping[str, str]) -> list[str]:
+    """The names in ``env`` whose values are placeholders (compose's start-up check: whichever service reads
+    them, PostgreSQL's and Grafana's passwords included)."""
+    return sorted(name for name, value in env.items() if is_placeholder(value))
+
+
 def refuse_weak_secret(name: str, value: str) -> None:
     """Production refuses ``.env.example``'s placeholders and secrets under 32 bytes (never echoing them)."""
-    if value == DEV_SECRET or PLACEHOLDER in value:
+    if is_placeholder(value):
         raise ValueError(
             f"RECSYS_ENV=production: {name} is a placeholder; set a random value (`openssl rand -hex 32`)."
         )

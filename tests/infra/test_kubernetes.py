@@ -143,3 +143,29 @@ def test_mlflow_needs_a_login_and_only_airflow_reaches_it() -> None:
         "secretKey": "admin-password",
     } in helm["secret"]
     assert "pools set iceberg_writers 1" in " ".join(helm["migrateDatabaseJob"]["args"])
+
+
+def test_redis_and_the_api_admit_only_who_needs_them() -> None:
+    policies = {p["metadata"]["name"]: p["spec"] for p in by_kind("NetworkPolicy")}
+    redis_policy = next(
+        p for p in policies.values() if p["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "redis"}
+    )
+    assert redis_policy["policyTypes"] == ["Ingress"]
+    [rule] = redis_policy["ingress"]
+    assert rule["from"] == [
+        {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "recsys-api"}}},
+        {"podSelector": {"matchLabels": {"tier": "airflow"}}},
+    ] and rule["ports"] == [{"protocol": "TCP", "port": 6379}]
+    api = next(
+        p for p in policies.values() if p["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "recsys-api"}
+    )
+    assert api["policyTypes"] == ["Ingress", "Egress"]
+    [entry] = api["ingress"]
+    assert all(set(peer) == {"namespaceSelector"} for peer in entry["from"])  # namespaces, never everyone
+    assert {p["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"] for p in entry["from"]} == {
+        "ingress-nginx",
+        "monitoring",
+    }
+    to_redis, to_dns = api["egress"]
+    assert to_redis["to"] == [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "redis"}}}]
+    assert {p["port"] for p in to_dns["ports"]} == {53} and "kube-dns" in str(to_dns["to"])
