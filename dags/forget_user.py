@@ -15,8 +15,10 @@ Hourly, and on demand (**Trigger**, optionally with a raw `user_id`).
 from Redis at once and queues the rest here: a tombstone (later ingests drop the user's events,
 training skips them), deletion of their rows from the Iceberg `events` and `quarantine` tables,
 expiry of every older snapshot and a purge of the data files no snapshot references any more,
-so no time travel brings them back. The task's return value says what was removed where.
-Retrain afterwards and the published model no longer holds a vector for them.
+so no time travel brings them back. The task's return value says what was removed where, and which
+registered model versions still hold them (no publish serves them again). `purge_models` then
+deletes the versions older than `RECSYS_FORGET_MODEL_RETENTION_DAYS` (30) that hold a forgotten user,
+with their runs and files; production and the rollback target stay.
 """
 
 
@@ -39,7 +41,14 @@ def forget_user() -> None:
 
         return forget_users(settings(), (params or {}).get("user_id"))
 
-    forget()
+    @task(**WRITERS)
+    def purge_models() -> dict[str, Any]:
+        """Delete registered versions past RECSYS_FORGET_MODEL_RETENTION_DAYS that hold a forgotten user."""
+        from recommender.ops.pipeline import purge_models_of_forgotten
+
+        return purge_models_of_forgotten(settings())
+
+    forget() >> purge_models()
 
 
 forget_user()

@@ -43,6 +43,13 @@ class Settings(BaseSettings):
     user_signing_secret: SecretStr | None = Field(
         default=None, description="Key of the user-id signatures the shop's backend gives its pages (HMAC-SHA256)."
     )
+    forget_model_retention_days: int = Field(
+        default=30,
+        ge=0,
+        le=3650,
+        description="Registered versions holding a forgotten user are deleted once this old (not production "
+        "nor the rollback target).",
+    )
     user_signature_max_age: int = Field(
         default=86_400,
         ge=60,

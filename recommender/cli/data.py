@@ -134,20 +134,28 @@ def snapshots(as_json: JsonOpt = False) -> None:
 def forget(
     user_id: Annotated[str | None, typer.Argument(help="Raw user id (hashed as at ingest).")] = None,
     pending: Annotated[bool, typer.Option(help="Also complete deletions requested through the API.")] = False,
+    purge_models: Annotated[
+        bool, typer.Option(help="Then delete model versions past the retention that hold a forgotten user.")
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Forget a user: Redis at once, a tombstone, their stored events and every older snapshot."""
-    from recommender.ops.forget import forget_pending, forget_user
+    from recommender.ops.forget import forget_pending, forget_user, purge_forgotten_models
 
     cfg = settings()
-    if user_id is None and not pending:
-        fail("give USER_ID, or --pending to complete the API's queued deletions")
+    if user_id is None and not pending and not purge_models:
+        fail("give USER_ID, --pending to complete the API's queued deletions, or --purge-models")
     reports = ([forget_user(cfg, user_id)] if user_id else []) + (forget_pending(cfg) if pending else [])
+    purged = purge_forgotten_models(cfg) if purge_models else None
     if as_json:
-        echo_json([r.to_dict() for r in reports])
+        echo_json({"forgotten": [r.to_dict() for r in reports], "purged": purged and purged.to_dict()})
         return
     for r in reports:
         typer.echo(
             f"forgot {r.user_id[:12]}...: {r.redis_lists} Redis lists, {r.stream_entries} stream entries, "
             + ", ".join(f"{k} {v}" for k, v in r.store.items())
+            + (f"; still in model versions {', '.join(r.model_versions)}" if r.model_versions else "")
         )
+    if purged is not None:
+        kept = ", ".join(f"v{v} ({why})" for v, why in purged.kept.items()) or "none"
+        typer.echo(f"deleted model versions: {', '.join(purged.deleted) or 'none'}; kept: {kept}")

@@ -27,6 +27,9 @@ class ForgetReport:
     stream_entries: int = 0
     store: dict[str, int] = field(default_factory=dict)
     tombstoned: bool = False
+    model_versions: list[str] = field(default_factory=list)
+    """Registered model versions whose bundle still holds the pseudonym (never served it again; deleted by the
+    retention, ``RECSYS_FORGET_MODEL_RETENTION_DAYS``, unless production or the rollback target)."""
 
     def to_dict(self) -> dict[str, object]:
         """Plain fields."""

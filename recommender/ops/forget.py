@@ -10,7 +10,9 @@
 
 Step 1 is :mod:`recommender.online.erasure` (the API runs it); requests made through the API are
 queued in ``{prefix}:forget:pending`` and completed here by the ``forget_user`` DAG (or
-``recsys forget --pending``).
+``recsys forget --pending``). Each report names the registered model versions that still hold the
+pseudonym; :func:`purge_forgotten_models` (the DAG's second task, ``recsys forget --purge-models``)
+deletes those past the retention.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from recommender.data.store import Store
 from recommender.online.erasure import ForgetReport, forget_in_redis
 from recommender.online.keys import Keys
 from recommender.online.redis_conn import connect
+from recommender.registry.retention import Purged, holding, purge
 
 
 def forget_pseudonym(settings: Settings, user: str, store: Store | None = None) -> ForgetReport:
@@ -37,7 +40,8 @@ def forget_pseudonym(settings: Settings, user: str, store: Store | None = None) 
 
 def forget_user(settings: Settings, raw_user_id: str) -> ForgetReport:
     """``recsys forget USER_ID``: the raw id in, hashed as at ingest."""
-    return forget_pseudonym(settings, pseudonymize(raw_user_id, settings.hmac_secret.get_secret_value()))
+    user = pseudonymize(raw_user_id, settings.hmac_secret.get_secret_value())
+    return with_model_versions(settings, [forget_pseudonym(settings, user)])[0]
 
 
 def forget_pending(settings: Settings) -> list[ForgetReport]:
@@ -45,4 +49,18 @@ def forget_pending(settings: Settings) -> list[ForgetReport]:
     with connect(settings) as r:
         pending = sorted(str(u) for u in r.smembers(Keys(settings.redis_prefix).forget_pending))
     store = Store(settings)
-    return [forget_pseudonym(settings, user, store) for user in pending]
+    return with_model_versions(settings, [forget_pseudonym(settings, user, store) for user in pending])
+
+
+def with_model_versions(settings: Settings, reports: list[ForgetReport]) -> list[ForgetReport]:
+    """Each report with the registered versions that still hold its pseudonym (one pass over the registry)."""
+    held = holding(settings, [r.user_id for r in reports])
+    for report in reports:
+        report.model_versions = [version for version, users in held.items() if report.user_id in users]
+    return reports
+
+
+def purge_forgotten_models(settings: Settings) -> Purged:
+    """The retention: delete the registered versions older than ``RECSYS_FORGET_MODEL_RETENTION_DAYS`` that
+    hold any forgotten user (tombstoned), with their runs and files; production and the rollback target stay."""
+    return purge(settings, Store(settings).forgotten_users().to_pylist())

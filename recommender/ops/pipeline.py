@@ -25,7 +25,7 @@ from recommender.online.keys import Keys, decode
 from recommender.online.lookup import active_version, model_version_of
 from recommender.online.redis_conn import connect
 from recommender.ops.experiment_report import experiment_report
-from recommender.ops.forget import forget_pending, forget_user
+from recommender.ops.forget import forget_pending, forget_user, purge_forgotten_models
 from recommender.ops.monitoring import check_drift
 from recommender.ops.stream import drain_catalog, drain_stream
 from recommender.registry.lifecycle import (
@@ -213,6 +213,11 @@ def forget_users(settings: Settings, raw_user_id: str | None = None) -> list[dic
     """Forget ``raw_user_id`` (when given) and every deletion requested through the API."""
     reports = [forget_user(settings, raw_user_id)] if raw_user_id else []
     return [r.to_dict() for r in reports + forget_pending(settings)]
+
+
+def purge_models_of_forgotten(settings: Settings) -> dict[str, object]:
+    """Delete the registered versions past the retention that hold a forgotten user."""
+    return purge_forgotten_models(settings).to_dict()
 
 
 def monitor(settings: Settings) -> dict[str, Any]:

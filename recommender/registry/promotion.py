@@ -90,6 +90,15 @@ def _history(c: MlflowClient, name: str) -> list[str]:
     return list(json.loads(tags.get(HISTORY_TAG, "[]")))
 
 
+def protected_versions(c: MlflowClient, name: str) -> dict[str, str]:
+    """Versions a retention never deletes, with why: production, and the version a rollback goes back to."""
+    current = alias_version(c, name, PRODUCTION)
+    if current is None:
+        return {}
+    earlier = [v for v in _history(c, name) if v != current]
+    return {current: "production", **({earlier[-1]: "the rollback target"} if earlier else {})}
+
+
 def _tag(c: MlflowClient, name: str, version: str, tags: dict[str, str]) -> None:
     for key, value in tags.items():
         c.set_model_version_tag(name, version, key, value)

@@ -210,7 +210,7 @@ def log_training(
         )
         if trained.curve:
             client(settings).log_batch(run.info.run_id, metrics=curve_metrics(trained.curve))
-        with tempfile.TemporaryDirectory(dir=_tmp(settings)) as tmp, warnings.catch_warnings():
+        with tempfile.TemporaryDirectory(dir=tmp_dir(settings)) as tmp, warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*input example was not provided")
             folder = Path(tmp)
             _plot(trained, folder / "metrics_at_k.png")
@@ -272,7 +272,8 @@ def find_request(settings: Settings, request_id: str) -> Tracked | None:
     return None
 
 
-def _tmp(settings: Settings) -> Path:
+def tmp_dir(settings: Settings) -> Path:
+    """A scratch folder under ``RECSYS_HOME`` for downloads."""
     path = settings.home_abs / "tmp"
     path.mkdir(parents=True, exist_ok=True)
     return path
@@ -296,7 +297,7 @@ def load_bundle(
                 f"no model version has the alias {alias!r} in {settings.model_name}: "
                 "train and promote one first (`recsys train`, `recsys promote --to production`)"
             ) from exc
-    with tempfile.TemporaryDirectory(dir=_tmp(settings)) as tmp:
+    with tempfile.TemporaryDirectory(dir=tmp_dir(settings)) as tmp:
         local = Path(
             mlflow.artifacts.download_artifacts(f"models:/{settings.model_name}/{model_version}", dst_path=tmp)
         )
@@ -384,7 +385,7 @@ def finish_selection_run(settings: Settings, run_id: str, selection: Selection) 
             for t in selection.trials
         ]
     )
-    with tempfile.TemporaryDirectory(dir=_tmp(settings)) as tmp:
+    with tempfile.TemporaryDirectory(dir=tmp_dir(settings)) as tmp:
         path = Path(tmp) / "trials.csv"
         table.sort_values(f"val_{selection.metric}", ascending=False).to_csv(path, index=False)
         c.log_artifact(run_id, str(path), artifact_path="selection")

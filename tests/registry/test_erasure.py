@@ -126,3 +126,38 @@ def test_a_user_forgotten_while_a_publish_writes_is_removed_before_the_flip(serv
     out = finish(r, settings, version)
     assert out.withheld == 1 and holdings(r, version, user) == []
     assert str(r.get(KEYS.active)) == version
+
+
+def test_the_forget_report_names_the_versions_holding_the_user_and_the_retention_deletes_the_old_ones(
+    served_settings: Settings,
+) -> None:
+    """Versions 1 (the rollback target), 2 (production) and 3 (a candidate) were trained before the deletion.
+    The report names all three; the retention keeps them while young, then deletes only the candidate, with
+    its run and files."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+    from recommender.ops.forget import purge_forgotten_models
+    from recommender.registry.retention import logged_model_id
+    from recommender.registry.tracking import client
+
+    settings = served_settings
+    for promoted in (True, False):
+        out = train_and_register(settings, TrainConfig(family="popular"))
+        if promoted:
+            promote(settings, "production", out.model_version, force=True, reason="test")
+    report = forget_user(settings, RAW)
+    assert report.model_versions == ["1", "2", "3"]
+    young = purge_forgotten_models(settings)  # the default retention: 30 days
+    assert young.deleted == [] and set(young.kept) == {"1", "2", "3"} and "under the retention" in young.kept["3"]
+    c = client(settings)
+    candidate = c.get_model_version(settings.model_name, "3")
+    bundle_files = get_artifact_repository(c.get_logged_model(str(logged_model_id(candidate))).artifact_location)
+    assert c.list_artifacts(candidate.run_id) and bundle_files.list_artifacts()
+    purged = purge_forgotten_models(settings.model_copy(update={"forget_model_retention_days": 0}))
+    assert purged.deleted == ["3"] and purged.kept == {"1": "the rollback target", "2": "production"}
+    with pytest.raises(MlflowException):
+        c.get_model_version(settings.model_name, "3")
+    assert c.get_run(candidate.run_id).info.lifecycle_stage == "deleted" and c.list_artifacts(candidate.run_id) == []
+    assert bundle_files.list_artifacts() == []  # the bundle's files, which held the user, are gone too
+    assert forget_user(settings, RAW).model_versions == ["1", "2"]

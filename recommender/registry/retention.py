@@ -1,0 +1,110 @@
+"""What the model registry still holds of forgotten users, and the retention that deletes it.
+
+A registered version's bundle holds every user it was trained on (its vocabulary, the user x item
+matrix), and its run's evaluation tables hold them per user. Publishing never serves a forgotten user
+again (:mod:`recommender.registry.publish`), but the files exist until the version is deleted:
+:func:`holding` says which versions hold whom, and :func:`purge` deletes every version older than
+``RECSYS_FORGET_MODEL_RETENTION_DAYS`` that holds a forgotten user, its run and their artifacts, except
+production and the rollback target.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Collection
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import mlflow
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
+from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+from recommender.config import Settings
+from recommender.registry.promotion import protected_versions
+from recommender.registry.tracking import BUNDLE_PATH, client, tmp_dir
+
+
+def holding(settings: Settings, users: Collection[str]) -> dict[str, list[str]]:
+    """Registered version -> which of ``users`` (pseudonyms) its bundle holds; versions holding none are left out.
+
+    Reads each version's user vocabulary only (``users.json``), not the whole bundle.
+    """
+    wanted = set(users)
+    if not wanted:
+        return {}
+    found: dict[str, list[str]] = {}
+    name = settings.model_name
+    for mv in client(settings).search_model_versions(f"name = '{name}'"):
+        with tempfile.TemporaryDirectory(dir=tmp_dir(settings)) as tmp:
+            try:
+                path = mlflow.artifacts.download_artifacts(
+                    artifact_uri=f"models:/{name}/{mv.version}/{BUNDLE_PATH}/users.json", dst_path=tmp
+                )
+            except (MlflowException, OSError):
+                continue  # no bundle (a version logged by other code) or its files are gone
+            held = wanted.intersection(json.loads(Path(path).read_text()))
+        if held:
+            found[str(mv.version)] = sorted(held)
+    return dict(sorted(found.items(), key=lambda kv: int(kv[0])))
+
+
+@dataclass
+class Purged:
+    """What a retention pass did."""
+
+    deleted: list[str] = field(default_factory=list)
+    kept: dict[str, str] = field(default_factory=dict)
+    """Version -> why it stays (production, the rollback target, younger than the retention)."""
+
+    def to_dict(self) -> dict[str, object]:
+        """Plain fields."""
+        return asdict(self)
+
+
+def purge(settings: Settings, users: Collection[str], now: datetime | None = None) -> Purged:
+    """Delete every registered version holding any of ``users`` and older than the retention: the version,
+    its logged model's and its run's artifacts, the run. Production and the rollback target stay."""
+    c, name = client(settings), settings.model_name
+    now = now or datetime.now(UTC)
+    protected = protected_versions(c, name)
+    out = Purged()
+    for version in holding(settings, users):
+        mv = c.get_model_version(name, version)
+        age_days = (now.timestamp() * 1000 - int(mv.creation_timestamp)) / 86_400_000
+        if version in protected:
+            out.kept[version] = protected[version]
+        elif age_days < settings.forget_model_retention_days:
+            out.kept[version] = (
+                f"{age_days:.1f} days old, under the retention of {settings.forget_model_retention_days}"
+            )
+        else:
+            _delete(c, name, version)
+            out.deleted.append(version)
+    return out
+
+
+def _delete(c: mlflow.MlflowClient, name: str, version: str) -> None:
+    """The version, then its files: the logged model's artifacts and the run's (evaluation tables per user)."""
+    mv = c.get_model_version(name, version)
+    locations = []
+    model_id = logged_model_id(mv)
+    if model_id:
+        locations.append(c.get_logged_model(model_id).artifact_location)
+    if mv.run_id:
+        locations.append(c.get_run(mv.run_id).info.artifact_uri)
+    c.delete_model_version(name, version)
+    for location in locations:
+        get_artifact_repository(location).delete_artifacts()
+    if model_id:
+        c.delete_logged_model(model_id)
+    if mv.run_id:
+        c.delete_run(mv.run_id)
+
+
+def logged_model_id(mv: ModelVersion) -> str | None:
+    """The logged model a version was registered from (``models:/m-...``; some stores leave ``model_id`` empty)."""
+    source = str(mv.source or "")
+    return getattr(mv, "model_id", None) or (source.rsplit("/", 1)[-1] if source.startswith("models:/m-") else None)
