@@ -20,6 +20,9 @@ TRUE = {"1", "true", "yes", "on", "t", "y"}
 FALSE = {"0", "false", "no", "off", "f", "n"}
 MAX_EXCLUDE_CHARS = 20_000
 MAX_TEXT = 256
+ID_PATTERN = r"^[^\x00-\x1f\x7f]+$"
+"""A user or item id: 1 to 256 characters of any script, no control characters (as ingest checks them)."""
+_ID = re.compile(ID_PATTERN)
 WHOLE = re.compile(r"\s*\+?[0-9]{1,9}\s*")
 """A whole number as the query may carry it (ASCII digits only: ``str.isdigit`` takes "²", which ``int`` refuses)."""
 
@@ -45,6 +48,13 @@ def _text(params: QueryParams, name: str, limit: int) -> str | None:
     value = params.get(name)
     if value is not None and not 1 <= len(value) <= limit:
         raise invalid(name, f"{name} must be 1 to {limit} characters", value[:50])
+    return value
+
+
+def check_id(name: str, value: str | None, where: str = "query") -> str | None:
+    """``value`` if it is an id (:data:`ID_PATTERN`, at most :data:`MAX_TEXT` characters); 422 otherwise."""
+    if value is not None and (len(value) > MAX_TEXT or not _ID.match(value)):
+        raise invalid(name, f"{name} must be 1 to {MAX_TEXT} characters without control characters", value[:50], where)
     return value
 
 
@@ -85,8 +95,8 @@ def parse_placement_query(params: QueryParams, client: str | None) -> PlacementQ
     if cart is not None and len(cart) > MAX_EXCLUDE_CHARS:
         raise invalid("cart", f"cart is longer than {MAX_EXCLUDE_CHARS} characters", cart[:50])
     return PlacementQuery(
-        user_id=_text(params, "user_id", MAX_TEXT),
-        item_id=_text(params, "item_id", MAX_TEXT),
+        user_id=check_id("user_id", _text(params, "user_id", MAX_TEXT)),
+        item_id=check_id("item_id", _text(params, "item_id", MAX_TEXT)),
         cart=csv_ids(cart),
         n=listed.n if "n" in params else None,
         exclude=frozenset(csv_ids(listed.exclude, 1000)),
@@ -105,7 +115,7 @@ OPENAPI_PARAMETERS: list[dict[str, Any]] = [  # the hot route's parameters, docu
         "in": "path",
         "required": True,
         "description": "Raw user id; hashed as at ingest.",
-        "schema": {"type": "string", "minLength": 1, "maxLength": MAX_TEXT},
+        "schema": {"type": "string", "minLength": 1, "maxLength": MAX_TEXT, "pattern": ID_PATTERN},
     },
     {
         "name": "n",

@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Body, HTTPException, Path, status
 
 from serving.deps import ServiceDep, WriteAccess
+from serving.params import ID_PATTERN
 from serving.schemas import ItemBatchEntry, ItemPatch, ItemsChanged, Problem
 
 router = APIRouter(
@@ -20,7 +21,9 @@ MAX_BATCH = 1000
 
 @router.patch("/items/{item_id}", response_model=ItemsChanged)
 async def patch_item(
-    item_id: Annotated[str, Path(min_length=1, max_length=256)], change: ItemPatch, service: ServiceDep
+    item_id: Annotated[str, Path(min_length=1, max_length=256, pattern=ID_PATTERN)],
+    change: ItemPatch,
+    service: ServiceDep,
 ) -> ItemsChanged:
     """Change an item's stock, visibility, price, category or title; served from the next request on."""
     fields = change.fields()

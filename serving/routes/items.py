@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path
 
 from serving.deps import ReadAccess, ServiceDep, SettingsDep
-from serving.params import Category, Details, N
+from serving.params import ID_PATTERN, Category, Details, N
 from serving.schemas import FastJSON, ItemList
 from serving.telemetry import count_source
 
@@ -16,7 +16,7 @@ router = APIRouter(prefix="/v1", tags=["items"], dependencies=[ReadAccess])
 
 @router.get("/items/{item_id}/similar", response_model=ItemList)
 async def similar_items(
-    item_id: Annotated[str, Path(min_length=1, max_length=256)],
+    item_id: Annotated[str, Path(min_length=1, max_length=256, pattern=ID_PATTERN)],
     service: ServiceDep,
     settings: SettingsDep,
     n: N = 10,

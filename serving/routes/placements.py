@@ -11,13 +11,13 @@ from starlette.routing import Route
 from recommender.online.placements import PLACEMENT_NAME
 from recommender.online.service import RecommendationService
 from serving.deps import USER_SIGNATURE, ReadRole, authorize, check_user_signature
-from serving.params import MAX_EXCLUDE_CHARS, MAX_TEXT, Category, Details, N, invalid, parse_placement_query
+from serving.params import ID_PATTERN, MAX_EXCLUDE_CHARS, MAX_TEXT, Category, Details, N, invalid, parse_placement_query
 from serving.schemas import FastJSON, PlacementList, Problem
 from serving.telemetry import count_source
 
 PATH = "/v1/placements/{name}"
 router = APIRouter(prefix="/v1", tags=["placements"])
-Text = Annotated[str | None, Query(min_length=1, max_length=MAX_TEXT)]
+Text = Annotated[str | None, Query(min_length=1, max_length=MAX_TEXT, pattern=ID_PATTERN)]
 
 
 @router.get(  # documents the route (OpenAPI, /docs); requests are served through ``route`` below

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException, Request, status
+from fastapi import APIRouter, Request
 from starlette.routing import Route
 
 from recommender.online.service import RecommendationService
 from serving.deps import USER_SIGNATURE, authorize, check_user_signature
-from serving.params import MAX_TEXT, OPENAPI_PARAMETERS, parse_list_query
+from serving.params import OPENAPI_PARAMETERS, check_id, parse_list_query
 from serving.schemas import FastJSON, Problem, Recommendations
 from serving.telemetry import count_source
 
@@ -26,8 +26,7 @@ async def user_recommendations(request: Request) -> FastJSON:
     service: RecommendationService = request.app.state.service
     user_id: str = request.path_params["user_id"]  # read by hand like the query: no per-request param solving
     role = authorize(service.settings, request.headers.get("x-api-key"), "read")
-    if len(user_id) > MAX_TEXT:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "user_id is longer than 256 characters")
+    check_id("user_id", user_id, "path")
     check_user_signature(service.settings, role, {user_id}, request.headers.get(USER_SIGNATURE))
     q = parse_list_query(request.query_params, service.settings.max_n)
     found = await service.recommendations(user_id, q.n, q.exclude, q.category, q.details)

@@ -251,6 +251,23 @@ def test_an_event_whose_recommendation_id_is_not_an_issued_shape_is_refused_with
         assert c.post("/v1/events", json=event | {"recommendation_id": "1-home-00ab-ff"}).status_code == 202
 
 
+def test_ids_are_any_script_without_control_characters(client: TestClient) -> None:
+    """The documented id set (serving.params.ID_PATTERN), at every route that takes an id; any script passes."""
+    for path in (
+        "/v1/users/a%01b/recommendations",
+        "/v1/placements/home?user_id=a%00b",
+        "/v1/placements/product?item_id=i%7F1",
+        "/v1/items/i%1B1/similar",
+    ):
+        refused = client.get(path)
+        assert (
+            refused.status_code == 422
+            and "control characters" in str(refused.json())
+            or "pattern" in str(refused.json())
+        ), path
+    assert client.get("/v1/users/%E7%94%A8%E6%88%B7/recommendations").status_code == 200  # 用户
+
+
 def test_signatures_expire_and_any_header_text_gets_a_clear_4xx(api_settings: Settings) -> None:
     """A signature holds for the max age after its time; older or future-dated is 401 with the reason. Any
     header text a public key can send (non-ASCII, old-style bare hex, a forged time) is a 4xx on every
