@@ -17,6 +17,7 @@ SETTINGS = Settings(hmac_secret="plain-test-secret")
 NOW = datetime(2026, 12, 3, 10, 0, tzinfo=UTC)
 
 ids = st.text(alphabet="abcXYZ019-_:.é", min_size=1, max_size=12)
+issued = st.text(alphabet="abcXYZ019-_:.", min_size=1, max_size=12)  # a recommendation id is printable ASCII
 padded = st.builds(lambda s, left, right: " " * left + s + " " * right, ids, st.integers(0, 2), st.integers(0, 2))
 when = st.datetimes(min_value=datetime(1995, 1, 1), max_value=datetime(2026, 12, 4, 9), timezones=st.just(UTC))
 iso = st.builds(
@@ -52,7 +53,7 @@ odd_number = st.sampled_from(["0", "-1", "1.5", "1e3", "abc", "99999999", " 7 ",
 def event(user: Any, item: Any, kind: Any, ts: Any, quantity: Any, price: Any) -> st.SearchStrategy[dict[str, Any]]:
     return st.fixed_dictionaries(
         {"user_id": user, "item_id": item, "event_type": kind, "timestamp": ts, "quantity": quantity, "price": price},
-        optional={"event_id": ids, "session_id": ids, "recommendation_id": ids},
+        optional={"event_id": ids, "session_id": ids, "recommendation_id": issued},
     )
 
 
