@@ -77,9 +77,9 @@ def read_catalog_csv(path: Path, max_field_length: int = 256) -> tuple[pa.Table,
     good = frame[~bad_mask]
     items = pa.table(
         {
-            "item_id": pa.array(good["item_id"].astype("string").str.strip().tolist(), pa.large_string()),
-            "title": pa.array(good["title"].tolist(), pa.large_string()),
-            "category": pa.array(good["category"].astype("string").str.strip().tolist(), pa.large_string()),
+            "item_id": _texts(good["item_id"].astype("string").str.strip()),
+            "title": _texts(good["title"]),
+            "category": _texts(good["category"].astype("string").str.strip()),
             "price": pa.array(price[~bad_mask].tolist(), pa.float64()),
             **{
                 col: pa.array([None if pd.isna(v) else v in _TRUE for v in flags[col][~bad_mask]], pa.bool_())
@@ -103,6 +103,11 @@ def read_catalog_csv(path: Path, max_field_length: int = 256) -> tuple[pa.Table,
         }
     )
     return items, bad
+
+
+def _texts(values: pd.Series) -> pa.Array:
+    """A text column, missing values (a column the file does not have) as nulls."""
+    return pa.array([None if pd.isna(v) else str(v) for v in values], pa.large_string())
 
 
 def _attributes_json(row: dict[str, object]) -> str | None:

@@ -217,3 +217,13 @@ def test_catalog_attributes_and_hidden_and_a_table_made_before_them(settings: Se
     assert rows["i0"]["title"] == "Old" and rows["i0"]["hidden"] is None  # the old row, evolved
     assert rows["i1"]["hidden"] is False and json.loads(rows["i1"]["attributes"]) == {"brand": "acme", "rating": 4.5}
     assert rows["i2"]["hidden"] is True and rows["i2"]["attributes"] is None
+
+
+def test_a_catalog_of_ids_and_attributes_alone_is_stored(settings: Settings, tmp_path: Path) -> None:
+    """No title, category or price column (item ids and their attribute ids): it was an ArrowTypeError."""
+    events = write(tmp_path / "e.csv", "user_id,item_id,event_type,timestamp\nu1,i1,view,2025-01-01T00:00:00Z\n")
+    path = write(tmp_path / "c.csv", "item_id,tags\ni1,3 7 12\ni2,4\n")
+    summary = ingest_file(events, settings, catalog=path)
+    assert (summary.catalog_items, summary.catalog_quarantined) == (2, 0)
+    rows = {r["item_id"]: r for r in Store(settings).read_items().to_pylist()}
+    assert rows["i1"]["title"] is None and json.loads(rows["i1"]["attributes"]) == {"tags": "3 7 12"}
