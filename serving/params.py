@@ -21,8 +21,8 @@ FALSE = {"0", "false", "no", "off", "f", "n"}
 MAX_EXCLUDE_CHARS = 20_000
 MAX_TEXT = 256
 ID_PATTERN = r"^[^\x00-\x1f\x7f]+$"
-"""A user or item id: 1 to 256 characters of any script, no control characters (as ingest checks them)."""
-_ID = re.compile(ID_PATTERN)
+"""A user or item id: 1 to 256 characters of any script, none of U+0000-U+001F or U+007F (as ingest checks them)."""
+_ID = re.compile(r"[^\x00-\x1f\x7f]+")  # fullmatch: a ``$`` would let a trailing newline through
 WHOLE = re.compile(r"\s*\+?[0-9]{1,9}\s*")
 """A whole number as the query may carry it (ASCII digits only: ``str.isdigit`` takes "²", which ``int`` refuses)."""
 
@@ -53,7 +53,7 @@ def _text(params: QueryParams, name: str, limit: int) -> str | None:
 
 def check_id(name: str, value: str | None, where: str = "query") -> str | None:
     """``value`` if it is an id (:data:`ID_PATTERN`, at most :data:`MAX_TEXT` characters); 422 otherwise."""
-    if value is not None and (len(value) > MAX_TEXT or not _ID.match(value)):
+    if value is not None and (len(value) > MAX_TEXT or not _ID.fullmatch(value)):
         raise invalid(name, f"{name} must be 1 to {MAX_TEXT} characters without control characters", value[:50], where)
     return value
 

@@ -35,7 +35,7 @@ def pseudonymize_many(user_ids: Iterable[str] | pd.Series, secret: str | bytes) 
     return out
 
 
-SIGNATURE_FORMAT = re.compile(r"t=(\d{1,12}),v1=([0-9a-fA-F]{64})")
+SIGNATURE_FORMAT = re.compile(r"t=([0-9]{1,12}),v1=([0-9a-fA-F]{64})")
 """``t=<unix seconds>,v1=<HMAC-SHA256 hex>``, the shape of a Stripe webhook signature."""
 FUTURE_SKEW_SECONDS = 300
 """How far ahead of this clock a signature's time may be (the signer's clock runs a little ahead)."""
@@ -52,10 +52,12 @@ class SignatureError(ValueError):
 def sign_user(user_id: str, secret: str | bytes, at: float | None = None) -> str:
     """The signature a shop's backend gives its page for a signed-in user: ``t=<unix seconds>,v1=<hex>``.
 
-    ``v1`` is HMAC-SHA256 of ``user:<t>.<user_id>`` under the signing secret, so the time cannot be
-    changed without the secret. With ``RECSYS_REQUIRE_USER_SIGNATURE`` the API takes events and
-    answers personalized reads for ``user_id`` only with this value in ``X-User-Signature``, for
-    ``RECSYS_USER_SIGNATURE_MAX_AGE`` seconds after ``t`` (keys of the write role are trusted).
+    ``v1`` is HMAC-SHA256 of ``user-v1:<t>:<user_id>`` under the signing secret, so the time cannot be
+    changed without the secret (the ``user-v1:`` prefix keeps it apart from the earlier untimed signatures,
+    HMAC of ``user:<user_id>``: none of those is valid here, whatever the user id). With
+    ``RECSYS_REQUIRE_USER_SIGNATURE`` the API takes events and answers personalized reads for ``user_id`` only
+    with this value in ``X-User-Signature``, for ``RECSYS_USER_SIGNATURE_MAX_AGE`` seconds after ``t`` (keys of
+    the write role are trusted).
     """
     t = int(time.time() if at is None else at)
     return f"t={t},v1={_user_mac(user_id, t, secret)}"
@@ -63,7 +65,7 @@ def sign_user(user_id: str, secret: str | bytes, at: float | None = None) -> str
 
 def _user_mac(user_id: str, t: int, secret: str | bytes) -> str:
     key = secret.encode() if isinstance(secret, str) else secret
-    return hmac.digest(key, f"user:{t}.".encode() + user_id.encode("utf-8"), "sha256").hex()
+    return hmac.digest(key, f"user-v1:{t}:".encode() + user_id.encode("utf-8"), "sha256").hex()
 
 
 def verify_user_signature(

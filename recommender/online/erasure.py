@@ -37,15 +37,20 @@ class ForgetReport:
 
 
 def forget_in_redis(r: redis.Redis, keys: Keys, user: str) -> tuple[int, int]:
-    """Delete a pseudonym's lists (recommended, bought, item sequence) in every version, their session and
-    stream entries; returns (keys, entries)."""
+    """Delete a pseudonym's lists (recommended, bought, item sequence) in every version, their session, their
+    cursors, their place in the experiments' exposed sets and their stream entries; returns (keys, entries)."""
     versions = {str(v) for v in r.lrange(keys.versions, 0, -1)} | {str(v) for v in r.smembers(keys.started)}
+    tokens = [str(t) for t in r.zrange(keys.cursors_of(user), 0, -1)]
     lists = int(
         r.delete(
             keys.session(user),
+            keys.cursors_of(user),
+            *[keys.cursor(t) for t in tokens],
             *[k for v in versions for k in (keys.user(v, user), keys.bought(v, user), keys.sequence(v, user))],
         )
     )
+    for exposed in r.scan_iter(match=keys.exposed("*", "*"), count=1000):  # the experiments' served users
+        r.srem(exposed, user)
     entries, start = 0, "-"
     while True:
         batch: list[Any] = list(r.xrange(keys.events, min=start, max="+", count=STREAM_SCAN) or [])

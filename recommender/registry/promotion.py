@@ -99,6 +99,14 @@ def protected_versions(c: MlflowClient, name: str) -> dict[str, str]:
     return {current: "production", **({earlier[-1]: "the rollback target"} if earlier else {})}
 
 
+def drop_from_history(c: MlflowClient, name: str, versions: list[str]) -> None:
+    """Take deleted ``versions`` out of production's history (what rollbacks go back along)."""
+    history = _history(c, name)
+    kept = [v for v in history if v not in set(versions)]
+    if kept != history:
+        c.set_registered_model_tag(name, HISTORY_TAG, json.dumps(kept))
+
+
 def _tag(c: MlflowClient, name: str, version: str, tags: dict[str, str]) -> None:
     for key, value in tags.items():
         c.set_model_version_tag(name, version, key, value)

@@ -241,17 +241,19 @@ def write_shard(
     for lo in range(0, len(users), batch):
         _renew(r, keys, version, settings)
         rows = users[lo : lo + batch]
+        done = lo + len(rows)
         ids, scores = bundle.recommend(rows, settings.top_n)
         if erased:
             keep = np.array([str(u) not in erased for u in vocab.users[rows]], dtype=bool)
             withheld += int((~keep).sum())
             rows, ids, scores = rows[keep], ids[keep], scores[keep]
-        shown[ids[ids >= 0]] = True
-        r.mset(_encoded([keys.user(version, str(u)) for u in vocab.users[rows]], ids, scores, vocab.items))
-        if bundle.bought is not None:
-            _write_bought(r, keys, version, bundle, rows)
-        _write_sequences(r, keys, version, bundle, rows)
-        progress("users", lo + len(rows), len(users))
+        if len(rows):  # a batch of forgotten users only writes nothing (an empty MSET is an error)
+            shown[ids[ids >= 0]] = True
+            r.mset(_encoded([keys.user(version, str(u)) for u in vocab.users[rows]], ids, scores, vocab.items))
+            if bundle.bought is not None:
+                _write_bought(r, keys, version, bundle, rows)
+            _write_sequences(r, keys, version, bundle, rows)
+        progress("users", done, len(users))
     for lo in range(0, len(items), batch):
         _renew(r, keys, version, settings)
         cols = items[lo : lo + batch]

@@ -23,7 +23,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
 from recommender.config import Settings
-from recommender.registry.promotion import protected_versions
+from recommender.registry.promotion import drop_from_history, protected_versions
 from recommender.registry.tracking import BUNDLE_PATH, client, tmp_dir
 
 
@@ -83,21 +83,21 @@ def purge(settings: Settings, users: Collection[str], now: datetime | None = Non
         else:
             _delete(c, name, version)
             out.deleted.append(version)
+    if out.deleted:
+        drop_from_history(c, name, out.deleted)  # a later rollback never targets a deleted version
     return out
 
 
 def _delete(c: mlflow.MlflowClient, name: str, version: str) -> None:
-    """The version, then its files: the logged model's artifacts and the run's (evaluation tables per user)."""
+    """Its files first (the logged model's artifacts, the run's evaluation tables per user), the version last: a
+    failure midway leaves the version registered, so the next pass finds it again."""
     mv = c.get_model_version(name, version)
-    locations = []
     model_id = logged_model_id(mv)
     if model_id:
-        locations.append(c.get_logged_model(model_id).artifact_location)
+        get_artifact_repository(c.get_logged_model(model_id).artifact_location).delete_artifacts()
     if mv.run_id:
-        locations.append(c.get_run(mv.run_id).info.artifact_uri)
+        get_artifact_repository(c.get_run(mv.run_id).info.artifact_uri).delete_artifacts()
     c.delete_model_version(name, version)
-    for location in locations:
-        get_artifact_repository(location).delete_artifacts()
     if model_id:
         c.delete_logged_model(model_id)
     if mv.run_id:

@@ -73,12 +73,12 @@ export class RecsysClient {
   }
 
   // X-User-Signature for a signed-in user: for the shop's backend (Node 18+), never a page (it needs the
-  // signing secret). "t=<unix seconds>,v1=<HMAC-SHA256 hex of user:<t>.<userId>>", as privacy.sign_user.
+  // signing secret). "t=<unix seconds>,v1=<HMAC-SHA256 hex of user-v1:<t>:<userId>>", as privacy.sign_user.
   static async signUser(userId, secret, at = Date.now() / 1000) {
     const t = Math.floor(at);
     const enc = new TextEncoder();
     const key = await crypto.subtle.importKey("raw", enc.encode(secret), { name: "HMAC", hash: "SHA-256" }, false, ["sign"]);
-    const mac = new Uint8Array(await crypto.subtle.sign("HMAC", key, enc.encode(`user:${t}.${userId}`)));
+    const mac = new Uint8Array(await crypto.subtle.sign("HMAC", key, enc.encode(`user-v1:${t}:${userId}`)));
     return `t=${t},v1=${Array.from(mac, (b) => b.toString(16).padStart(2, "0")).join("")}`;
   }
 }

@@ -185,7 +185,8 @@ def test_each_service_is_given_only_the_secrets_it_uses_by_name(compose: dict[st
                "MLFLOW_ADMIN_PASSWORD", "AIRFLOW_EXECUTOR", "RECSYS_WAREHOUSE", "RECSYS_REDIS_CLUSTER",
                "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "MLFLOW_S3_ENDPOINT_URL",
                "PYICEBERG_CATALOG__RECSYS__S3__ENDPOINT"}  # fmt: skip
-    assert given["api"] == {"RECSYS_HMAC_SECRET", "RECSYS_API_KEYS", "REDIS_PASSWORD", "RECSYS_API_WORKERS"}
+    assert given["api"] == {"RECSYS_HMAC_SECRET", "RECSYS_API_KEYS", "REDIS_PASSWORD", "RECSYS_API_WORKERS",
+                            "RECSYS_USER_SIGNING_SECRET", "RECSYS_REQUIRE_USER_SIGNATURE"}  # fmt: skip
     assert given["airflow-scheduler"] == airflow  # no API key: the smoke check reads /readyz
     assert given["airflow-init"] == airflow | {"AIRFLOW_ADMIN_PASSWORD"}
     assert given["mlflow"] == {"POSTGRES_PASSWORD", "MLFLOW_ADMIN_PASSWORD", "MLFLOW_FLASK_SECRET_KEY",

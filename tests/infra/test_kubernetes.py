@@ -161,11 +161,14 @@ def test_redis_and_the_api_admit_only_who_needs_them() -> None:
     )
     assert api["policyTypes"] == ["Ingress", "Egress"]
     [entry] = api["ingress"]
-    assert all(set(peer) == {"namespaceSelector"} for peer in entry["from"])  # namespaces, never everyone
-    assert {p["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"] for p in entry["from"]} == {
-        "ingress-nginx",
-        "monitoring",
-    }
+    namespaces = [p["namespaceSelector"]["matchLabels"] for p in entry["from"] if "namespaceSelector" in p]
+    pods = [p["podSelector"]["matchLabels"] for p in entry["from"] if "podSelector" in p]
+    assert len(namespaces) + len(pods) == len(entry["from"])  # named peers only, never everyone
+    assert {n["kubernetes.io/metadata.name"] for n in namespaces} == {"ingress-nginx", "monitoring"}
+    assert pods == [{"tier": "airflow"}]  # the smoke check
+    [api_pod] = [d for d in by_kind("Deployment") if d["metadata"]["name"] == "recsys-api"]
+    env = {e["name"] for e in containers(api_pod)[0]["env"]}
+    assert {"RECSYS_USER_SIGNING_SECRET", "RECSYS_REQUIRE_USER_SIGNATURE", "RECSYS_USER_SIGNATURE_MAX_AGE"} <= env
     to_redis, to_dns = api["egress"]
     assert to_redis["to"] == [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "redis"}}}]
     assert {p["port"] for p in to_dns["ports"]} == {53} and "kube-dns" in str(to_dns["to"])

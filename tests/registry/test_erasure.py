@@ -131,33 +131,63 @@ def test_a_user_forgotten_while_a_publish_writes_is_removed_before_the_flip(serv
 def test_the_forget_report_names_the_versions_holding_the_user_and_the_retention_deletes_the_old_ones(
     served_settings: Settings,
 ) -> None:
-    """Versions 1 (the rollback target), 2 (production) and 3 (a candidate) were trained before the deletion.
-    The report names all three; the retention keeps them while young, then deletes only the candidate, with
-    its run and files."""
+    """Versions 1, 2 (the rollback target), 3 (production) and 4 (a candidate) were trained before the deletion.
+    The report names all four; the retention keeps them while young, then deletes 1 and 4 with their runs and
+    files, takes 1 out of production's history, and a rollback still goes back to 2."""
     from mlflow.exceptions import MlflowException
     from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
     from recommender.ops.forget import purge_forgotten_models
+    from recommender.registry.promotion import rollback
     from recommender.registry.retention import logged_model_id
     from recommender.registry.tracking import client
 
     settings = served_settings
-    for promoted in (True, False):
+    for promoted in (True, True, False):
         out = train_and_register(settings, TrainConfig(family="popular"))
         if promoted:
             promote(settings, "production", out.model_version, force=True, reason="test")
     report = forget_user(settings, RAW)
-    assert report.model_versions == ["1", "2", "3"]
+    assert report.model_versions == ["1", "2", "3", "4"]
     young = purge_forgotten_models(settings)  # the default retention: 30 days
-    assert young.deleted == [] and set(young.kept) == {"1", "2", "3"} and "under the retention" in young.kept["3"]
+    assert young.deleted == [] and set(young.kept) == {"1", "2", "3", "4"} and "under the retention" in young.kept["4"]
     c = client(settings)
-    candidate = c.get_model_version(settings.model_name, "3")
-    bundle_files = get_artifact_repository(c.get_logged_model(str(logged_model_id(candidate))).artifact_location)
-    assert c.list_artifacts(candidate.run_id) and bundle_files.list_artifacts()
+    gone = [c.get_model_version(settings.model_name, v) for v in ("1", "4")]
+    bundles = [get_artifact_repository(c.get_logged_model(str(logged_model_id(v))).artifact_location) for v in gone]
+    assert all(c.list_artifacts(v.run_id) for v in gone) and all(b.list_artifacts() for b in bundles)
     purged = purge_forgotten_models(settings.model_copy(update={"forget_model_retention_days": 0}))
-    assert purged.deleted == ["3"] and purged.kept == {"1": "the rollback target", "2": "production"}
-    with pytest.raises(MlflowException):
-        c.get_model_version(settings.model_name, "3")
-    assert c.get_run(candidate.run_id).info.lifecycle_stage == "deleted" and c.list_artifacts(candidate.run_id) == []
-    assert bundle_files.list_artifacts() == []  # the bundle's files, which held the user, are gone too
-    assert forget_user(settings, RAW).model_versions == ["1", "2"]
+    assert purged.deleted == ["1", "4"] and purged.kept == {"2": "the rollback target", "3": "production"}
+    for version in gone:
+        with pytest.raises(MlflowException):
+            c.get_model_version(settings.model_name, version.version)
+        assert c.get_run(version.run_id).info.lifecycle_stage == "deleted" and c.list_artifacts(version.run_id) == []
+    assert all(b.list_artifacts() == [] for b in bundles)  # the bundles' files, which held the user, are gone too
+    assert forget_user(settings, RAW).model_versions == ["2", "3"]
+    assert rollback(settings, "test").version == "2"
+    with pytest.raises(LookupError):  # version 1 left production's history with its files: nothing to go back to
+        rollback(settings, "again")
+
+
+def test_a_batch_of_forgotten_users_only_writes_nothing_and_the_rest_is_served(served_settings: Settings) -> None:
+    """Every user of the first scoring batch forgotten (an empty MSET would have failed the whole publish)."""
+    r = redis.Redis.from_url(str(served_settings.redis_url), decode_responses=True)
+    settings = served_settings
+    bundle, _ = load_bundle(settings, alias=None, model_version="1")
+    first = {str(u) for u in bundle.vocab.users[: settings.publish_batch]}
+    version = begin(r, settings, bundle, "1", Store(settings).read_items())
+    written = write_shard(r, KEYS, version, bundle, settings, erased=frozenset(first))
+    assert written["withheld"] == len(first) and written["users"] == len(bundle.vocab.users) - len(first)
+    assert not any(r.exists(KEYS.user(version, u)) for u in first)
+    assert r.exists(KEYS.user(version, str(bundle.vocab.users[-1])))
+
+
+def test_forgetting_in_redis_leaves_the_pseudonym_nowhere(redis_settings: Settings) -> None:
+    """Lists aside: their cursors and their place in a running experiment's exposed users go too."""
+    r = redis.Redis.from_url(str(redis_settings.redis_url), decode_responses=True)
+    user, other = "p" * 32, "q" * 32
+    r.zadd(KEYS.cursors_of(user), {"tok1": 1.0})
+    r.sadd(KEYS.cursor("tok1"), "i1")
+    r.sadd(KEYS.exposed("exp1", "2"), user, other)
+    forget_in_redis(r, KEYS, user)
+    assert not r.exists(KEYS.cursors_of(user)) and not r.exists(KEYS.cursor("tok1"))
+    assert r.smembers(KEYS.exposed("exp1", "2")) == {other}

@@ -135,11 +135,11 @@ class _Requests:
 
 def sign_user(user_id: str, secret: str | bytes, at: float | None = None) -> str:
     """``X-User-Signature`` for a signed-in user, made by the shop's backend (never in a page: it needs the
-    signing secret): ``t=<unix seconds>,v1=<HMAC-SHA256 hex of user:<t>.<user_id>>``. It holds for
+    signing secret): ``t=<unix seconds>,v1=<HMAC-SHA256 hex of user-v1:<t>:<user_id>>``. It holds for
     ``RECSYS_USER_SIGNATURE_MAX_AGE`` seconds after ``t``."""
     t = int(time.time() if at is None else at)
     key = secret.encode() if isinstance(secret, str) else secret
-    return f"t={t},v1={hmac.digest(key, f'user:{t}.'.encode() + user_id.encode('utf-8'), 'sha256').hex()}"
+    return f"t={t},v1={hmac.digest(key, f'user-v1:{t}:'.encode() + user_id.encode('utf-8'), 'sha256').hex()}"
 
 
 class _Base:
