@@ -241,7 +241,7 @@ def write_shard(
     for lo in range(0, len(users), batch):
         _renew(r, keys, version, settings)
         rows = users[lo : lo + batch]
-        done = lo + len(rows)
+        scored = lo + len(rows)
         ids, scores = bundle.recommend(rows, settings.top_n)
         if erased:
             keep = np.array([str(u) not in erased for u in vocab.users[rows]], dtype=bool)
@@ -253,7 +253,7 @@ def write_shard(
             if bundle.bought is not None:
                 _write_bought(r, keys, version, bundle, rows)
             _write_sequences(r, keys, version, bundle, rows)
-        progress("users", done, len(users))
+        progress("users", scored, len(users))
     for lo in range(0, len(items), batch):
         _renew(r, keys, version, settings)
         cols = items[lo : lo + batch]
