@@ -340,6 +340,12 @@ class Store:
         return self._table("tombstones", TOMBSTONE_SCHEMA)
 
     # ---- reads -------------------------------------------------------------------
+    def tombstone_times(self) -> dict[str, float]:
+        """Every tombstoned pseudonym -> when it was forgotten (unix seconds)."""
+        rows = self.tombstones().scan().to_arrow()
+        times = rows.column("forgotten_at").cast(pa.int64()).to_pylist()
+        return {u: (t or 0) / 1e6 for u, t in zip(rows.column("user_id").to_pylist(), times, strict=True)}
+
     def forgotten_users(self) -> pa.Array:
         """Every tombstoned pseudonym."""
         return self.tombstones().scan(selected_fields=("user_id",)).to_arrow().column("user_id").combine_chunks()

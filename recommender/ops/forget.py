@@ -63,4 +63,4 @@ def with_model_versions(settings: Settings, reports: list[ForgetReport]) -> list
 def purge_forgotten_models(settings: Settings) -> Purged:
     """The retention: delete the registered versions older than ``RECSYS_FORGET_MODEL_RETENTION_DAYS`` that
     hold any forgotten user (tombstoned), with their runs and files; production and the rollback target stay."""
-    return purge(settings, Store(settings).forgotten_users().to_pylist())
+    return purge(settings, Store(settings).tombstone_times())

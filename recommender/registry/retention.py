@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import tempfile
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,19 +36,53 @@ def holding(settings: Settings, users: Collection[str]) -> dict[str, list[str]]:
     if not wanted:
         return {}
     found: dict[str, list[str]] = {}
-    name = settings.model_name
-    for mv in client(settings).search_model_versions(f"name = '{name}'"):
-        with tempfile.TemporaryDirectory(dir=tmp_dir(settings)) as tmp:
-            try:
-                path = mlflow.artifacts.download_artifacts(
-                    artifact_uri=f"models:/{name}/{mv.version}/{BUNDLE_PATH}/users.json", dst_path=tmp
-                )
-            except (MlflowException, OSError):
-                continue  # no bundle (a version logged by other code) or its files are gone
-            held = wanted.intersection(json.loads(Path(path).read_text()))
+    for mv in client(settings).search_model_versions(f"name = '{settings.model_name}'"):
+        held = wanted.intersection(_users_of(settings, str(mv.version)) or ())
         if held:
             found[str(mv.version)] = sorted(held)
     return dict(sorted(found.items(), key=lambda kv: int(kv[0])))
+
+
+def _users_of(settings: Settings, version: str) -> list[str] | None:
+    """The pseudonyms a registered version's bundle holds (None: it cannot be read now, or it has no bundle)."""
+    with tempfile.TemporaryDirectory(dir=tmp_dir(settings)) as tmp:
+        try:
+            path = mlflow.artifacts.download_artifacts(
+                artifact_uri=f"models:/{settings.model_name}/{version}/{BUNDLE_PATH}/users.json", dst_path=tmp
+            )
+        except (MlflowException, OSError):
+            return None
+        return list(json.loads(Path(path).read_text()))
+
+
+HOLDS_TAG = "recsys.holds_forgotten"
+CHECKED_TAG = "recsys.forgotten_checked_at"
+"""A version's vocabulary never changes and tombstones are only added: once a version holds a forgotten user it
+always will, and one that held none as of a tombstone time need be checked against newer tombstones only."""
+
+
+def holding_forgotten(settings: Settings, forgotten: Mapping[str, float]) -> list[str]:
+    """The registered versions holding any ``forgotten`` pseudonym (-> when it was tombstoned, unix seconds).
+
+    Remembered on each version as tags, so an hourly pass reads a version's vocabulary only when a user was
+    forgotten since its last check, and only against those users."""
+    if not forgotten:
+        return []
+    c, name = client(settings), settings.model_name
+    newest = max(forgotten.values())
+    found = []
+    for mv in c.search_model_versions(f"name = '{name}'"):
+        version, tags = str(mv.version), dict(mv.tags or {})
+        checked = float(tags.get(CHECKED_TAG, "-inf"))
+        # a version whose vocabulary cannot be read now keeps its tags, and is read again on the next pass
+        if tags.get(HOLDS_TAG) != "true" and checked < newest and (users := _users_of(settings, version)) is not None:
+            holds = bool({u for u, at in forgotten.items() if at > checked}.intersection(users))
+            c.set_model_version_tag(name, version, HOLDS_TAG, str(holds).lower())
+            c.set_model_version_tag(name, version, CHECKED_TAG, repr(newest))
+            tags[HOLDS_TAG] = str(holds).lower()
+        if tags.get(HOLDS_TAG) == "true":
+            found.append(version)
+    return sorted(found, key=int)
 
 
 @dataclass
@@ -64,14 +98,15 @@ class Purged:
         return asdict(self)
 
 
-def purge(settings: Settings, users: Collection[str], now: datetime | None = None) -> Purged:
-    """Delete every registered version holding any of ``users`` and older than the retention: the version,
-    its logged model's and its run's artifacts, the run. Production and the rollback target stay."""
+def purge(settings: Settings, forgotten: Mapping[str, float], now: datetime | None = None) -> Purged:
+    """Delete every registered version holding any ``forgotten`` pseudonym (-> its tombstone time) and older than
+    the retention: the version, its logged model's and its run's artifacts, the run. Production and the
+    rollback target stay."""
     c, name = client(settings), settings.model_name
     now = now or datetime.now(UTC)
     protected = protected_versions(c, name)
     out = Purged()
-    for version in holding(settings, users):
+    for version in holding_forgotten(settings, forgotten):
         mv = c.get_model_version(name, version)
         age_days = (now.timestamp() * 1000 - int(mv.creation_timestamp)) / 86_400_000
         if version in protected:

@@ -129,7 +129,7 @@ def test_a_user_forgotten_while_a_publish_writes_is_removed_before_the_flip(serv
 
 
 def test_the_forget_report_names_the_versions_holding_the_user_and_the_retention_deletes_the_old_ones(
-    served_settings: Settings,
+    served_settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Versions 1, 2 (the rollback target), 3 (production) and 4 (a candidate) were trained before the deletion.
     The report names all four; the retention keeps them while young, then deletes 1 and 4 with their runs and
@@ -138,6 +138,7 @@ def test_the_forget_report_names_the_versions_holding_the_user_and_the_retention
     from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
     from recommender.ops.forget import purge_forgotten_models
+    from recommender.registry import retention
     from recommender.registry.promotion import rollback
     from recommender.registry.retention import logged_model_id
     from recommender.registry.tracking import client
@@ -151,6 +152,9 @@ def test_the_forget_report_names_the_versions_holding_the_user_and_the_retention
     assert report.model_versions == ["1", "2", "3", "4"]
     young = purge_forgotten_models(settings)  # the default retention: 30 days
     assert young.deleted == [] and set(young.kept) == {"1", "2", "3", "4"} and "under the retention" in young.kept["4"]
+    with monkeypatch.context() as patched:  # remembered on the versions: the next pass reads no vocabulary
+        patched.setattr(retention, "_users_of", lambda *_: pytest.fail("read a vocabulary again"))
+        assert purge_forgotten_models(settings).kept == young.kept
     c = client(settings)
     gone = [c.get_model_version(settings.model_name, v) for v in ("1", "4")]
     bundles = [get_artifact_repository(c.get_logged_model(str(logged_model_id(v))).artifact_location) for v in gone]
