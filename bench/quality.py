@@ -149,11 +149,12 @@ def describe(trial: Trial) -> str:
     return ", ".join(parts) or "-"
 
 
-def cold_items_table(settings: Settings, seed: int = 0) -> None:
+def cold_items_table(settings: Settings, seed: int = 0, tower_seed: int = 0) -> None:
     """The new-items protocol (docs/quality.md) on what ``settings`` holds: events and a catalog with attributes."""
     from recommender.data.store import Store
     from recommender.modeling.content import (
         ContentTower,
+        TowerConfig,
         attribute_popularity,
         blended,
         cold_split,
@@ -178,7 +179,7 @@ def cold_items_table(settings: Settings, seed: int = 0) -> None:
     content = content_matrix(rows)
     counts = np.bincount(np.concatenate([np.asarray(t, dtype=np.int64) for t in split.train]), minlength=len(rows))
     clock = time.monotonic()
-    tower = ContentTower.fit(content, [t for t in split.train if len(t) > 1], split.warm)
+    tower = ContentTower.fit(content, [t for t in split.train if len(t) > 1], split.warm, TowerConfig(seed=tower_seed))
     fit_seconds = time.monotonic() - clock
     popularity = attribute_popularity(content, counts.astype(np.float64), split.new)
     position = {int(item): k for k, item in enumerate(split.new)}
@@ -194,7 +195,8 @@ def cold_items_table(settings: Settings, seed: int = 0) -> None:
             rankings[name].append(hit_rate(values, position[int(target)], rng=ties[name]))
     print(
         f"{len(split.new):,} new items (seed {seed}), {len(split.targets):,} users whose last item is new, "
-        f"{content.shape[1]:,} content tokens; the tower trained in {fit_seconds:.0f} s, peak memory {peak_gb():.1f} GB"
+        f"{content.shape[1]:,} content tokens; the tower (seed {tower_seed}) trained in {fit_seconds:.0f} s, "
+        f"peak memory {peak_gb():.1f} GB"
     )
     base = np.mean(rankings["plain TF-IDF profile"], axis=0)
     print("| ranking of the new items | HR@10 | NDCG@10 | vs the plain profile |")
@@ -226,6 +228,7 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=3000, help="with --diversity: evaluated users sampled")
     parser.add_argument("--cold-items", action="store_true", help="the new-items protocol instead of the search")
     parser.add_argument("--attributes", type=Path, help="with --cold-items: item -> attribute ids JSON, as catalog")
+    parser.add_argument("--tower-seed", type=int, default=0, help="with --cold-items: the content tower's seed")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         settings = Settings(home=Path(tmp))
@@ -238,7 +241,7 @@ def main() -> None:
             catalog = attributes_catalog(args.attributes, Path(tmp)) if args.attributes else None
             ingest_file(args.path, settings, args.format, catalog=catalog)
         if args.cold_items:
-            cold_items_table(settings)
+            cold_items_table(settings, tower_seed=args.tower_seed)
             return
         data = load_dataset(settings)
         if args.diversity:
