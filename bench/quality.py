@@ -48,7 +48,7 @@ from recommender.config import Settings
 from recommender.data.ingest import ingest_file
 from recommender.data.synthetic import ShopSpec, generate, write_shop
 from recommender.modeling.families import make_model
-from recommender.modeling.matrix import Weighting, confidence
+from recommender.modeling.matrix import Weighting, confidence, sequences
 from recommender.modeling.selection import Trial, search
 from recommender.modeling.together import baskets, evaluate_together
 from recommender.modeling.training import Dataset, default_weighting, score_test, train
@@ -167,15 +167,15 @@ def cold_items_table(settings: Settings, seed: int = 0, tower_seed: int = 0) -> 
     rows = [{**r, "attributes": json.loads(r["attributes"] or "{}")} for r in store.read_items().to_pylist()]
     rows.sort(key=lambda r: (len(r["item_id"]), r["item_id"]))  # numeric ids in numeric order: the reference split
     index = {r["item_id"]: k for k, r in enumerate(rows)}
-    events = store.read_events(columns=("user_id", "item_id", "timestamp"))
-    ordered = events.sort_by([("user_id", "ascending"), ("timestamp", "ascending")]).to_pydict()
-    sequences: dict[str, list[int]] = {}
-    for user, item in zip(ordered["user_id"], ordered["item_id"], strict=True):
-        if item not in index:  # an item with events and no catalog row: it still has a (featureless) place
-            index[item] = len(rows)
-            rows.append({"item_id": item})
-        sequences.setdefault(user, []).append(index[item])
-    split = cold_split(list(sequences.values()), len(rows), seed=seed)
+    inter = load_dataset(settings).inter
+    for item in inter.vocab.items:  # an item with events and no catalog row still has a (featureless) place
+        if str(item) not in index:
+            index[str(item)] = len(rows)
+            rows.append({"item_id": str(item)})
+    row_of = np.array([index[str(i)] for i in inter.vocab.items], dtype=np.int64)  # vocabulary column -> row
+    ordered = sequences(inter, np.ones(len(inter.user), dtype=bool))
+    per_user = [row_of[ordered.of(u)].tolist() for u in range(inter.shape[0])]
+    split = cold_split([s for s in per_user if s], len(rows), seed=seed)
     content = content_matrix(rows)
     counts = np.bincount(np.concatenate([np.asarray(t, dtype=np.int64) for t in split.train]), minlength=len(rows))
     clock = time.monotonic()

@@ -13,6 +13,7 @@ from typing import Any
 
 import redis
 
+from recommender.online.experiments import running_experiment
 from recommender.online.keys import Keys
 
 STREAM_SCAN = 10_000
@@ -46,11 +47,15 @@ def forget_in_redis(r: redis.Redis, keys: Keys, user: str) -> tuple[int, int]:
             keys.session(user),
             keys.cursors_of(user),
             *[keys.cursor(t) for t in tokens],
-            *[k for v in versions for k in (keys.user(v, user), keys.bought(v, user), keys.sequence(v, user))],
+            *[k for v in versions for k in keys.personal(v, user)],
         )
     )
-    for exposed in r.scan_iter(match=keys.exposed("*", "*"), count=1000):  # the experiments' served users
-        r.srem(exposed, user)
+    running = running_experiment(r, keys)
+    if running is not None:  # only the running experiment keeps its served users (a new one drops the old ones')
+        for version in versions:
+            model_version = r.hget(keys.meta(version), "model_version")
+            if model_version is not None:
+                r.srem(keys.exposed(running.id, str(model_version)), user)
     entries, start = 0, "-"
     while True:
         batch: list[Any] = list(r.xrange(keys.events, min=start, max="+", count=STREAM_SCAN) or [])

@@ -157,6 +157,11 @@ class Keys:
         """STRING: JSON list of a pseudonymized user's newest items, oldest first (sequential models only)."""
         return f"{self.ns(version)}sequence:{{{user_id}}}"
 
+    def personal(self, version: str, user_id: str) -> tuple[str, str, str]:
+        """Every key of ``version`` that holds a user's own data: recommended, bought, sequence (what forgetting
+        removes)."""
+        return self.user(version, user_id), self.bought(version, user_id), self.sequence(version, user_id)
+
     def sequence_model(self, version: str) -> str:
         """STRING: the sequential model's weights (base64 of an ``.npz``), read by the API's numpy forward pass."""
         return f"{self.ns(version)}sequence_model"

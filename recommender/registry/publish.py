@@ -208,7 +208,7 @@ def withhold(r: redis.Redis, keys: Keys, version: str, users: Collection[str]) -
     for lo in range(0, len(names), 1000):
         pipe = r.pipeline(transaction=False)
         for u in names[lo : lo + 1000]:
-            pipe.unlink(keys.user(version, u), keys.bought(version, u), keys.sequence(version, u))
+            pipe.unlink(*keys.personal(version, u))
         held += sum(1 for gone in pipe.execute() if int(gone))
     return held
 

@@ -17,6 +17,7 @@ from recommender.data.privacy import pseudonymize
 from recommender.data.store import Store
 from recommender.modeling.training import TrainConfig
 from recommender.online.erasure import forget_in_redis, request_forget
+from recommender.online.experiments import running_experiment, start_experiment
 from recommender.online.keys import Keys
 from recommender.ops.forget import forget_user
 from recommender.ops.pipeline import flip_published, plan_publish, publish_part
@@ -31,9 +32,7 @@ RAW = "u1"
 
 def holdings(r: redis.Redis, version: str, user: str) -> list[str]:
     """The keys of ``version`` that hold ``user``'s lists."""
-    return [
-        k for k in (KEYS.user(version, user), KEYS.bought(version, user), KEYS.sequence(version, user)) if r.exists(k)
-    ]
+    return [k for k in KEYS.personal(version, user) if r.exists(k)]
 
 
 def by_api(settings: Settings, r: redis.Redis) -> None:
@@ -191,7 +190,12 @@ def test_forgetting_in_redis_leaves_the_pseudonym_nowhere(redis_settings: Settin
     user, other = "p" * 32, "q" * 32
     r.zadd(KEYS.cursors_of(user), {"tok1": 1.0})
     r.sadd(KEYS.cursor("tok1"), "i1")
-    r.sadd(KEYS.exposed("exp1", "2"), user, other)
+    r.hset(KEYS.meta("m2-v"), "model_version", "2")
+    r.lpush(KEYS.versions, "m2-v")
+    start_experiment(r, KEYS, "m2-v")
+    running = running_experiment(r, KEYS)
+    assert running is not None
+    r.sadd(KEYS.exposed(running.id, "2"), user, other)
     forget_in_redis(r, KEYS, user)
     assert not r.exists(KEYS.cursors_of(user)) and not r.exists(KEYS.cursor("tok1"))
-    assert r.smembers(KEYS.exposed("exp1", "2")) == {other}
+    assert r.smembers(KEYS.exposed(running.id, "2")) == {other}

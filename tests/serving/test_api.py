@@ -210,15 +210,18 @@ def test_api_keys_and_roles(api_settings: Settings) -> None:
         assert c.post("/v1/events", json=event).status_code == 401  # open reads never open writes
 
 
+SIGNING_SECRET = "s" * 32
+
+
+def signatures_required(settings: Settings, keys: str, **more: object) -> Settings:
+    """``settings`` with these API keys, and user signatures (by :data:`SIGNING_SECRET`) required below write."""
+    update = {"api_keys": SecretStr(keys), "user_signing_secret": SecretStr(SIGNING_SECRET)}
+    return settings.model_copy(update={**update, "require_user_signature": True, **more})
+
+
 def test_identity_verification_binds_events_and_personal_reads_to_the_signed_user(api_settings: Settings) -> None:
-    secret = "s" * 32
-    signed = api_settings.model_copy(
-        update={
-            "api_keys": SecretStr("page-key:events,backend-key:write"),
-            "user_signing_secret": SecretStr(secret),
-            "require_user_signature": True,
-        }
-    )
+    secret = SIGNING_SECRET
+    signed = signatures_required(api_settings, "page-key:events,backend-key:write")
     alice, mallory = sign_user("alice", secret), sign_user("mallory", secret)
     event = {"user_id": "alice", "item_id": "i1", "event_type": "view", "timestamp": "2025-01-01T00:00:00Z"}
     page = {"X-API-Key": "page-key"}
@@ -270,15 +273,8 @@ def test_signatures_expire_and_any_header_text_gets_a_clear_4xx(api_settings: Se
     """A signature holds for the max age after its time; older or future-dated is 401 with the reason. Any
     header text a public key can send (non-ASCII, old-style bare hex, a forged time) is a 4xx on every
     personal route, never a 500."""
-    secret = "s" * 32
-    signed = api_settings.model_copy(
-        update={
-            "api_keys": SecretStr("page-key:events"),
-            "user_signing_secret": SecretStr(secret),
-            "require_user_signature": True,
-            "user_signature_max_age": 3600,
-        }
-    )
+    secret = SIGNING_SECRET
+    signed = signatures_required(api_settings, "page-key:events", user_signature_max_age=3600)
     now = time.time()
     fresh, stale, ahead = (sign_user("alice", secret, at) for at in (now - 60, now - 3700, now + 900))
     mac = fresh.split(",")[1]
