@@ -7,7 +7,12 @@ the similar list of a neighbour that lists it, and the popular list, again and a
 answers of each in a row, each on a new connection (so any worker), leave it out; the time from the PATCH's response to
 the first answer of that run is the latency. Then restock it the same way. Target: p99 < 1 s.
 
-    .venv/bin/python bench/availability.py [--items 200] [--workers 2]
+Then a new item, the same way, for ``--new-items`` items: PATCHed with the attributes of an item the
+model knows (its title changed), until its own product page shows the content model's first pick and
+the product page of the item it most likely follows shows it. Target: within a second, like the
+availability changes of the same run.
+
+    .venv/bin/python bench/availability.py [--items 200] [--new-items 50] [--workers 2]
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import time
 from pathlib import Path
 
 import httpx
+import numpy as np
 import orjson
 import redis
 
@@ -29,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import SECRET, UNLIMITED, latencies, published_shop, wait_ready
 from recommender.data.privacy import pseudonymize
 from recommender.online.keys import Keys
+from recommender.registry.newitems import published_index
 from tests.conftest import free_port
 
 KEY = "bench-writer"
@@ -73,19 +80,48 @@ def _shows(http: httpx.Client, url: str, item: str) -> bool:
 def _until(http: httpx.Client, item: str, urls: list[str], present: bool) -> float:
     """Seconds until a run of answers (``RUN`` per URL, so every worker) all show ``item`` present / absent;
     the time is taken when that run started."""
+    return _until_all(http, [(url, item) for url in urls], present)
+
+
+def _until_all(http: httpx.Client, checks: list[tuple[str, str]], present: bool) -> float:
+    """:func:`_until` for (URL, item) pairs."""
     start = time.perf_counter()
     while True:
         began = time.perf_counter() - start
-        if all(_shows(http, url, item) == present for url in urls for _ in range(RUN)):
+        if all(_shows(http, url, item) == present for url, item in checks for _ in range(RUN)):
             return began
         if began > 30:
-            raise SystemExit(f"{item} still {'absent' if present else 'present'} after 30 s")
+            raise SystemExit(f"{checks} still {'absent' if present else 'present'} after 30 s")
+
+
+def _new_items(
+    r: redis.Redis, keys: Keys, version: str, count: int
+) -> list[tuple[str, dict[str, object], list[tuple[str, str]]]]:
+    """(new item, its PATCH body, the (URL, item) pairs that show it placed) for ``count`` new items."""
+    index = published_index(r, keys, version)
+    known = [index.ids[p] for p in np.flatnonzero(index.modelled & ~index.new)]
+    out = []
+    for k, model in enumerate(known[:count]):
+        details = orjson.loads(r.hget(keys.items(version), model) or "{}")
+        item = f"bench-new-{k}"
+        extra = {a: v for a, v in details.items() if a not in {"title", "category", "price", "in_stock", "hidden"}}
+        change = {"title": f"{details.get('title')} refill", "category": details.get("category")}
+        vector, bias, after = index.encode({**change, **extra})
+        first = index.follows(after, 1, item)[0][0]
+        page = index.pages(vector, bias, 1)[0][0]
+        checks = [
+            (f"/v1/placements/product?item_id={item}&n=8", first),
+            (f"/v1/placements/product?item_id={page}&n=8", item),
+        ]
+        out.append((item, {**change, "attributes": extra}, checks))
+    return out
 
 
 def main() -> None:
     """Print p50 / p99 / max of both directions in milliseconds as one JSON line."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--items", type=int, default=200)
+    parser.add_argument("--new-items", type=int, default=50)
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
     with published_shop("availabilitybench-") as (_, _server, settings):
@@ -94,6 +130,7 @@ def main() -> None:
         keys = Keys()
         version = str(r.get(keys.active))
         probes = _probes(r, keys, version, args.items)
+        new = _new_items(r, keys, version, args.new_items)
         port = free_port()
         env = {
             **os.environ,
@@ -106,7 +143,7 @@ def main() -> None:
         }
         cmd = [sys.executable, "-m", "uvicorn", "--factory", "serving.app:create_app", "--port", str(port)]
         api = subprocess.Popen([*cmd, "--workers", str(args.workers), "--log-level", "warning"], env=env)
-        gone, back = [], []
+        gone, back, placed = [], [], []
         try:
             fresh = httpx.Limits(max_keepalive_connections=0)  # a new connection per request: any worker answers
             base = f"http://127.0.0.1:{port}"
@@ -117,6 +154,9 @@ def main() -> None:
                     gone.append(_until(http, item, urls, present=False) * 1000)
                     assert http.patch(f"/v1/items/{item}", json={"in_stock": True}).status_code == 200
                     back.append(_until(http, item, urls, present=True) * 1000)
+                for item, body, checks in new:
+                    assert http.patch(f"/v1/items/{item}", json=body).status_code == 200
+                    placed.append(_until_all(http, checks, present=True) * 1000)
         finally:
             api.terminate()
             api.wait(10)
@@ -128,6 +168,8 @@ def main() -> None:
                 "workers": args.workers,
                 "unavailable": latencies(gone),
                 "restocked": latencies(back),
+                "new_items": len(new),
+                "new_item_placed": latencies(placed),
             }
         )
     )

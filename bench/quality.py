@@ -151,20 +151,11 @@ def describe(trial: Trial) -> str:
 
 def cold_items_table(settings: Settings, seed: int = 0, tower_seed: int = 0) -> None:
     """The new-items protocol (docs/quality.md) on what ``settings`` holds: events and a catalog with attributes."""
+    from recommender.data.catalog import details_of
     from recommender.data.store import Store
-    from recommender.modeling.content import (
-        ContentTower,
-        TowerConfig,
-        attribute_popularity,
-        blended,
-        cold_split,
-        content_matrix,
-        hit_rate,
-        tfidf_profile,
-    )
+    from recommender.modeling.content import COLD_RANKINGS, TowerConfig, cold_figures
 
-    store = Store(settings)
-    rows = [{**r, "attributes": json.loads(r["attributes"] or "{}")} for r in store.read_items().to_pylist()]
+    rows = [{"item_id": r["item_id"], **details_of(r)} for r in Store(settings).read_items().to_pylist()]
     rows.sort(key=lambda r: (len(r["item_id"]), r["item_id"]))  # numeric ids in numeric order: the reference split
     index = {r["item_id"]: k for k, r in enumerate(rows)}
     inter = load_dataset(settings).inter
@@ -175,34 +166,18 @@ def cold_items_table(settings: Settings, seed: int = 0, tower_seed: int = 0) -> 
     row_of = np.array([index[str(i)] for i in inter.vocab.items], dtype=np.int64)  # vocabulary column -> row
     ordered = sequences(inter, np.ones(len(inter.user), dtype=bool))
     per_user = [row_of[ordered.of(u)].tolist() for u in range(inter.shape[0])]
-    split = cold_split([s for s in per_user if s], len(rows), seed=seed)
-    content = content_matrix(rows)
-    counts = np.bincount(np.concatenate([np.asarray(t, dtype=np.int64) for t in split.train]), minlength=len(rows))
     clock = time.monotonic()
-    tower = ContentTower.fit(content, [t for t in split.train if len(t) > 1], split.warm, TowerConfig(seed=tower_seed))
-    fit_seconds = time.monotonic() - clock
-    popularity = attribute_popularity(content, counts.astype(np.float64), split.new)
-    position = {int(item): k for k, item in enumerate(split.new)}
-    names = ("random", "attribute popularity", "plain TF-IDF profile", "content tower",
-             "content tower + 0.5 profile (best on validation)")  # fmt: skip
-    rankings: dict[str, list[tuple[int, float]]] = {name: [] for name in names}
-    ties = {name: np.random.default_rng(seed) for name in names}  # one tie-break stream per ranking
-    draw = np.random.default_rng(seed + 1)
-    for history, target in zip(split.histories, split.targets, strict=True):
-        profile, towered = tfidf_profile(content, history, split.new), tower.scores(history, split.new)
-        scores = (draw.random(len(split.new)), popularity, profile, towered, blended(towered, profile))
-        for name, values in zip(names, scores, strict=True):
-            rankings[name].append(hit_rate(values, position[int(target)], rng=ties[name]))
+    figures = cold_figures(rows, per_user, seed=seed, config=TowerConfig(seed=tower_seed))
     print(
-        f"{len(split.new):,} new items (seed {seed}), {len(split.targets):,} users whose last item is new, "
-        f"{content.shape[1]:,} content tokens; the tower (seed {tower_seed}) trained in {fit_seconds:.0f} s, "
+        f"{figures['cold_items']:,.0f} new items (seed {seed}), {figures['cold_users']:,.0f} users whose last item "
+        f"is new; the tower (seed {tower_seed}) trained and all scored in {time.monotonic() - clock:.0f} s, "
         f"peak memory {peak_gb():.1f} GB"
     )
-    base = np.mean(rankings["plain TF-IDF profile"], axis=0)
+    base = figures["cold_profile_hr_at_10"], figures["cold_profile_ndcg_at_10"]
     print("| ranking of the new items | HR@10 | NDCG@10 | vs the plain profile |")
     print("|---|---|---|---|")
-    for name, hits in rankings.items():
-        hr, ndcg = np.mean(hits, axis=0)
+    for name in COLD_RANKINGS:
+        hr, ndcg = figures[f"cold_{name}_hr_at_10"], figures[f"cold_{name}_ndcg_at_10"]
         print(f"| {name} | {hr:.4f} | {ndcg:.4f} | {hr / base[0]:.2f}x / {ndcg / base[1]:.2f}x |")
 
 

@@ -84,6 +84,22 @@ class Settings(BaseSettings):
     k: int = Field(default=10, ge=1, le=1000, description="Cut-off of the reported metrics.")
     seed: int = 0
     train_threads: int = Field(default=0, ge=0, description="implicit threads (0: all cores).")
+    content_model: bool = Field(
+        default=True, description="Train the content model for new items (from catalog attributes) with every version."
+    )
+    new_item_max_users: int = Field(
+        default=2, ge=0, description="Items with at most this many users in the training data count as new."
+    )
+    new_item_slot: int = Field(
+        default=2, ge=0, le=1000, description="A new item enters a similar list after this many of its items."
+    )
+    new_items_per_list: int = Field(default=2, ge=0, le=100, description="New items at most in one similar list.")
+    new_items_max: int = Field(
+        default=10_000,
+        ge=0,
+        description="New items a publish gives lists and places, the most recently changed first (cost: this many "
+        "times the catalog); the others wait for a live change or a later publish.",
+    )
     search_seconds: float = Field(default=420.0, gt=0, description="Time budget of `--model auto`'s search.")
     search_trials: int = Field(default=300, ge=1, description="Most trials `--model auto` runs.")
     search_sequential_seconds: float = Field(

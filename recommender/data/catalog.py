@@ -7,6 +7,7 @@ rules can test; they are kept together as a JSON object in ``attributes``.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from recommender.data.events import Reasons, blank, raw_json
 from recommender.data.readers import FormatError
 
 CATALOG_COLUMNS = ("item_id", "title", "category", "price", "in_stock", "hidden")
+DETAIL_FIELDS = CATALOG_COLUMNS[1:]
 MAX_ATTRIBUTES = 32
 _TRUE = {"true", "1", "yes", "y", "t"}
 _FALSE = {"false", "0", "no", "n", "f"}
@@ -105,6 +107,12 @@ def read_catalog_csv(path: Path, max_field_length: int = 256) -> tuple[pa.Table,
     return items, bad
 
 
+def details_of(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A stored catalog row as the API shows it: the catalog fields, every attribute beside them."""
+    extra = json.loads(row["attributes"]) if row.get("attributes") else {}
+    return {**extra, **{k: row.get(k) for k in DETAIL_FIELDS}}
+
+
 def _texts(values: pd.Series) -> pa.Array:
     """A text column, missing values (a column the file does not have) as nulls."""
     return pa.array([None if pd.isna(v) else str(v) for v in values], pa.large_string())
@@ -133,5 +141,7 @@ def changed_rows(current: pa.Table, changes: list[tuple[str, dict[str, Any], dat
         if item in stored_at and at <= stored_at[item]:
             continue
         row.update({k: v for k, v in fields.items() if k in CATALOG_COLUMNS and k != "item_id"})
+        if extra := {k: v for k, v in fields.items() if k not in CATALOG_COLUMNS}:  # an attribute's live change
+            row["attributes"] = _attributes_json({**json.loads(row["attributes"] or "{}"), **extra})
         row["updated_at"] = max(at, row["updated_at"] or at)
     return pa.Table.from_pylist(list(by_id.values()), schema=ITEM_SCHEMA)

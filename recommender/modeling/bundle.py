@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from recommender.modeling.content import ContentModel
 from recommender.modeling.families import load_model
 from recommender.modeling.matrix import Sequences, Vocabulary, Weighting
 from recommender.modeling.models import Model
@@ -35,6 +36,8 @@ class Bundle:
     """User x item: the last purchase time (unix seconds); None in older bundles."""
     sequences: Sequences | None = None
     """Each user's items in time order, for models that read the order (None for the others)."""
+    content: ContentModel | None = None
+    """The content model for new items (None: the catalog has no content, or it was turned off)."""
 
     def save(self, folder: Path) -> Path:
         """Write the bundle into ``folder`` and return it."""
@@ -50,6 +53,8 @@ class Bundle:
             sp.save_npz(folder / "bought.npz", self.bought, compressed=False)
         if self.sequences is not None:
             self.sequences.save(folder / "sequences.npz")
+        if self.content is not None:
+            self.content.save(folder / "content")
         return folder
 
     @classmethod
@@ -69,6 +74,7 @@ class Bundle:
             together=together,
             bought=sp.csr_matrix(sp.load_npz(bought)) if bought.exists() else None,
             sequences=Sequences.load(seqs) if seqs.exists() else None,
+            content=ContentModel.load(folder / "content") if (folder / "content").exists() else None,
         )
 
     def recommend(self, rows: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:

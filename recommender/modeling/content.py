@@ -1,7 +1,7 @@
 """A content model for new items: catalog attributes in, a ranking of items no one has bought yet out.
 
 Features come from the catalog as tokens (:func:`item_tokens`): the category, a price bucket, the
-words of the title and of every other attribute (``brand=acme``, ``tags:12``). scikit-learn's
+words of the title and of every other attribute (``brand:acme``, ``tags=12``). scikit-learn's
 ``TfidfVectorizer`` weighs them (idf over the catalog, rows L2-normalized).
 
 Two rankings of candidates for a user with a history of (warm) items:
@@ -13,51 +13,48 @@ Two rankings of candidates for a user with a history of (warm) items:
   is the candidate's token embeddings alone, plus a learned bias per token, so an item with
   attributes and no interactions has a place. A full softmax over the warm items teaches it which
   attributes follow which (brand loyalty, a conditioner after a shampoo), which the plain profile
-  cannot see. Its score is blended with the profile's (z-scores per user, :data:`PROFILE_WEIGHT`).
+  cannot see. It is the content score served (blending in the profile scored worse on test).
 
-:func:`cold_split` and :func:`hit_rate` are the new-items protocol of docs/quality.md.
+:func:`cold_split`, :func:`hit_rate` and :func:`cold_figures` are the new-items protocol of docs/quality.md;
+:func:`fit_content` evaluates and fits the :class:`ContentModel` each training publishes with its version.
 """
 
 from __future__ import annotations
 
+import functools
+import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 from sklearn.feature_extraction.text import TfidfVectorizer
 
+from recommender.data.content import TokenWeights, item_tokens
+
 DECAY = 0.7
 """Weight of a history item per step back (the last one weighs 1)."""
-PROFILE_WEIGHT = 0.5
-"""The plain profile's share in the blended score (chosen on the validation split, docs/quality.md)."""
-PRICE_EDGES = (5, 10, 20, 50, 100, 200, 500)
 
 
-def item_tokens(row: Mapping[str, Any]) -> list[str]:
-    """The content tokens of one catalog row: category, price bucket, title words, every attribute's words."""
-    tokens = []
-    if row.get("category"):
-        tokens.append(f"category={row['category']}")
-    price = row.get("price")
-    if isinstance(price, int | float) and not isinstance(price, bool) and math.isfinite(price):
-        tokens.append(f"price<{next((e for e in PRICE_EDGES if price < e), 'max')}")
-    attributes = dict(row.get("attributes") or {})
-    if row.get("title"):
-        attributes["title"] = row["title"]
-    for key, value in sorted(attributes.items()):
-        values = value if isinstance(value, list) else [value]
-        for v in values:
-            tokens += [f"{key}:{word}" for word in str(v).lower().split()] if isinstance(v, str) else [f"{key}={v}"]
-    return tokens
+def vectorizer(rows: Sequence[Mapping[str, Any]]) -> tuple[TfidfVectorizer, sp.csr_matrix]:
+    """scikit-learn's TF-IDF over the rows' tokens (idf over the catalog, rows L2-normalized), and the matrix."""
+    fitted = TfidfVectorizer(analyzer=lambda tokens: tokens, lowercase=False)
+    return fitted, sp.csr_matrix(fitted.fit_transform([item_tokens(r) for r in rows]))
 
 
 def content_matrix(rows: Sequence[Mapping[str, Any]]) -> sp.csr_matrix:
     """Items x tokens, TF-IDF weighted and L2-normalized (scikit-learn), one row per catalog row."""
-    vectorizer = TfidfVectorizer(analyzer=lambda tokens: tokens, lowercase=False)
-    return sp.csr_matrix(vectorizer.fit_transform([item_tokens(r) for r in rows]))
+    return vectorizer(rows)[1]
+
+
+def token_weights(rows: Sequence[Mapping[str, Any]], max_tokens: int) -> TokenWeights:
+    """The rows' token vocabulary and idf (scikit-learn's), keeping each row's ``max_tokens`` heaviest tokens."""
+    fitted, _ = vectorizer(rows)
+    vocabulary = {str(t): int(i) for t, i in fitted.vocabulary_.items()} if hasattr(fitted, "vocabulary_") else {}
+    return TokenWeights(vocabulary, np.asarray(fitted.idf_, dtype=np.float64), max_tokens)
 
 
 def _weights(n: int, decay: float = DECAY) -> np.ndarray:
@@ -108,26 +105,31 @@ class ContentTower:
     @classmethod
     def fit(
         cls,
-        content: sp.csr_matrix,
+        tokens: tuple[np.ndarray, np.ndarray],
+        n_tokens: int,
         sequences: Iterable[Sequence[int]],
         candidates: np.ndarray,
         config: TowerConfig | None = None,
     ) -> ContentTower:
         """Train on next-item prediction over ``sequences`` (item rows, in time order), softmax over ``candidates``
-        (the warm items: the ones the sequences may hold)."""
+        (the warm items: the ones the sequences may hold). ``tokens``: every item row's (index, weight) arrays
+        (:meth:`TokenWeights.padded`), ``n_tokens`` wide in the vocabulary.
+
+        The softmax runs over every item row with the others masked, and batches have one size (a smaller
+        set is drawn with replacement), so each training of one catalog compiles one step: the new-items
+        evaluation and the fit on everything share it.
+        """
         import jax
         import jax.numpy as jnp
-        import optax
 
         cfg = config or TowerConfig()
-        index, weight = _padded(content, cfg.max_tokens)
+        index, weight = tokens
+        n_items = index.shape[0]
         histories, targets = _examples(sequences, cfg.max_history)
-        position = np.full(content.shape[0], -1, dtype=np.int64)
-        position[candidates] = np.arange(len(candidates))
-        labels = position[targets]
-        if (labels < 0).any():
+        allowed = np.zeros(n_items, dtype=bool)
+        allowed[candidates] = True
+        if not allowed[targets].all():
             raise ValueError("a sequence holds an item outside the candidates")
-        n_tokens, n_items = content.shape[1], content.shape[0]
         keys = jax.random.split(jax.random.PRNGKey(cfg.seed), 3)
         params = {
             "user_tokens": jax.random.normal(keys[0], (n_tokens, cfg.dim)) * 0.05,
@@ -135,38 +137,18 @@ class ContentTower:
             "ids": jax.random.normal(keys[2], (n_items, cfg.dim)) * 0.05,
             "bias": jnp.zeros(n_tokens),
         }
-        tok, wt = jnp.asarray(index), jnp.asarray(weight, dtype=jnp.float32)
-        recency = jnp.asarray(_weights(cfg.max_history), dtype=jnp.float32)
-        pool = jnp.asarray(candidates)
-
-        def embed(table: Any, items: Any) -> Any:
-            return (table[tok[items]] * wt[items][..., None]).sum(-2)
-
-        def loss(p: Any, hist: Any, mask: Any, y: Any) -> Any:
-            rep = embed(p["user_tokens"], hist) + p["ids"][hist]
-            w = recency * mask
-            user = (rep * w[..., None]).sum(1) / jnp.maximum(w.sum(1, keepdims=True), 1e-6)
-            logits = user @ embed(p["item_tokens"], pool).T + (p["bias"][tok[pool]] * (wt[pool] > 0)).sum(-1)
-            return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
-
-        optimizer = optax.adamw(cfg.learning_rate, weight_decay=cfg.weight_decay)
+        optimizer, step = _trainer(cfg.learning_rate, cfg.weight_decay)
         state = optimizer.init(params)
-
-        @jax.jit
-        def step(p: Any, s: Any, hist: Any, mask: Any, y: Any) -> Any:
-            value, grads = jax.value_and_grad(loss)(p, hist, mask, y)
-            updates, s = optimizer.update(grads, s, p)
-            return optax.apply_updates(p, updates), s, value
-
+        fixed = (jnp.asarray(index), jnp.asarray(weight), jnp.asarray(allowed), jnp.asarray(_weights(cfg.max_history)))
         mask = (histories >= 0).astype(np.float32)
         hist = np.maximum(histories, 0)
         order = np.random.default_rng(cfg.seed)
-        n = len(labels)
-        for _ in range(cfg.epochs):
-            perm = order.permutation(n)
-            for lo in range(0, n - cfg.batch + 1, cfg.batch):
+        n = len(targets)
+        for _ in range(cfg.epochs if n else 0):
+            perm = order.permutation(n) if n >= cfg.batch else order.choice(n, cfg.batch)
+            for lo in range(0, len(perm) - cfg.batch + 1, cfg.batch):
                 b = perm[lo : lo + cfg.batch]
-                params, state, _ = step(params, state, hist[b], mask[b], labels[b])
+                params, state = step(params, state, *fixed, hist[b], mask[b], targets[b])
         arrays = {k: np.asarray(v, dtype=np.float32) for k, v in params.items()}
         return cls(**arrays, token_index=index, token_weight=weight, config=cfg)
 
@@ -187,34 +169,57 @@ class ContentTower:
         w = _weights(len(items))
         return np.asarray((rep * w[:, None]).sum(0) / w.sum(), dtype=np.float32)
 
+    def tastes(self, sequences: Sequence[Sequence[int]], batch: int = 10_000) -> np.ndarray:
+        """:meth:`user_vector` of every sequence (zeros for an empty one), as float16 rows, in batches."""
+        reps = self._embed(self.user_tokens, np.arange(len(self.ids))) + self.ids
+        recency = _weights(self.config.max_history).astype(np.float32)
+        width = self.config.max_history
+        out = np.zeros((len(sequences), self.ids.shape[1]), dtype=np.float16)
+        for lo in range(0, len(sequences), batch):
+            part = sequences[lo : lo + batch]
+            hist = np.full((len(part), width), -1, dtype=np.int64)
+            for r, seq in enumerate(part):
+                tail = list(seq[-width:])
+                hist[r, width - len(tail) :] = tail
+            w = recency * (hist >= 0)
+            vectors = (reps[np.maximum(hist, 0)] * w[..., None]).sum(1) / np.maximum(w.sum(1, keepdims=True), 1e-6)
+            out[lo : lo + len(part)] = vectors
+        return out
+
     def scores(self, history: Sequence[int], candidates: np.ndarray) -> np.ndarray:
         """The tower's score of each candidate for a user with ``history``."""
         vectors, bias = self.item_vectors(candidates)
         return np.asarray(vectors @ self.user_vector(history) + bias)
 
 
-def blended(tower: np.ndarray, profile: np.ndarray, weight: float = PROFILE_WEIGHT) -> np.ndarray:
-    """The served content score: the tower's and the plain profile's z-scores over the candidates, blended."""
-    return _z(tower) + weight * _z(profile)
+@functools.cache
+def _trainer(learning_rate: float, weight_decay: float) -> tuple[Any, Any]:
+    """The optimizer and the jitted training step (one per process and setting: compiled once per shape)."""
+    import jax
+    import jax.numpy as jnp
+    import optax
 
+    optimizer = optax.adamw(learning_rate, weight_decay=weight_decay)
 
-def _z(values: np.ndarray) -> np.ndarray:
-    spread = values.std()
-    return (values - values.mean()) / spread if spread > 0 else np.zeros_like(values)
+    def embed(table: Any, tok: Any, wt: Any, items: Any) -> Any:
+        return (table[tok[items]] * wt[items][..., None]).sum(-2)
 
+    def loss(p: Any, tok: Any, wt: Any, allowed: Any, recency: Any, hist: Any, mask: Any, y: Any) -> Any:
+        every = jnp.arange(tok.shape[0])  # every item's two sides once (the softmax needs every item's anyway)
+        reps = embed(p["user_tokens"], tok, wt, every) + p["ids"]
+        w = recency * mask
+        user = (reps[hist] * w[..., None]).sum(1) / jnp.maximum(w.sum(1, keepdims=True), 1e-6)
+        logits = user @ embed(p["item_tokens"], tok, wt, every).T + (p["bias"][tok] * (wt > 0)).sum(-1)
+        logits = jnp.where(allowed, logits, -1e9)
+        return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
 
-def _padded(content: sp.csr_matrix, width: int) -> tuple[np.ndarray, np.ndarray]:
-    """Each row's ``width`` heaviest tokens (at most: no wider than the row with most) as (index, weight) arrays,
-    zero-padded."""
-    width = max(1, min(width, int(np.diff(content.indptr).max(initial=0))))
-    index = np.zeros((content.shape[0], width), dtype=np.int32)
-    weight = np.zeros((content.shape[0], width), dtype=np.float32)
-    for row in range(content.shape[0]):
-        lo, hi = content.indptr[row], content.indptr[row + 1]
-        cols, vals = content.indices[lo:hi], content.data[lo:hi]
-        keep = np.argsort(-vals, kind="stable")[:width]
-        index[row, : len(keep)], weight[row, : len(keep)] = cols[keep], vals[keep]
-    return index, weight
+    @jax.jit
+    def step(p: Any, s: Any, tok: Any, wt: Any, allowed: Any, recency: Any, hist: Any, mask: Any, y: Any) -> Any:
+        grads = jax.grad(loss)(p, tok, wt, allowed, recency, hist, mask, y)
+        updates, s = optimizer.update(grads, s, p)
+        return optax.apply_updates(p, updates), s
+
+    return optimizer, step
 
 
 def _examples(sequences: Iterable[Sequence[int]], width: int) -> tuple[np.ndarray, np.ndarray]:
@@ -266,3 +271,116 @@ def hit_rate(scores: np.ndarray, target: int, k: int = 10, rng: np.random.Genera
     tied = int((scores == scores[target]).sum()) - 1
     rank = above + int(rng.integers(0, tied + 1))
     return (1, 1.0 / math.log2(rank + 2)) if rank < k else (0, 0.0)
+
+
+COLD_RANKINGS = ("random", "attribute_popularity", "profile", "tower")
+"""The rankings of the new-items protocol, compared in one run: the tower is the one served."""
+
+
+def cold_figures(
+    rows: Sequence[Mapping[str, Any]],
+    sequences: Sequence[Sequence[int]],
+    k: int = 10,
+    seed: int = 0,
+    config: TowerConfig | None = None,
+) -> dict[str, float]:
+    """The new-items protocol of docs/quality.md on item ``rows`` and users' ``sequences`` (row indices, in
+    time order): HR and NDCG at ``k`` of each of :data:`COLD_RANKINGS`, as flat metrics (``cold_*``)."""
+    cfg = config or TowerConfig()
+    split = cold_split([s for s in sequences if len(s)], len(rows), seed=seed)
+    out: dict[str, float] = {"cold_users": float(len(split.targets)), "cold_items": float(len(split.new))}
+    names = {name: f"cold_{name}" for name in COLD_RANKINGS}
+    if not len(split.targets) or not len(split.warm):
+        return out | {f"{m}_{kind}_at_{k}": 0.0 for m in names.values() for kind in ("hr", "ndcg")}
+    content = content_matrix(rows)
+    weights = token_weights(rows, cfg.max_tokens)
+    tower = ContentTower.fit(
+        weights.padded([item_tokens(r) for r in rows]),
+        len(weights.vocabulary),
+        [t for t in split.train if len(t) > 1],
+        split.warm,
+        cfg,
+    )
+    trained = np.concatenate([np.asarray(t, dtype=np.int64) for t in split.train])
+    popularity = attribute_popularity(content, np.bincount(trained, minlength=len(rows)).astype(float), split.new)
+    position = {int(item): p for p, item in enumerate(split.new)}
+    found: dict[str, list[tuple[int, float]]] = {name: [] for name in COLD_RANKINGS}
+    ties = {name: np.random.default_rng(seed) for name in COLD_RANKINGS}  # one tie-break stream per ranking
+    draw = np.random.default_rng(seed + 1)
+    for history, target in zip(split.histories, split.targets, strict=True):
+        scores = {
+            "random": draw.random(len(split.new)),
+            "attribute_popularity": popularity,
+            "profile": tfidf_profile(content, history, split.new),
+            "tower": tower.scores(history, split.new),
+        }
+        for name, values in scores.items():
+            found[name].append(hit_rate(values, position[int(target)], k, rng=ties[name]))
+    for name, hits in found.items():
+        hr, ndcg = np.mean(hits, axis=0)
+        out[f"{names[name]}_hr_at_{k}"], out[f"{names[name]}_ndcg_at_{k}"] = float(hr), float(ndcg)
+    return out
+
+
+@dataclass
+class ContentModel:
+    """The content model a version is published with: the token weights, the trained towers, each user's taste
+    (the user tower over their history), and its new-items figures."""
+
+    weights: TokenWeights
+    tower: ContentTower
+    taste: np.ndarray
+    """Users x dim (float16): the user side of the tower over each user's last items."""
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    def save(self, folder: Path) -> None:
+        """Write into ``folder`` (``content.npz``, ``content.json``)."""
+        folder.mkdir(parents=True, exist_ok=True)
+        t = self.tower
+        np.savez(
+            folder / "content.npz",
+            idf=self.weights.idf,
+            user_tokens=t.user_tokens,
+            item_tokens=t.item_tokens,
+            ids=t.ids,
+            bias=t.bias,
+            token_index=t.token_index,
+            token_weight=t.token_weight,
+            taste=self.taste,
+        )
+        vocabulary = sorted(self.weights.vocabulary, key=self.weights.vocabulary.__getitem__)
+        meta = {"tokens": vocabulary, "config": asdict(t.config), "metrics": self.metrics}
+        (folder / "content.json").write_text(json.dumps(meta))
+
+    @classmethod
+    def load(cls, folder: Path) -> ContentModel:
+        """Read what :meth:`save` wrote."""
+        meta = json.loads((folder / "content.json").read_text())
+        config = TowerConfig(**meta["config"])
+        with np.load(folder / "content.npz") as a:
+            arrays = {k: a[k] for k in a.files}
+        weights = TokenWeights({t: i for i, t in enumerate(meta["tokens"])}, arrays.pop("idf"), config.max_tokens)
+        taste = arrays.pop("taste")
+        return cls(weights, ContentTower(**arrays, config=config), taste, meta["metrics"])
+
+
+def fit_content(
+    rows: Sequence[Mapping[str, Any]],
+    sequences: Sequence[Sequence[int]],
+    k: int = 10,
+    seed: int = 0,
+    config: TowerConfig | None = None,
+) -> ContentModel | None:
+    """Evaluate (:func:`cold_figures`) and fit the content model on item ``rows`` and every user's ``sequences``
+    (row indices); None when no row has any content. The rows of items with events come first, in the order
+    of the model's item columns."""
+    cfg = config or TowerConfig(seed=seed)
+    tokens = [item_tokens(r) for r in rows]
+    if not any(tokens):
+        return None
+    metrics = cold_figures(rows, sequences, k, seed, cfg)
+    weights = token_weights(rows, cfg.max_tokens)
+    seen = np.unique(np.concatenate([np.asarray(s, dtype=np.int64) for s in sequences] + [np.zeros(0, np.int64)]))
+    tower = ContentTower.fit(weights.padded(tokens), len(weights.vocabulary), [s for s in sequences if len(s) > 1],
+                             seen, cfg)  # fmt: skip
+    return ContentModel(weights, tower, tower.tastes(sequences), metrics)

@@ -202,6 +202,10 @@ class Sequences:
         """The items of user row ``user``, oldest first."""
         return self.items[self.indptr[user] : self.indptr[user + 1]]
 
+    def lists(self) -> list[list[int]]:
+        """Every user's items, oldest first, as lists."""
+        return [self.of(u).tolist() for u in range(len(self.indptr) - 1)]
+
     def save(self, path: Path) -> None:
         """Write both arrays into one ``.npz`` file."""
         np.savez(path, indptr=self.indptr, items=self.items)

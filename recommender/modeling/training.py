@@ -19,6 +19,7 @@ import scipy.sparse as sp
 from recommender.config import Settings
 from recommender.data.profile import Profile
 from recommender.modeling.bundle import Bundle
+from recommender.modeling.content import fit_content
 from recommender.modeling.evaluation import EvalResult, evaluate
 from recommender.modeling.families import make_model
 from recommender.modeling.matrix import Interactions, Sequences, Split, Weighting, confidence, sequences
@@ -54,6 +55,8 @@ class Dataset:
     read_seconds: float = 0.0
     categories: np.ndarray | None = None
     """Each item column's catalog category ("" when unknown), for the repurchase intervals."""
+    items: list[dict[str, Any]] = field(default_factory=list)
+    """Every item's catalog details: the item columns first, in order, then the items no event names."""
 
 
 @dataclass
@@ -194,6 +197,12 @@ def train(
     }
     categories = data.categories if data.categories is not None else np.full(len(data.inter.vocab.items), "")
     lap("together")
+    content = None
+    if settings.content_model and data.items:
+        step("the content model for new items (and its new-items evaluation)")
+        content = fit_content(data.items, seqs.lists(), config.k, config.seed)
+        lap("content")
+    content_metrics = content.metrics if content is not None else {}
     bundle = Bundle(
         model=model,
         vocab=data.inter.vocab,
@@ -210,6 +219,7 @@ def train(
         },
         together=together(found.matrix, settings.similar_n),
         bought=last_purchases(data.inter),
+        content=content,
     )
     return Trained(
         config=config,
@@ -221,6 +231,6 @@ def train(
         baseline_test=base_test,
         bundle=bundle,
         seconds=seconds,
-        extra_metrics=together_metrics,
+        extra_metrics={**together_metrics, **content_metrics},
         curve=list(getattr(chosen, "history", [])),
     )

@@ -5,22 +5,30 @@
 * ``similar``: items similar to ``item_id``, re-ranked towards the user's own list when known;
 * ``together``: the cart items' bought-together lists fused (their similar lists where they have none);
 * ``buy_again``: bought items whose category's repurchase interval has passed;
-* ``recent``: the user's session, newest first.
+* ``recent``: the user's session, newest first;
+* ``new``: the items with no or few users in the training data and the ones added since, ranked for the
+  user by the content model (:mod:`recommender.online.content`).
+
+A ``similar`` list also carries the new items that most likely follow a view of its item, after its
+first ``RECSYS_NEW_ITEM_SLOT`` items.
 """
 
 from __future__ import annotations
 
+import base64
 import time
 from dataclasses import dataclass
 
+import numpy as np
 import orjson
 from redis.asyncio import Redis
 
 from recommender.config import Settings
+from recommender.online.content import LiveContent, merged, with_new
 from recommender.online.guard import Guard
 from recommender.online.keys import Keys, decode
 from recommender.online.listing import Lists, unscored
-from recommender.online.livestate import LiveState
+from recommender.online.livestate import AVAILABILITY, LiveState
 from recommender.online.placements import Placement, due_again, personalized
 from recommender.online.session import blend
 from recommender.online.versions import List, Versions, VersionState
@@ -60,12 +68,14 @@ class Feeds:
         if placement.feed == "similar":
             if not q.item_id:
                 raise PlacementQueryError("this placement needs item_id")
-            keys = [self.keys.similar(version, q.item_id)] + ([self.keys.user(version, user)] if user else [])
-            values = await self.guard(self.redis.mget(keys))
-            similar = decode(values[0])
+            keys = [self.keys.similar(version, q.item_id), self.keys.attached(version, q.item_id)]
+            values = await self.guard(self.redis.mget(keys + ([self.keys.user(version, user)] if user else [])))
+            similar = await self.with_new_items(state, live, q.item_id, decode(values[0]), decode(values[1]))
             if user:
-                similar = personalized(similar, decode(values[1]), placement.personalize)
+                similar = personalized(similar, decode(values[2]), placement.personalize)
             return [similar, unscored(await self.versions.popular(state, None))], "similar"
+        if placement.feed == "new":
+            return [await self._new_items(state, live, user)], "new"
         if placement.feed == "together":
             if not q.cart:
                 raise PlacementQueryError("this placement needs cart (comma-separated item ids)")
@@ -76,6 +86,43 @@ class Feeds:
             due = due_again(bought, lambda i: (info.get(i) or {}).get("category"), state.repurchase, time.time())
             return [due], "buy_again"
         return await self._user_lists(state, user, q.n, q.category)
+
+    async def content(self, state: VersionState, live: LiveState) -> LiveContent | None:
+        """The version's content index with every item added or changed since taken in (None: it has none)."""
+        content = await self.versions.content(state)
+        if content is None:
+            return None
+        if content.seen != (live.generation, live.content_epoch):
+            content.restart((live.generation, live.content_epoch))
+        todo = list(dict.fromkeys(live.content_log[content.offset :]))
+        if todo:
+            info = live.details(state, await self.versions.details(state, set(todo)))
+            for item in todo:
+                changed = live.changed(state, item)
+                if changed and not AVAILABILITY.issuperset(changed):  # (older changes: the version has them)
+                    content.add(item, info.get(item) or {}, self.settings.similar_n)
+            content.offset = len(live.content_log)
+        return content
+
+    async def with_new_items(
+        self, state: VersionState, live: LiveState, item: str, similar: List, attached: List
+    ) -> List:
+        """An item's similar list with the new items that join it (published, and added since in this worker's
+        copy); an item added since gets the content model's list."""
+        content = await self.content(state, live) if live.content_log else None
+        if content is not None:
+            similar = content.similar.get(item, similar)
+            attached = merged([attached, content.attached.get(item, ([], []))])
+        return with_new(similar, attached, self.settings.new_item_slot, self.settings.new_items_per_list)
+
+    async def _new_items(self, state: VersionState, live: LiveState, user: str | None) -> List:
+        """The new items (no or few users in the training data, or added since), best first for ``user``."""
+        content = await self.content(state, live)
+        if content is None:
+            return [], []
+        stored = await self.guard(self.redis.get(self.keys.taste(state.version, user))) if user else None
+        taste = np.frombuffer(base64.b64decode(stored), dtype=np.float16).astype(np.float32) if stored else None
+        return content.for_user(taste, self.settings.top_n)
 
     async def _together(self, state: VersionState, cart: tuple[str, ...]) -> Lists:
         keys = [self.keys.together(state.version, i) for i in cart] + [

@@ -157,10 +157,27 @@ class Keys:
         """STRING: JSON list of a pseudonymized user's newest items, oldest first (sequential models only)."""
         return f"{self.ns(version)}sequence:{{{user_id}}}"
 
-    def personal(self, version: str, user_id: str) -> tuple[str, str, str]:
-        """Every key of ``version`` that holds a user's own data: recommended, bought, sequence (what forgetting
-        removes)."""
-        return self.user(version, user_id), self.bought(version, user_id), self.sequence(version, user_id)
+    def taste(self, version: str, user_id: str) -> str:
+        """STRING: base64 of a pseudonymized user's taste vector (float16), the content model's user side."""
+        return f"{self.ns(version)}taste:{{{user_id}}}"
+
+    def personal(self, version: str, user_id: str) -> tuple[str, ...]:
+        """Every key of ``version`` that holds a user's own data: recommended, bought, sequence, taste (what
+        forgetting removes)."""
+        return (
+            self.user(version, user_id),
+            self.bought(version, user_id),
+            self.sequence(version, user_id),
+            self.taste(version, user_id),
+        )
+
+    def attached(self, version: str, item_id: str) -> str:
+        """STRING: {"items": [...], "scores": [...]}: new items that join the similar list of ``item_id``."""
+        return f"{self.ns(version)}attached:{item_id}"
+
+    def content(self, version: str, part: int) -> str:
+        """STRING: part ``part`` of the content index (base64 of an ``.npz``; ``content_parts`` in the meta)."""
+        return f"{self.ns(version)}content:{part}"
 
     def sequence_model(self, version: str) -> str:
         """STRING: the sequential model's weights (base64 of an ``.npz``), read by the API's numpy forward pass."""
@@ -189,6 +206,10 @@ class Keys:
     def categories(self, version: str) -> str:
         """STRING: JSON list of categories that have a popular list."""
         return f"{self.ns(version)}categories"
+
+
+List = tuple[list[str], list[float]]
+"""One published list: item ids, best first, and their scores."""
 
 
 def encode(items: list[str] | np.ndarray, scores: list[float] | np.ndarray) -> bytes:

@@ -22,15 +22,22 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from recommender.online.keys import Keys
 from recommender.online.rules import RuleSet
 
-LIVE_FIELDS = ("in_stock", "hidden", "price", "category", "title")
+ATTRIBUTE_NAME = r"^[a-z][a-z0-9_]{0,31}$"
+RESERVED = frozenset({"item_id", "title", "category", "price", "in_stock", "hidden", "attributes", "updated_at"})
+Attribute = (
+    Annotated[str, Field(max_length=256)]
+    | int
+    | Annotated[float, Field(allow_inf_nan=False)]
+    | Annotated[list[Annotated[str, Field(max_length=256)] | int], Field(max_length=16)]
+)
 SCAN_COUNT = 10_000
 COMPACT_BATCH = 1000
 CLOCK_MARGIN_SECONDS = 5.0
@@ -50,10 +57,24 @@ class ItemChange(BaseModel):
     price: float | None = Field(default=None, ge=0, allow_inf_nan=False)
     category: str | None = Field(default=None, min_length=1, max_length=256)
     title: str | None = Field(default=None, max_length=1024)
+    attributes: dict[Annotated[str, Field(pattern=ATTRIBUTE_NAME)], Attribute] | None = Field(
+        default=None,
+        max_length=32,
+        description="Other attributes (brand, colour, tags, ...): what rules test and the content model reads.",
+    )
+
+    @field_validator("attributes")
+    @classmethod
+    def _not_reserved(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        taken = sorted(set(value or ()) & RESERVED)
+        if taken:
+            raise ValueError(f"attributes {taken} are catalog fields of their own: set them beside attributes")
+        return value
 
     def fields(self) -> dict[str, Any]:
-        """The fields this change sets (an explicit null is not a change)."""
-        return {k: v for k, v in self.model_dump(exclude_unset=True).items() if v is not None}
+        """The fields this change sets (an explicit null is not a change), the attributes among them."""
+        fields = {k: v for k, v in self.model_dump(exclude_unset=True).items() if v is not None}
+        return {**fields.pop("attributes", {}), **fields}
 
 
 Overrides = dict[str, dict[str, tuple[Any, float]]]

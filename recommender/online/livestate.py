@@ -36,6 +36,9 @@ _GENERATIONS = itertools.count(1)
 STREAM_BATCH = 1000
 """Changes read per XRANGE; a poll reads at most :data:`MAX_BATCHES_PER_POLL` of them."""
 MAX_BATCHES_PER_POLL = 20
+AVAILABILITY = frozenset({"in_stock", "hidden", "price"})
+"""The live fields that change whether and how an item shows, not what it is (the content model reads the
+price's bucket from the catalog as published)."""
 
 
 @dataclass
@@ -55,6 +58,11 @@ class LiveState:
     generation: int = field(default_factory=lambda: next(_GENERATIONS))
     changes: dict[str, int] = field(default_factory=dict)
     """item -> how many changes this copy applied to it: with the generation, what rule verdicts are valid for."""
+    content_log: list[str] = field(default_factory=list)
+    """Items whose content (anything but :data:`AVAILABILITY`) changed, in the order applied: what new-item
+    indexes (:class:`~recommender.online.content.LiveContent`) take in from their last position."""
+    content_epoch: int = 0
+    """Moves when :meth:`prune` rewrites ``content_log`` (the indexes take it in again from the start)."""
 
     @property
     def loaded(self) -> bool:
@@ -63,6 +71,8 @@ class LiveState:
     def apply(self, item: str, fields: Mapping[str, Any], at: float) -> None:
         """One change: each field takes ``(value, at)`` unless the copy holds a newer one."""
         self.changes[item] = self.changes.get(item, 0) + 1
+        if not AVAILABILITY.issuperset(fields):
+            self.content_log.append(item)
         current = self.overrides.setdefault(item, {})
         for name, value in fields.items():
             old = current.get(name)
@@ -80,6 +90,12 @@ class LiveState:
                 self.overrides[item] = fields
             else:
                 del self.overrides[item]
+        self.relist()
+
+    def relist(self) -> None:
+        """List the items whose content changed again, from the overrides kept (the indexes take them in anew)."""
+        self.content_log = [i for i, fields in self.overrides.items() if not AVAILABILITY.issuperset(fields)]
+        self.content_epoch += 1
 
     def changed(self, state: VersionState, item: str) -> dict[str, Any] | None:
         """The live fields of ``item`` newer than what ``state`` read, as {field: value} (None: none)."""
@@ -171,6 +187,7 @@ async def load(live: LiveState, redis: Redis, keys: Keys, guard: Guard) -> None:
     live.overrides = parse_live(raw)
     live.cutoff = float("-inf")
     live.prune(float(cutoff) if cutoff else float("-inf"))
+    live.relist()
     live.position = position
     await _read_changes(live, redis, keys, guard)  # what changed while the hash was read
 

@@ -9,7 +9,8 @@ placement with the list that feeds it, how many items it shows and its default r
   the training data (the similar-items lists for items without any) (``cart``);
 * ``buy_again``: items the user bought whose category is typically bought again after an interval
   that has now passed, most overdue first (``buy_again``);
-* ``recent``: the items of the user's session, newest first (``recently_viewed``).
+* ``recent``: the items of the user's session, newest first (``recently_viewed``);
+* ``new``: items with no or few interactions, ranked for the user by the content model (``new``).
 
 Rules stored with ``PUT /v1/rules/{placement}`` replace the config's rules of that placement.
 """
@@ -28,7 +29,7 @@ from recommender.online.rules import RuleSet
 from recommender.online.session import RRF_K
 
 PLACEMENT_NAME = r"^[a-z][a-z0-9_]{0,31}$"
-Feed = Literal["user", "similar", "together", "buy_again", "recent"]
+Feed = Literal["user", "similar", "together", "buy_again", "recent", "new"]
 
 
 class Placement(BaseModel):
@@ -48,6 +49,7 @@ DEFAULT_PLACEMENTS: dict[str, Placement] = {
     "cart": Placement(feed="together", n=6),
     "buy_again": Placement(feed="buy_again", n=6),
     "recently_viewed": Placement(feed="recent", n=5),
+    "new": Placement(feed="new", n=8),
 }
 
 

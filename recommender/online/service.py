@@ -302,10 +302,12 @@ class RecommendationService:
         return Listing(items, source, model_version, self.ids.issue(model_version, placement), cursor)
 
     async def similar(self, item_id: str, n: int, details: bool = False) -> Listing:
-        """Items similar to ``item_id`` (empty for an unknown item)."""
+        """Items similar to ``item_id``, with the new items that join its list (empty for an unknown item)."""
 
         async def read(state: VersionState) -> tuple[list[str], list[float]]:
-            return decode(await self.guard(self.redis.get(self.keys.similar(state.version, item_id))))
+            keys = [self.keys.similar(state.version, item_id), self.keys.attached(state.version, item_id)]
+            similar, attached = await self.guard(self.redis.mget(keys))
+            return await self.feeds.with_new_items(state, self.live, item_id, decode(similar), decode(attached))
 
         return await self._one_list(read, "similar", n, details, {item_id}, None)
 

@@ -18,12 +18,12 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 
+from recommender.online.content import ContentIndex, LiveContent
 from recommender.online.guard import Guard
-from recommender.online.keys import Keys, decode
+from recommender.online.keys import Keys, List, decode
 from recommender.online.sequence import SequenceScorer
 
 Item = dict[str, Any]
-List = tuple[list[str], list[float]]
 SCAN_COUNT = 10_000
 """Members per SSCAN / HSCAN call, and ids per HMGET: each call stays well inside the Redis timeout."""
 
@@ -45,6 +45,9 @@ class VersionState:
     details: dict[str, Item | None] = field(default_factory=dict)
     scorer: SequenceScorer | None = None
     scorer_read: bool = False
+    content_parts: int = 0
+    """Parts of the content index the version was published with (0: none)."""
+    content: LiveContent | None = None
 
 
 class Versions:
@@ -71,7 +74,8 @@ class Versions:
         return state
 
     async def _load(self, version: str) -> VersionState:
-        meta = await self.guard(self.redis.hmget(self.keys.meta(version), ["model_version", "catalog_read_at"]))
+        fields = ["model_version", "catalog_read_at", "content_parts"]
+        meta = await self.guard(self.redis.hmget(self.keys.meta(version), fields))
         repurchase = await self.guard(self.redis.hgetall(self.keys.repurchase(version)))
         out_of_stock = await self._members(self.keys.out_of_stock(version))
         hidden = await self._members(self.keys.hidden(version))
@@ -83,6 +87,7 @@ class Versions:
             hidden,
             {str(c): float(v) for c, v in repurchase.items()},
             out_of_stock | hidden,
+            content_parts=int(meta[2] or 0),
         )
 
     async def _members(self, key: str) -> frozenset[str]:
@@ -130,3 +135,14 @@ class Versions:
             state.scorer = SequenceScorer.from_bytes(base64.b64decode(blob)) if blob else None
             state.scorer_read = True
         return state.scorer
+
+    async def content(self, state: VersionState) -> LiveContent | None:
+        """The version's content index with this worker's additions (None: published without one), read once."""
+        if state.content is None and state.content_parts:
+            parts = await self.guard(
+                self.redis.mget([self.keys.content(state.version, p) for p in range(state.content_parts)])
+            )
+            if all(parts):
+                blob = base64.b64decode("".join(str(p) for p in parts))
+                state.content = LiveContent(ContentIndex.from_bytes(blob))
+        return state.content

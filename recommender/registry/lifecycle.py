@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from recommender.config import Settings
+from recommender.data.catalog import details_of
 from recommender.data.privacy import pseudonymize
 from recommender.data.profile import profile_of
 from recommender.data.store import Store
@@ -37,6 +39,14 @@ from recommender.registry.tracking import (
 TRAINING_COLUMNS = ("user_id", "item_id", "event_type", "timestamp")
 
 
+def catalog_rows(catalog: pa.Table, vocabulary: np.ndarray) -> list[dict[str, Any]]:
+    """Every item's details: the model's item columns first, in order (``{"item_id"}`` alone for one the
+    catalog lacks), then the catalog's items no event names."""
+    stored = {r["item_id"]: {"item_id": r["item_id"], **details_of(r)} for r in catalog.to_pylist()}
+    rows = [stored.pop(str(i), {"item_id": str(i)}) for i in vocabulary]
+    return rows + list(stored.values())
+
+
 def load_dataset(settings: Settings, snapshot_id: int | None = None, store: Store | None = None) -> Dataset:
     """Read a snapshot (the current one by default), encode and split it."""
     started = time.monotonic()
@@ -49,8 +59,8 @@ def load_dataset(settings: Settings, snapshot_id: int | None = None, store: Stor
     if len(forgotten):  # an older snapshot may predate a deletion: tombstones win
         events = events.filter(pc.invert(pc.is_in(events.column("user_id"), value_set=forgotten)))
     inter = interactions_from_events(events)
-    known = {r["item_id"]: r["category"] or "" for r in store.read_items().select(["item_id", "category"]).to_pylist()}
-    categories = np.array([known.get(str(i), "") for i in inter.vocab.items], dtype=object)
+    items = catalog_rows(store.read_items(), inter.vocab.items)
+    categories = np.array([r.get("category") or "" for r in items[: len(inter.vocab.items)]], dtype=object)
     split = leave_last_out(inter)
     if len(split.users) == 0:
         raise ValueError("no user has 3 or more distinct items: nothing to evaluate on")
@@ -63,6 +73,7 @@ def load_dataset(settings: Settings, snapshot_id: int | None = None, store: Stor
         profile=profile_of(events, settings.drift_window_days, snapshot),
         read_seconds=round(time.monotonic() - started, 3),
         categories=categories,
+        items=items,
     )
 
 

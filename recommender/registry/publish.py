@@ -21,7 +21,7 @@ import base64
 import json
 import time
 from collections.abc import Collection, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from itertools import islice
 from typing import Any
@@ -31,6 +31,7 @@ import pyarrow as pa
 import redis
 
 from recommender.config import Settings
+from recommender.data.catalog import DETAIL_FIELDS, details_of
 from recommender.data.store import Store
 from recommender.modeling.bundle import Bundle
 from recommender.modeling.sequential import export_bytes
@@ -38,6 +39,7 @@ from recommender.online.experiments import start_experiment
 from recommender.online.keys import Keys, encode
 from recommender.online.live import CLOCK_MARGIN_SECONDS, Overrides, compact_live, newer_than, read_live
 from recommender.progress import ProgressFn, no_progress
+from recommender.registry.newitems import content_index, write_content, write_tastes
 
 
 @dataclass(frozen=True)
@@ -70,9 +72,6 @@ def _encoded(keys: list[str], ids: np.ndarray, scores: np.ndarray, names: np.nda
     return out
 
 
-DETAIL_FIELDS = ("title", "category", "price", "in_stock", "hidden")
-
-
 @dataclass(frozen=True)
 class CatalogView:
     """The catalog a version is published with: the items table with the live changes newer than each row."""
@@ -82,6 +81,8 @@ class CatalogView:
     out_of_stock: list[str]
     hidden: list[str]
     read_at: float
+    updated: dict[str, float] = field(default_factory=dict)
+    """Item -> when its row or a live field of it last changed (unix seconds): the newest new items first."""
 
 
 def catalog_view(catalog: pa.Table | None, live: Overrides, read_at: float) -> CatalogView:
@@ -90,17 +91,18 @@ def catalog_view(catalog: pa.Table | None, live: Overrides, read_at: float) -> C
     stamps: dict[str, float] = {}
     if catalog is not None and catalog.num_rows:
         for row in catalog.select(["item_id", *DETAIL_FIELDS, "attributes", "updated_at"]).to_pylist():
-            extra = json.loads(row["attributes"]) if row.get("attributes") else {}
-            rows[row["item_id"]] = {**extra, **{k: row[k] for k in DETAIL_FIELDS}}
+            rows[row["item_id"]] = details_of(row)
             stamps[row["item_id"]] = row["updated_at"].timestamp()
     for item, fields in newer_than(live, stamps).items():
         rows[item] = {**rows.get(item, dict.fromkeys(DETAIL_FIELDS)), **fields}
+        stamps[item] = max(at for _, at in live[item].values())
     return CatalogView(
         categories={i: r["category"] for i, r in rows.items() if r.get("category")},
         details={i: json.dumps(r) for i, r in rows.items()},
         out_of_stock=[i for i, r in rows.items() if r.get("in_stock") is False],
         hidden=[i for i, r in rows.items() if r.get("hidden")],
         read_at=read_at,
+        updated=stamps,
     )
 
 
@@ -186,7 +188,10 @@ def _write_shared(
         for lo in range(0, len(gone), batch):
             pipe.sadd(key, *gone[lo : lo + batch])
     pipe.execute()
+    index = content_index(bundle, details, view.updated, settings.new_item_max_users, settings.new_items_max)
+    written = write_content(r, keys, version, index, settings.similar_n, batch) if index is not None else {}
     return {
+        **written,
         "users": len(vocab.users),
         "items": len(vocab.items),
         "categories": len(by_cat),
@@ -253,6 +258,7 @@ def write_shard(
             if bundle.bought is not None:
                 _write_bought(r, keys, version, bundle, rows)
             _write_sequences(r, keys, version, bundle, rows)
+            write_tastes(r, keys, version, bundle, rows)
         progress("users", scored, len(users))
     for lo in range(0, len(items), batch):
         _renew(r, keys, version, settings)
