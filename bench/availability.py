@@ -8,8 +8,9 @@ answers of each in a row, each on a new connection (so any worker), leave it out
 the first answer of that run is the latency. Then restock it the same way. Target: p99 < 1 s.
 
 Then a new item, the same way, for ``--new-items`` items: PATCHed with the attributes of an item the
-model knows (its title changed), until its own product page shows the content model's first pick and
-the product page of the item it most likely follows shows it. Target: within a second, like the
+model knows (its title changed), until its own product page shows the content model's first pick
+and the product page of the item it most likely follows shows it; then hidden (the next takes its
+slot). Target: within a second, like the
 availability changes of the same run.
 
     .venv/bin/python bench/availability.py [--items 200] [--new-items 50] [--workers 2]
@@ -33,6 +34,7 @@ import redis
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import SECRET, UNLIMITED, latencies, published_shop, wait_ready
+from recommender.config import Settings
 from recommender.data.privacy import pseudonymize
 from recommender.online.keys import Keys
 from recommender.registry.newitems import published_index
@@ -51,8 +53,9 @@ def _probes(r: redis.Redis, keys: Keys, version: str, count: int) -> list[tuple[
     """(item, the URLs whose answers show it now) for ``count`` items (none the catalog has unavailable)."""
     unavailable = set(r.smembers(keys.out_of_stock(version))) | set(r.smembers(keys.hidden(version)))
     popular = _lists(r, version, keys.popular(version))
+    shown = 10 - Settings().new_items_per_list  # the served list may carry new items before these
     similar = {
-        i: [s for s in _lists(r, version, keys.similar(version, i)) if s not in unavailable][:10] for i in popular
+        i: [s for s in _lists(r, version, keys.similar(version, i)) if s not in unavailable][:shown] for i in popular
     }
     out: list[tuple[str, list[str]]] = []
     for n in range(400):
@@ -99,6 +102,7 @@ def _new_items(
 ) -> list[tuple[str, dict[str, object], list[tuple[str, str]]]]:
     """(new item, its PATCH body, the (URL, item) pairs that show it placed) for ``count`` new items."""
     index = published_index(r, keys, version)
+    unavailable = set(r.smembers(keys.out_of_stock(version))) | set(r.smembers(keys.hidden(version)))
     known = [index.ids[p] for p in np.flatnonzero(index.modelled & ~index.new)]
     out = []
     for k, model in enumerate(known[:count]):
@@ -107,7 +111,7 @@ def _new_items(
         extra = {a: v for a, v in details.items() if a not in {"title", "category", "price", "in_stock", "hidden"}}
         change = {"title": f"{details.get('title')} refill", "category": details.get("category")}
         vector, bias, after = index.encode({**change, **extra})
-        first = index.follows(after, 1, item)[0][0]
+        first = next(i for i in index.follows(after, 20, item)[0] if i not in unavailable)
         page = index.pages(vector, bias, 1)[0][0]
         checks = [
             (f"/v1/placements/product?item_id={item}&n=8", first),
@@ -157,6 +161,7 @@ def main() -> None:
                 for item, body, checks in new:
                     assert http.patch(f"/v1/items/{item}", json=body).status_code == 200
                     placed.append(_until_all(http, checks, present=True) * 1000)
+                    http.patch(f"/v1/items/{item}", json={"hidden": True})  # leaves the page's slots to the next
         finally:
             api.terminate()
             api.wait(10)

@@ -27,6 +27,11 @@ from recommender.online.keys import List
 
 ATTACH_PAGES = 20
 """A new item joins the similar lists of at most this many items (the ones it most likely follows)."""
+ATTACHED_KEPT = 10
+"""New items kept per item as the ones that may join its similar list (the best first)."""
+ADDS_PER_REQUEST = 64
+"""Changed items a request takes into the index at most (each costs two products over the catalog); the
+next requests take the rest."""
 
 
 @dataclass
@@ -50,6 +55,7 @@ class ContentIndex:
     modelled: np.ndarray
     """Items: the collaborative model has a similar list for it."""
     position: dict[str, int] = field(init=False)
+    _targets: tuple[list[str], np.ndarray] | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         self.position = {item: p for p, item in enumerate(self.ids)}
@@ -79,10 +85,11 @@ class ContentIndex:
 
     def pages_many(self, vectors: np.ndarray, biases: np.ndarray, k: int = ATTACH_PAGES) -> list[List]:
         """:meth:`pages` for many items at once (one matrix product)."""
-        targets = np.flatnonzero(self.modelled & ~self.new)
-        scores = vectors @ self.after[targets].T + biases[:, None]
-        names = [self.ids[t] for t in targets]
-        return [_top(names, row, k) for row in scores]
+        if self._targets is None:  # the pages a new item may join: kept once (the modelled items' vectors)
+            chosen = np.flatnonzero(self.modelled & ~self.new)
+            self._targets = ([self.ids[t] for t in chosen], np.ascontiguousarray(self.after[chosen].T))
+        names, after = self._targets
+        return [_top(names, row, k) for row in vectors @ after + biases[:, None]]
 
     def for_user(self, taste: np.ndarray | None, k: int) -> List:
         """The new items, best first for a user of ``taste`` (by their bias alone without one)."""
@@ -124,13 +131,13 @@ def _top(ids: Sequence[str], scores: np.ndarray, k: int) -> List:
     return [ids[i] for i in order], [round(float(scores[i]), 6) for i in order]
 
 
-def with_new(similar: List, attached: List, slot: int, count: int) -> List:
+def with_new(similar: List, attached: Sequence[str], slot: int, count: int) -> List:
     """``similar`` with up to ``count`` of the ``attached`` new items (best first) after its first ``slot`` items.
 
     An inserted item takes the score of the item before it, so the list stays sorted by score.
     """
     present = set(similar[0])
-    news = [i for i in dict.fromkeys(attached[0]) if i not in present][:count]
+    news = [i for i in dict.fromkeys(attached) if i not in present][:count]
     if not news:
         return similar
     ids, scores = similar
@@ -170,22 +177,32 @@ class LiveContent:
         self.similar, self.attached, self.extra, self.seen, self.offset = {}, {}, {}, seen, 0
 
     def add(self, item: str, details: Mapping[str, Any], k: int) -> None:
-        """Encode one added or changed item and give it its place: its own list, the lists it joins."""
+        """Encode one added or changed item and give it its place: its own list, the lists it joins.
+
+        A modelled item keeps its history vector (its trained part stands) and joins no lists unless it is
+        new; an item without a token the model knows gets no list and no place (it would tie with all).
+        """
         index = self.index
+        if not len(index.weights.of(item_tokens(details))[0]):
+            return
         vector, bias, after = index.encode(details)
         p = index.position.get(item)
         if p is not None:  # a published item's content changed: it is what it says now
             index.vectors[p], index.bias[p] = vector, bias
-            if not index.modelled[p]:  # (a modelled item's history vector keeps its trained id embedding)
+            if not index.modelled[p]:
                 index.after[p] = after
-        if p is None or index.new[p]:
-            self.extra[item] = (vector, bias)
+        if p is not None and not index.new[p]:
+            return
+        self.extra[item] = (vector, bias)
         if p is None or not index.modelled[p]:
             self.similar[item] = index.follows(after, k, item)
         for page, score in zip(*index.pages(vector, bias), strict=True):
+            if page == item:
+                continue
             ids, scores = self.attached.get(page, ([], []))
             kept = [(i, s) for i, s in zip(ids, scores, strict=True) if i != item]
-            self.attached[page] = merged([([i for i, _ in kept], [s for _, s in kept]), ([item], [score])])
+            found = merged([([i for i, _ in kept], [s for _, s in kept]), ([item], [score])])
+            self.attached[page] = found[0][:ATTACHED_KEPT], found[1][:ATTACHED_KEPT]
 
     def for_user(self, taste: np.ndarray | None, k: int) -> List:
         """The new items (published and added since) for a user of ``taste``, best first."""

@@ -24,7 +24,7 @@ import orjson
 from redis.asyncio import Redis
 
 from recommender.config import Settings
-from recommender.online.content import LiveContent, merged, with_new
+from recommender.online.content import ADDS_PER_REQUEST, LiveContent, merged, with_new
 from recommender.online.guard import Guard
 from recommender.online.keys import Keys, decode
 from recommender.online.listing import Lists, unscored
@@ -94,14 +94,15 @@ class Feeds:
             return None
         if content.seen != (live.generation, live.content_epoch):
             content.restart((live.generation, live.content_epoch))
-        todo = list(dict.fromkeys(live.content_log[content.offset :]))
+        end = min(len(live.content_log), content.offset + ADDS_PER_REQUEST)  # noted before any await
+        todo = list(dict.fromkeys(live.content_log[content.offset : end]))
         if todo:
             info = live.details(state, await self.versions.details(state, set(todo)))
             for item in todo:
                 changed = live.changed(state, item)
                 if changed and not AVAILABILITY.issuperset(changed):  # (older changes: the version has them)
                     content.add(item, info.get(item) or {}, self.settings.similar_n)
-            content.offset = len(live.content_log)
+            content.offset = end
         return content
 
     async def with_new_items(
@@ -113,7 +114,9 @@ class Feeds:
         if content is not None:
             similar = content.similar.get(item, similar)
             attached = merged([attached, content.attached.get(item, ([], []))])
-        return with_new(similar, attached, self.settings.new_item_slot, self.settings.new_items_per_list)
+        blocked = live.unavailable(state)  # a hidden or sold-out new item leaves its slot to the next
+        shown = [i for i in attached[0] if i not in blocked]
+        return with_new(similar, shown, self.settings.new_item_slot, self.settings.new_items_per_list)
 
     async def _new_items(self, state: VersionState, live: LiveState, user: str | None) -> List:
         """The new items (no or few users in the training data, or added since), best first for ``user``."""

@@ -37,8 +37,8 @@ STREAM_BATCH = 1000
 """Changes read per XRANGE; a poll reads at most :data:`MAX_BATCHES_PER_POLL` of them."""
 MAX_BATCHES_PER_POLL = 20
 AVAILABILITY = frozenset({"in_stock", "hidden", "price"})
-"""The live fields that change whether and how an item shows, not what it is (the content model reads the
-price's bucket from the catalog as published)."""
+"""The live fields that change whether and how an item shows, not what it is: a price change alone does not
+encode an item again for the content model (a later content change, or the next publish, takes its bucket)."""
 
 
 @dataclass

@@ -9,6 +9,7 @@ changes (:mod:`recommender.online.livestate`) apply on top, per request, item by
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from collections import OrderedDict
 from collections.abc import Iterable
@@ -137,12 +138,15 @@ class Versions:
         return state.scorer
 
     async def content(self, state: VersionState) -> LiveContent | None:
-        """The version's content index with this worker's additions (None: published without one), read once."""
+        """The version's content index with this worker's additions (None: published without one), read once:
+        one GET per part (each within the Redis timeout), decoded off the event loop."""
         if state.content is None and state.content_parts:
-            parts = await self.guard(
-                self.redis.mget([self.keys.content(state.version, p) for p in range(state.content_parts)])
-            )
+            parts = [
+                await self.guard(self.redis.get(self.keys.content(state.version, p)))
+                for p in range(state.content_parts)
+            ]
             if all(parts):
-                blob = base64.b64decode("".join(str(p) for p in parts))
-                state.content = LiveContent(ContentIndex.from_bytes(blob))
+                blob = "".join(str(p) for p in parts)
+                index = await asyncio.to_thread(lambda: ContentIndex.from_bytes(base64.b64decode(blob)))
+                state.content = LiveContent(index)
         return state.content

@@ -16,12 +16,11 @@ import redis
 
 from recommender.data.content import item_tokens
 from recommender.modeling.bundle import Bundle
-from recommender.online.content import ContentIndex, List, merged
+from recommender.online.content import ATTACHED_KEPT, ContentIndex, List, merged
 from recommender.online.keys import Keys, encode
 
-PART_BYTES = 8 << 20
-"""The index is written in strings of at most this many bytes (each read well inside the Redis timeout)."""
-ATTACHED_KEPT = 10
+PART_BYTES = 4 << 20
+"""The index is written in strings of at most this many bytes (the API reads them one GET at a time)."""
 PAGE_BATCH = 256
 
 
