@@ -39,22 +39,35 @@ DECAY = 0.7
 """Weight of a history item per step back (the last one weighs 1)."""
 
 
-def vectorizer(rows: Sequence[Mapping[str, Any]]) -> tuple[TfidfVectorizer, sp.csr_matrix]:
-    """scikit-learn's TF-IDF over the rows' tokens (idf over the catalog, rows L2-normalized), and the matrix."""
-    fitted = TfidfVectorizer(analyzer=lambda tokens: tokens, lowercase=False)
-    return fitted, sp.csr_matrix(fitted.fit_transform([item_tokens(r) for r in rows]))
+@dataclass(frozen=True)
+class Features:
+    """The rows' content, fitted once: their tokens, scikit-learn's TF-IDF matrix of them, the vocabulary and
+    idf as :class:`TokenWeights`, and each row's heaviest tokens as the tower reads them."""
+
+    tokens: list[list[str]]
+    content: sp.csr_matrix
+    weights: TokenWeights
+    padded: tuple[np.ndarray, np.ndarray]
+
+
+def features(rows: Sequence[Mapping[str, Any]], max_tokens: int) -> Features:
+    """:class:`Features` of ``rows`` (one ``TfidfVectorizer`` fit: idf over the catalog, rows L2-normalized)."""
+    tokens = [item_tokens(r) for r in rows]
+    fitted = TfidfVectorizer(analyzer=lambda row: row, lowercase=False)
+    content = sp.csr_matrix(fitted.fit_transform(tokens))
+    vocabulary = {str(t): int(i) for t, i in fitted.vocabulary_.items()}
+    weights = TokenWeights(vocabulary, np.asarray(fitted.idf_, dtype=np.float64), max_tokens)
+    return Features(tokens, content, weights, weights.padded(tokens))
 
 
 def content_matrix(rows: Sequence[Mapping[str, Any]]) -> sp.csr_matrix:
     """Items x tokens, TF-IDF weighted and L2-normalized (scikit-learn), one row per catalog row."""
-    return vectorizer(rows)[1]
+    return features(rows, 1).content
 
 
 def token_weights(rows: Sequence[Mapping[str, Any]], max_tokens: int) -> TokenWeights:
     """The rows' token vocabulary and idf (scikit-learn's), keeping each row's ``max_tokens`` heaviest tokens."""
-    fitted, _ = vectorizer(rows)
-    vocabulary = {str(t): int(i) for t, i in fitted.vocabulary_.items()} if hasattr(fitted, "vocabulary_") else {}
-    return TokenWeights(vocabulary, np.asarray(fitted.idf_, dtype=np.float64), max_tokens)
+    return features(rows, max_tokens).weights
 
 
 def _weights(n: int, decay: float = DECAY) -> np.ndarray:
@@ -283,23 +296,21 @@ def cold_figures(
     k: int = 10,
     seed: int = 0,
     config: TowerConfig | None = None,
+    fitted: Features | None = None,
 ) -> dict[str, float]:
     """The new-items protocol of docs/quality.md on item ``rows`` and users' ``sequences`` (row indices, in
-    time order): HR and NDCG at ``k`` of each of :data:`COLD_RANKINGS`, as flat metrics (``cold_*``)."""
+    time order): HR and NDCG at ``k`` of each of :data:`COLD_RANKINGS`, as flat metrics (``cold_*``).
+    ``fitted``: the rows' :func:`features`, when the caller has them."""
     cfg = config or TowerConfig()
     split = cold_split([s for s in sequences if len(s)], len(rows), seed=seed)
     out: dict[str, float] = {"cold_users": float(len(split.targets)), "cold_items": float(len(split.new))}
     names = {name: f"cold_{name}" for name in COLD_RANKINGS}
     if not len(split.targets) or not len(split.warm):
         return out | {f"{m}_{kind}_at_{k}": 0.0 for m in names.values() for kind in ("hr", "ndcg")}
-    content = content_matrix(rows)
-    weights = token_weights(rows, cfg.max_tokens)
+    fitted = fitted or features(rows, cfg.max_tokens)
+    content = fitted.content
     tower = ContentTower.fit(
-        weights.padded([item_tokens(r) for r in rows]),
-        len(weights.vocabulary),
-        [t for t in split.train if len(t) > 1],
-        split.warm,
-        cfg,
+        fitted.padded, len(fitted.weights.vocabulary), [t for t in split.train if len(t) > 1], split.warm, cfg
     )
     trained = np.concatenate([np.asarray(t, dtype=np.int64) for t in split.train])
     popularity = attribute_popularity(content, np.bincount(trained, minlength=len(rows)).astype(float), split.new)
@@ -375,12 +386,11 @@ def fit_content(
     (row indices); None when no row has any content. The rows of items with events come first, in the order
     of the model's item columns."""
     cfg = config or TowerConfig(seed=seed)
-    tokens = [item_tokens(r) for r in rows]
-    if not any(tokens):
+    if not any(item_tokens(r) for r in rows):
         return None
-    metrics = cold_figures(rows, sequences, k, seed, cfg)
-    weights = token_weights(rows, cfg.max_tokens)
+    fitted = features(rows, cfg.max_tokens)
+    metrics = cold_figures(rows, sequences, k, seed, cfg, fitted)
     seen = np.unique(np.concatenate([np.asarray(s, dtype=np.int64) for s in sequences] + [np.zeros(0, np.int64)]))
-    tower = ContentTower.fit(weights.padded(tokens), len(weights.vocabulary), [s for s in sequences if len(s) > 1],
-                             seen, cfg)  # fmt: skip
-    return ContentModel(weights, tower, tower.tastes(sequences), metrics)
+    training = [s for s in sequences if len(s) > 1]
+    tower = ContentTower.fit(fitted.padded, len(fitted.weights.vocabulary), training, seen, cfg)
+    return ContentModel(fitted.weights, tower, tower.tastes(sequences), metrics)

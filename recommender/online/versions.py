@@ -58,6 +58,7 @@ class Versions:
         self.redis, self.keys, self.guard = redis, keys, guard
         self.item_cache_size, self.keep = item_cache_size, keep
         self._states: OrderedDict[str, VersionState] = OrderedDict()
+        self._content_read = asyncio.Lock()
 
     def cached(self, version: str) -> VersionState | None:
         """The state of ``version`` if it is loaded (no Redis call)."""
@@ -141,12 +142,14 @@ class Versions:
         """The version's content index with this worker's additions (None: published without one), read once:
         one GET per part (each within the Redis timeout), decoded off the event loop."""
         if state.content is None and state.content_parts:
-            parts = [
-                await self.guard(self.redis.get(self.keys.content(state.version, p)))
-                for p in range(state.content_parts)
-            ]
-            if all(parts):
-                blob = "".join(str(p) for p in parts)
-                index = await asyncio.to_thread(lambda: ContentIndex.from_bytes(base64.b64decode(blob)))
-                state.content = LiveContent(index)
+            async with self._content_read:  # one read at a time: requests at a flip share it, not N copies
+                if state.content is None:
+                    parts = [
+                        await self.guard(self.redis.get(self.keys.content(state.version, p)))
+                        for p in range(state.content_parts)
+                    ]
+                    if all(parts):
+                        blob = "".join(str(p) for p in parts)
+                        index = await asyncio.to_thread(lambda: ContentIndex.from_bytes(base64.b64decode(blob)))
+                        state.content = LiveContent(index)
         return state.content
