@@ -17,8 +17,9 @@ from pydantic import SecretStr
 from recommender.config import Settings
 from recommender.data.privacy import pseudonymize
 from recommender.online.content import ContentIndex
-from recommender.online.keys import Keys
-from recommender.registry.newitems import published_index
+from recommender.online.keys import Keys, decode
+from recommender.registry.newitems import content_index, published_index, write_content
+from recommender.registry.tracking import load_bundle
 from serving.app import create_app
 from tests.conftest import SECRET
 
@@ -58,8 +59,6 @@ def test_every_version_carries_its_content_index_and_each_users_taste(keyed: Set
     user = pseudonymize("u1", SECRET)
     taste = np.frombuffer(base64.b64decode(r.get(KEYS.taste(version, user))), dtype=np.float16)
     assert taste.shape == (index.item_tokens.shape[1],) and np.abs(taste).sum() > 0
-    for p in np.flatnonzero(index.new & ~index.modelled)[:5]:  # an item no one interacted with has a list
-        assert r.get(KEYS.similar(version, index.ids[p])) is not None
 
 
 def test_a_patched_new_item_is_on_its_page_and_its_neighbours_pages_of_another_worker(
@@ -114,3 +113,37 @@ def test_attributes_of_a_live_change_are_bounded_and_never_shadow_a_catalog_fiel
         {"attributes": {"tags": list(range(20))}},
     ):
         assert a.patch("/v1/items/fresh-2", json=body, headers=WRITE).status_code == 422, body
+
+
+def test_an_item_without_a_known_token_gets_no_place_and_the_browser_key_cannot_add_one(
+    two: tuple[TestClient, TestClient], keyed: Settings
+) -> None:
+    a, b = two
+    fill = served(b, "product", item_id="never-seen", n=8)
+    body = {"title": "zzqx", "attributes": {"material": "unobtainium"}}  # no token the model was trained on
+    assert a.patch("/v1/items/odd-1", json=body, headers=WRITE).status_code == 200
+    assert served(b, "product", item_id="odd-1", n=8) == fill  # the popular fill, no content list
+    assert "odd-1" not in served(b, "new", n=200)
+    assert a.patch("/v1/items/fresh-3", json={"category": "c01"}, headers=READ).status_code == 403  # browser key
+    assert "fresh-3" not in served(b, "new", n=200)
+
+
+def test_a_publish_gives_lists_and_places_to_the_most_recently_changed_new_items_only(keyed: Settings) -> None:
+    r, version, _ = published(keyed)
+    bundle, _ = load_bundle(keyed, alias=None, model_version=str(r.hget(KEYS.meta(version), "model_version")))
+    details = {str(k): str(v) for k, v in r.hgetall(KEYS.items(version)).items()}
+    model = str(bundle.vocab.items[0])
+    others = [f"added-{k}" for k in range(4)]  # catalog items no event names yet, with a known item's content
+    details |= {item: details[model] for item in others}
+    updated = {item: float(k) for k, item in enumerate(others)}  # the last ones changed most recently
+    index = content_index(bundle, details, updated, max_users=0, max_new=2)
+    assert index is not None
+    assert [index.ids[p] for p in np.flatnonzero(index.new)] == others[-2:]
+    assert set(index.ids) == {str(i) for i in bundle.vocab.items} | set(others[-2:])  # the older ones wait
+    write_content(r, KEYS, "cap-test", index, keyed.similar_n, batch=100)
+    assert all(r.exists(KEYS.similar("cap-test", item)) for item in others[-2:])  # a list without any event
+    assert not any(r.exists(KEYS.similar("cap-test", item)) for item in others[:2])
+    attached = [decode(r.get(key))[0] for key in r.scan_iter(match=KEYS.attached("cap-test", "*"))]
+    assert attached and {i for lst in attached for i in lst} == set(others[-2:])
+    for key in list(r.scan_iter(match=KEYS.ns("cap-test") + "*")):
+        r.delete(key)
