@@ -32,11 +32,13 @@ from recommender.online.rules import RuleSet
 
 ATTRIBUTE_NAME = r"^[a-z][a-z0-9_]{0,31}$"
 RESERVED = frozenset({"item_id", "title", "category", "price", "in_stock", "hidden", "attributes", "updated_at"})
+Whole = Annotated[int, Field(ge=-(2**53), le=2**53)]
+"""An attribute's integer: one JSON (and JavaScript) holds exactly."""
 Attribute = (
     Annotated[str, Field(max_length=256)]
-    | int
+    | Whole
     | Annotated[float, Field(allow_inf_nan=False)]
-    | Annotated[list[Annotated[str, Field(max_length=256)] | int], Field(max_length=16)]
+    | Annotated[list[Annotated[str, Field(max_length=256)] | Whole], Field(max_length=16)]
 )
 SCAN_COUNT = 10_000
 COMPACT_BATCH = 1000

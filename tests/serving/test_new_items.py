@@ -111,8 +111,11 @@ def test_attributes_of_a_live_change_are_bounded_and_never_shadow_a_catalog_fiel
         {"attributes": {"brand": "x" * 300}},
         {"attributes": {f"a{k}": 1 for k in range(40)}},
         {"attributes": {"tags": list(range(20))}},
+        {"attributes": {"tags": [1, 2**70]}},  # (the fuzzer's find: an integer past 64 bits was a 500)
     ):
         assert a.patch("/v1/items/fresh-2", json=body, headers=WRITE).status_code == 422, body
+    huge = a.patch("/v1/items/fresh-2", json={"attributes": {"size": 2**64}}, headers=WRITE)  # taken as a float
+    assert huge.status_code == 200 and a.get("/v1/placements/product?item_id=fresh-2", headers=READ).status_code == 200
 
 
 def test_an_item_without_a_known_token_gets_no_place_and_the_browser_key_cannot_add_one(
