@@ -3,7 +3,9 @@
 Same machine, same Redis (an embedded Valkey), same uvicorn worker count, same load tool
 (wrk on loopback, bounded duration). Targets: throughput >= 0.9x the bare endpoint's with a filter, a
 boost and a pin in force on ``home`` (``with_rules``), p99 latency <= 2x, zero errors. Also measures
-the fallback path (Redis stopped).
+the fallback path (Redis stopped), and what the reason on every item costs: the same API with
+``RECSYS_REASONS=false`` in the same rounds (target: at most 5% less throughput), and the parse of a
+stored list with and without the past items behind it.
 
     .venv/bin/python bench/api_load.py [--workers 2] [--seconds 10] [--connections 50]
 
@@ -25,13 +27,14 @@ import time
 from pathlib import Path
 
 import httpx
+import orjson
 import redis
 import redis.asyncio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import SECRET, UNLIMITED, published_shop
-from recommender.online.keys import Keys
+from recommender.online.keys import Keys, decode_behind
 from recommender.online.live import change_items
 from tests.conftest import free_port
 
@@ -152,6 +155,20 @@ def _with_rules(url: str, targets: dict[str, str], load: tuple[int, int, Path], 
     return medians | {"rules": HOME_RULES, "rounds": rounds}
 
 
+def _parse_cost(stored: str, rounds: int = 20_000) -> dict[str, float]:
+    """Microseconds to decode one stored list with the past items behind it, and the same list without them."""
+    data = orjson.loads(stored)
+    bare = orjson.dumps({"items": data["items"], "scores": data["scores"]})
+    out = {}
+    for name, value in (("with_reasons", stored.encode()), ("without", bare)):
+        start_at = time.perf_counter()
+        for _ in range(rounds):
+            decode_behind(value)
+        out[name] = round((time.perf_counter() - start_at) / rounds * 1e6, 2)
+    out["bytes_with"], out["bytes_without"] = len(stored.encode()), len(bare)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workers", type=int, default=2)
@@ -210,13 +227,21 @@ def main() -> None:
             api_port,
         )
         bare = start([*uvicorn, "bare_app:app", "--port", str(bare_port), "--app-dir", str(home)], env, bare_port)
+        plain_port = free_port()
+        unreasoned = start(
+            [*uvicorn, "--factory", "serving.app:create_app", "--port", str(plain_port)],
+            {**env, "RECSYS_REASONS": "false"},
+            plain_port,
+        )
         results: dict[str, object] = {"workers": args.workers, "seconds": args.seconds, "connections": args.connections}
+        results["parse_us"] = _parse_cost(str(r.get(sample)))
         try:
             load = (args.seconds, args.connections, script)
             targets = {
                 "bare": f"http://127.0.0.1:{bare_port}/bare/u%d",
                 "api": f"http://127.0.0.1:{api_port}/v1/users/u%d/recommendations",
                 "api_filters": f"http://127.0.0.1:{api_port}/v1/users/u%d/recommendations?exclude=i1,i2,i3&category=c01",
+                "api_without_reasons": f"http://127.0.0.1:{plain_port}/v1/users/u%d/recommendations",
             }
             rounds = [{name: wrk(url, *load) for name, url in targets.items()} for _ in range(args.repeat)]
             for name in targets:
@@ -230,14 +255,17 @@ def main() -> None:
             time.sleep(0.5)
             results["api_fallback"] = wrk(targets["api"], *load)
         finally:
-            api.terminate()
-            bare.terminate()
-            api.wait(10)
-            bare.wait(10)
+            for process in (api, bare, unreasoned):
+                process.terminate()
+            for process in (api, bare, unreasoned):
+                process.wait(10)
     bare_r, api_r = results["bare"], results["api"]
     assert isinstance(bare_r, dict) and isinstance(api_r, dict)
     results["throughput_ratio"] = round(api_r["rps"] / bare_r["rps"], 3)
     results["p99_ratio"] = round(api_r["p99_ms"] / bare_r["p99_ms"], 3)
+    without = results["api_without_reasons"]
+    assert isinstance(without, dict)
+    results["reasons_cost"] = round(1 - api_r["rps"] / without["rps"], 3)  # target <= 0.05
     ruled = results["with_rules"]
     assert isinstance(ruled, dict)
     ruled["throughput_ratio"] = round(ruled["api"]["rps"] / ruled["bare"]["rps"], 3)

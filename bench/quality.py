@@ -19,6 +19,9 @@ new-items protocol of docs/quality.md (a content model for items nobody has boug
     OPENBLAS_NUM_THREADS=1 .venv/bin/python bench/quality.py ../shared/data/amazon-beauty-5core/Beauty.txt \
         --format amazon-5core --cold-items --attributes ../shared/data/amazon-beauty-5core/Beauty_item2attributes.json
 
+With ``--explore 0,0.1,0.2`` as well it measures exploration on that split: overall HR@10 and NDCG@10 with
+each share of the slots given to new items, and the new items' share of the hits and of the slots.
+
 The search table otherwise:
 
     OPENBLAS_NUM_THREADS=1 .venv/bin/python bench/quality.py --diversity
@@ -149,11 +152,10 @@ def describe(trial: Trial) -> str:
     return ", ".join(parts) or "-"
 
 
-def cold_items_table(settings: Settings, seed: int = 0, tower_seed: int = 0) -> None:
-    """The new-items protocol (docs/quality.md) on what ``settings`` holds: events and a catalog with attributes."""
+def cold_data(settings: Settings) -> tuple[list[dict[str, object]], list[list[int]]]:
+    """The catalog's rows (numeric ids in numeric order) and each user's items as row indices, in time order."""
     from recommender.data.catalog import details_of
     from recommender.data.store import Store
-    from recommender.modeling.content import COLD_RANKINGS, TowerConfig, cold_figures
 
     rows = [{"item_id": r["item_id"], **details_of(r)} for r in Store(settings).read_items().to_pylist()]
     rows.sort(key=lambda r: (len(r["item_id"]), r["item_id"]))  # numeric ids in numeric order: the reference split
@@ -165,7 +167,14 @@ def cold_items_table(settings: Settings, seed: int = 0, tower_seed: int = 0) -> 
             rows.append({"item_id": str(item)})
     row_of = np.array([index[str(i)] for i in inter.vocab.items], dtype=np.int64)  # vocabulary column -> row
     ordered = sequences(inter, np.ones(len(inter.user), dtype=bool))
-    per_user = [row_of[ordered.of(u)].tolist() for u in range(inter.shape[0])]
+    return rows, [row_of[ordered.of(u)].tolist() for u in range(inter.shape[0])]
+
+
+def cold_items_table(settings: Settings, seed: int = 0, tower_seed: int = 0) -> None:
+    """The new-items protocol (docs/quality.md) on what ``settings`` holds: events and a catalog with attributes."""
+    from recommender.modeling.content import COLD_RANKINGS, TowerConfig, cold_figures
+
+    rows, per_user = cold_data(settings)
     clock = time.monotonic()
     figures = cold_figures(rows, per_user, seed=seed, config=TowerConfig(seed=tower_seed))
     print(
@@ -179,6 +188,72 @@ def cold_items_table(settings: Settings, seed: int = 0, tower_seed: int = 0) -> 
     for name in COLD_RANKINGS:
         hr, ndcg = figures[f"cold_{name}_hr_at_10"], figures[f"cold_{name}_ndcg_at_10"]
         print(f"| {name} | {hr:.4f} | {ndcg:.4f} | {hr / base[0]:.2f}x / {ndcg / base[1]:.2f}x |")
+
+
+def exploration_table(settings: Settings, shares: list[float], seed: int = 0, tower_seed: int = 0, k: int = 10) -> None:
+    """Exploration offline, on the new-items split: every user's last item is the test item, and the lists are
+    item-KNN's top ``k`` over the warm training data with each share of the slots given to new items as the API
+    does (:mod:`recommender.online.explore`), the users replayed in a seeded random order: a shown new item counts
+    an impression, the user's test item a click, and later users' draws read those counts."""
+    from recommender.modeling.content import ContentTower, TowerConfig, cold_split, features
+    from recommender.online.explore import CANDIDATES, drawn, placed, slots
+
+    rows, per_user = cold_data(settings)
+    users = [s for s in per_user if len(s) > 1]
+    split = cold_split(users, len(rows), seed=seed)
+    cfg = TowerConfig(seed=tower_seed)
+    fitted = features(rows, cfg.max_tokens)
+    tower = ContentTower.fit(
+        fitted.padded, len(fitted.weights.vocabulary), [t for t in split.train if len(t) > 1], split.warm, cfg
+    )
+    train = sp.csr_matrix(
+        (
+            np.ones(sum(len(t) for t in split.train), dtype=np.float32),
+            (np.repeat(np.arange(len(users)), [len(t) for t in split.train]), np.concatenate(split.train)),
+        ),
+        shape=(len(users), len(rows)),
+    )
+    train.sum_duplicates()
+    train.data[:] = 1.0
+    knn = make_model("itemknn")
+    knn.fit(train)
+    top, _ = knn.recommend(np.arange(len(users)), train, k)
+    vectors, bias = tower.item_vectors(split.new)
+    is_new = np.zeros(len(rows), dtype=bool)
+    is_new[split.new] = True
+    candidates = []
+    for history in split.train:  # each user's best new items by the content tower (the explore candidates)
+        scores = np.asarray(vectors @ tower.user_vector(history) + bias)
+        best = np.argsort(-scores, kind="stable")[:CANDIDATES]
+        candidates.append(([str(i) for i in split.new[best]], scores[best].tolist()))
+    targets = np.array([s[-1] for s in users])
+    print(
+        f"{len(users):,} users (their last item: {int(is_new[targets].sum()):,} of them new), "
+        f"{len(split.new):,} new items (seed {seed}), item-KNN lists of {k}, peak memory {peak_gb():.1f} GB"
+    )
+    print(f"| share of the slots explored | HR@{k} | NDCG@{k} | new items' share of hits | of exposure |")
+    print("|---|---|---|---|---|")
+    for share in shares:
+        rng = np.random.default_rng(seed)
+        counts: dict[str, tuple[int, int]] = {}
+        hits, gains, new_hits, explored = 0, 0.0, 0, 0
+        at = slots(k, share)
+        for u in rng.permutation(len(users)):
+            picks = drawn(*candidates[u], counts, rng)[: len(at)] if at else []
+            shown = placed([str(i) for i in top[u] if i >= 0], picks, at, lambda _: False)[:k]
+            target = str(targets[u])
+            for item in picks:
+                seen, clicked = counts.get(item, (0, 0))
+                counts[item] = (seen + 1, clicked + (item == target))
+            explored += len(picks)
+            if target in shown:
+                hits += 1
+                gains += 1.0 / np.log2(shown.index(target) + 2)
+                new_hits += bool(is_new[int(target)])
+        print(
+            f"| {share:.0%} | {hits / len(users):.4f} | {gains / len(users):.4f} | "
+            f"{new_hits / max(hits, 1):.3f} | {explored / (k * len(users)):.3f} |"
+        )
 
 
 def attributes_catalog(path: Path, folder: Path) -> Path:
@@ -204,6 +279,11 @@ def main() -> None:
     parser.add_argument("--cold-items", action="store_true", help="the new-items protocol instead of the search")
     parser.add_argument("--attributes", type=Path, help="with --cold-items: item -> attribute ids JSON, as catalog")
     parser.add_argument("--tower-seed", type=int, default=0, help="with --cold-items: the content tower's seed")
+    parser.add_argument(
+        "--explore",
+        type=lambda text: [float(v) for v in text.split(",")],
+        help="with --cold-items: the exploration table at these shares of the slots (e.g. 0,0.1,0.2) instead",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         settings = Settings(home=Path(tmp))
@@ -215,6 +295,9 @@ def main() -> None:
         else:
             catalog = attributes_catalog(args.attributes, Path(tmp)) if args.attributes else None
             ingest_file(args.path, settings, args.format, catalog=catalog)
+        if args.cold_items and args.explore:
+            exploration_table(settings, args.explore, tower_seed=args.tower_seed)
+            return
         if args.cold_items:
             cold_items_table(settings, tower_seed=args.tower_seed)
             return

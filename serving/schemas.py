@@ -8,6 +8,7 @@ import orjson
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from recommender.data.reasons import Kind
 from recommender.online.live import ItemChange
 
 
@@ -23,13 +24,32 @@ class FastJSON(JSONResponse):
         return orjson.dumps(content)
 
 
-class ItemScore(BaseModel):
-    """One recommended item; catalog fields appear with ``details=true``."""
+class Reason(BaseModel):
+    """Why an item is shown: its kind, and the item behind it where one is (with its title when ``details=true``)."""
 
-    model_config = ConfigDict(extra="allow", json_schema_extra={"examples": [{"item_id": "i42", "score": 0.83}]})
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"kind": "similar_to", "item_id": "i7"}]})
+
+    kind: Kind = Field(
+        description="similar_to (a past item, or the page's item), session, bought_together, buy_again, popular, new, "
+        "explore, pinned, promoted"
+    )
+    item_id: str | None = None
+    title: str | None = None
+
+
+class ItemScore(BaseModel):
+    """One recommended item with its reason; catalog fields appear with ``details=true``."""
+
+    model_config = ConfigDict(
+        extra="allow",
+        json_schema_extra={
+            "examples": [{"item_id": "i42", "score": 0.83, "reason": {"kind": "similar_to", "item_id": "i7"}}]
+        },
+    )
 
     item_id: str
     score: float
+    reason: Reason | None = Field(default=None, description="Always present unless RECSYS_REASONS=false.")
 
 
 class Recommendations(BaseModel):
@@ -47,7 +67,7 @@ class PlacementList(BaseModel):
     """One placement's list; ``cursor`` (with ``paginate`` or ``cursor``) fetches the next page."""
 
     items: list[ItemScore]
-    source: Literal["personalized", "popular", "fallback", "session", "similar", "together", "buy_again"]
+    source: Literal["personalized", "popular", "fallback", "session", "similar", "together", "buy_again", "new"]
     model_version: str | None
     recommendation_id: str
     cursor: str | None = None

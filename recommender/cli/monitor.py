@@ -81,6 +81,11 @@ def experiment_report(as_json: JsonOpt = False) -> None:
             f"clicked {ctr['rate']:.4f} [{ctr['low']:.4f}, {ctr['high']:.4f}], "
             f"added to cart {cart['rate']:.4f} [{cart['low']:.4f}, {cart['high']:.4f}]"
         )
+        news = v["new_items"]
+        typer.echo(
+            f"{'':<10} new items: {news['impressions']:,} shown ({news['items']:,} distinct), "
+            f"{news['clicks']:,} clicked ({news['click_rate']:.4f} per impression)"
+        )
     typer.echo(
         f"p-values (challenger vs production): click-through {out['click_through_p']:.4f} "
         f"({out['tests']['click_through']}), add-to-cart {out['add_to_cart_p']:.4f} ({out['tests']['add_to_cart']}); "

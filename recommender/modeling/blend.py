@@ -155,6 +155,25 @@ class BlendModel(Model):
         a, b = (m.similar_items(items, n) for m in self.members)
         return self._fused(a, b, n)
 
+    def explain(
+        self, user: int, user_items: sp.csr_matrix, item: int, n: int = 10, *, sequences: Sequences | None = None
+    ) -> list[tuple[int, float]]:
+        """The first member's explanation that has one."""
+        for member in self.members:
+            found = member.explain(user, user_items, item, n, sequences=sequences)
+            if found:
+                return found
+        return []
+
+    def because(self, users: np.ndarray, user_items: sp.csr_matrix, ids: np.ndarray) -> np.ndarray | None:
+        """The first member's past item behind each one, the second's where the first has none."""
+        out = None
+        for member in self.members:
+            found = member.because(users, user_items, ids)
+            if found is not None:
+                out = found if out is None else np.where(out >= 0, out, found)
+        return out
+
     def _save_state(self, folder: Path) -> None:
         for i, member in enumerate(self.members):
             member.save(folder / f"member_{i}")

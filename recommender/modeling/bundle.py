@@ -81,6 +81,10 @@ class Bundle:
         """The model's top ``n`` for user rows, after their whole history."""
         return self.model.recommend(rows, self.user_items, n, sequences=self.sequences)
 
+    def because(self, rows: np.ndarray, ids: np.ndarray) -> np.ndarray | None:
+        """The past item column behind each recommended column of ``ids`` (-1: none; None: the family has none)."""
+        return self.model.because(rows, self.user_items, ids)
+
     def popularity(self) -> np.ndarray:
         """Distinct users per item column."""
         return np.asarray((self.user_items > 0).sum(axis=0)).ravel()

@@ -17,7 +17,9 @@ from typing import Any, ClassVar
 import numpy as np
 import scipy.sparse as sp
 
+from recommender.data.reasons import nearest, unit
 from recommender.modeling.matrix import Sequences
+from recommender.modeling.reasons import histories, top_contributor
 from recommender.progress import StepFn, silent
 
 PADDING_SCORE = -1e37
@@ -107,9 +109,28 @@ class Model(ABC):
     explanation = "none"
     """How :meth:`explain` attributes a score to the user's past items."""
 
-    def explain(self, user: int, user_items: sp.csr_matrix, item: int, n: int = 10) -> list[tuple[int, float]]:
-        """The user's past items that contributed most to ``item``'s score, largest first."""
-        return []
+    def explain(
+        self, user: int, user_items: sp.csr_matrix, item: int, n: int = 10, *, sequences: Sequences | None = None
+    ) -> list[tuple[int, float]]:
+        """The user's past items that contributed most to ``item``'s score, largest first (by default the past
+        items nearest to it in :meth:`item_space`)."""
+        space = self.item_space()
+        if space is None or user < 0:
+            return []
+        past = np.unique(sequences.of(user)) if sequences is not None else user_items[user].indices
+        return _top(past, space[past] @ space[item], n)
+
+    def item_space(self) -> np.ndarray | None:
+        """Unit item vectors whose cosine says which past item is behind a recommendation (None: no such space)."""
+        return None
+
+    def because(self, users: np.ndarray, user_items: sp.csr_matrix, ids: np.ndarray) -> np.ndarray | None:
+        """The past item column behind each of ``ids`` (users x n; -1: none), or None when the family has no
+        reason of that kind (the popular model)."""
+        space = self.item_space()
+        if space is None:
+            return None
+        return nearest(space, histories(users, user_items)[0], ids)
 
     @abstractmethod
     def _save_state(self, folder: Path) -> None: ...
@@ -213,11 +234,20 @@ class ImplicitModel(Model):
 
     explanation = "history weight x dot product of item factors"
 
-    def explain(self, user: int, user_items: sp.csr_matrix, item: int, n: int = 10) -> list[tuple[int, float]]:
+    def explain(
+        self, user: int, user_items: sp.csr_matrix, item: int, n: int = 10, *, sequences: Sequences | None = None
+    ) -> list[tuple[int, float]]:
         """Factor models: how much each past item's factors point the same way as the item's."""
         row = user_items[user]
         factors = np.asarray(self.model.item_factors)
         return _top(row.indices, row.data * (factors[row.indices] @ factors[item]), n)
+
+    def item_space(self) -> np.ndarray | None:
+        """The item factors, scaled to unit length (computed once per fitted model)."""
+        cached = getattr(self, "_space", None)
+        if cached is None or cached[0] is not self.model:
+            cached = self._space = (self.model, unit(np.asarray(self.model.item_factors)))
+        return cached[1]
 
     def _save_state(self, folder: Path) -> None:
         self.model.save(str(folder / "implicit.npz"))
@@ -244,7 +274,9 @@ class ALSModel(ImplicitModel):
     family = "als"
     explanation = "implicit's ALS explain (the user's solve, item by item)"
 
-    def explain(self, user: int, user_items: sp.csr_matrix, item: int, n: int = 10) -> list[tuple[int, float]]:
+    def explain(
+        self, user: int, user_items: sp.csr_matrix, item: int, n: int = 10, *, sequences: Sequences | None = None
+    ) -> list[tuple[int, float]]:
         """implicit's ``explain``: each past item's share of the score."""
         _, contributions, _ = self.model.explain(user, user_items[user], item, N=n)
         return [(int(i), float(c)) for i, c in contributions]
@@ -296,11 +328,22 @@ class ItemKNNModel(ImplicitModel):
     defaults: ClassVar[dict[str, Any]] = {"K": 100, "similarity": "bm25", "K1": 1.2, "B": 0.75}
     explanation = "history weight x item-item similarity"
 
-    def explain(self, user: int, user_items: sp.csr_matrix, item: int, n: int = 10) -> list[tuple[int, float]]:
+    def explain(
+        self, user: int, user_items: sp.csr_matrix, item: int, n: int = 10, *, sequences: Sequences | None = None
+    ) -> list[tuple[int, float]]:
         """The score is a sum over past items of weight x similarity: each term is a contribution."""
         row = user_items[user]
         similarity = self.model.similarity[row.indices][:, [item]].toarray().ravel()
         return _top(row.indices, row.data * similarity, n)
+
+    def item_space(self) -> np.ndarray | None:
+        """None: item-KNN has similarities, not vectors."""
+        return None
+
+    def because(self, users: np.ndarray, user_items: sp.csr_matrix, ids: np.ndarray) -> np.ndarray | None:
+        """The past item with the largest term of the score's sum (history weight x similarity)."""
+        past, weights = histories(users, user_items)
+        return top_contributor(self.model.similarity, past, weights, ids)
 
     def _build(self) -> Any:
         from implicit.nearest_neighbours import BM25Recommender, CosineRecommender

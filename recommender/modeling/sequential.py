@@ -30,6 +30,7 @@ from typing import Any, ClassVar
 import numpy as np
 import scipy.sparse as sp
 
+from recommender.data.reasons import unit
 from recommender.modeling.matrix import Sequences
 from recommender.modeling.models import Model, Validation
 from recommender.progress import StepFn, silent
@@ -177,7 +178,6 @@ class SequentialModel(Model):
         "sampled_above": 10_000,
         "negatives": 2048,
     }
-    explanation = "attention over the user's recent items is not an additive attribution"
     score_batch = 256
     _warm: Any = None
     """Weights to start from (a refit); None: a fresh initialization."""
@@ -293,6 +293,15 @@ class SequentialModel(Model):
         """The item embeddings (items x hidden), the output layer's weights."""
         return np.asarray(self._params["item_emb"]["embedding"])[1:]
 
+    explanation = "cosine of the item embeddings: the past items nearest to the item"
+
+    def item_space(self) -> np.ndarray | None:
+        """The item embeddings, scaled to unit length (computed once per fitted model)."""
+        cached = getattr(self, "_space", None)
+        if cached is None or cached[0] is not self._params:
+            cached = self._space = (self._params, unit(self.item_vectors()))
+        return cached[1]
+
     def _scores(self, users: np.ndarray, sequences: Sequences, user_items: sp.csr_matrix) -> np.ndarray:
         scores = self.user_vectors(users, sequences) @ self.item_vectors().T
         seen = user_items[users].nonzero()
@@ -327,11 +336,11 @@ class SequentialModel(Model):
 
     def similar_items(self, items: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
         """Nearest items by the cosine of their embeddings."""
-        vectors = self.item_vectors()
-        unit = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
-        scores = unit[items] @ unit.T
+        units = self.item_space()
+        assert units is not None
+        scores = units[items] @ units.T
         scores[np.arange(len(items)), items] = NEG
-        top = _top_n(scores, min(n, len(vectors) - 1))
+        top = _top_n(scores, min(n, len(units) - 1))
         ids, out = _pad_to(top, np.take_along_axis(scores, top, 1), n)
         return ids, out
 

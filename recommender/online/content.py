@@ -131,19 +131,20 @@ def _top(ids: Sequence[str], scores: np.ndarray, k: int) -> List:
     return [ids[i] for i in order], [round(float(scores[i]), 6) for i in order]
 
 
-def with_new(similar: List, attached: Sequence[str], slot: int, count: int) -> List:
-    """``similar`` with up to ``count`` of the ``attached`` new items (best first) after its first ``slot`` items.
+def with_new(similar: List, attached: Sequence[str], slot: int, count: int) -> tuple[List, list[str]]:
+    """``similar`` with up to ``count`` of the ``attached`` new items (best first) after its first ``slot`` items,
+    and the new items it took.
 
     An inserted item takes the score of the item before it, so the list stays sorted by score.
     """
     present = set(similar[0])
     news = [i for i in dict.fromkeys(attached) if i not in present][:count]
     if not news:
-        return similar
+        return similar, news
     ids, scores = similar
     cut = min(slot, len(ids))
     score = scores[cut - 1] if cut else (scores[0] if scores else 0.0)
-    return ids[:cut] + news + ids[cut:], scores[:cut] + [score] * len(news) + scores[cut:]
+    return (ids[:cut] + news + ids[cut:], scores[:cut] + [score] * len(news) + scores[cut:]), news
 
 
 def merged(lists: Iterable[List]) -> List:

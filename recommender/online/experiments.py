@@ -17,6 +17,7 @@ import hmac
 import json
 import os
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -49,27 +50,38 @@ class Exposures:
         self.limit = limit
         self.served: Counter[tuple[str, str]] = Counter()
         self.users: dict[tuple[str, str], set[str]] = {}
+        self.new_served: Counter[tuple[str, str]] = Counter()
+        self.new_items: dict[tuple[str, str], set[str]] = {}
 
-    def add(self, experiment_id: str, model_version: str, user: str) -> None:
-        """Count one answer of ``model_version`` to ``user``."""
+    def add(self, experiment_id: str, model_version: str, user: str, new_items: Sequence[str] = ()) -> None:
+        """Count one answer of ``model_version`` to ``user``, and the new items it showed."""
         key = (experiment_id, model_version)
         self.served[key] += 1
         users = self.users.setdefault(key, set())
         if len(users) < self.limit:
             users.add(user)
+        if new_items:
+            self.new_served[key] += len(new_items)
+            shown = self.new_items.setdefault(key, set())
+            if len(shown) < self.limit:
+                shown.update(new_items)
 
     async def flush(self, r: Any, keys: Keys) -> None:
         """Write what was counted since the last flush (dropped if the write fails: see the class)."""
         if not self.served:
             return
-        served, users = self.served, self.users
-        self.served, self.users = Counter(), {}
+        served, users, new_served, new_items = self.served, self.users, self.new_served, self.new_items
+        self.served, self.users, self.new_served, self.new_items = Counter(), {}, Counter(), {}
         pipe = r.pipeline(transaction=False)
         for (experiment_id, version), count in served.items():
             pipe.hincrby(keys.served(experiment_id), version, count)
         for (experiment_id, version), members in users.items():
             if members:
                 pipe.sadd(keys.exposed(experiment_id, version), *members)
+        for (experiment_id, version), count in new_served.items():
+            pipe.hincrby(keys.new_served(experiment_id), version, count)
+        for (experiment_id, version), items in new_items.items():
+            pipe.sadd(keys.new_shown(experiment_id, version), *items)
         await pipe.execute()
 
 

@@ -52,6 +52,18 @@ class Keys:
         """SET: pseudonyms served ``model_version`` in experiment ``experiment_id`` (the report's users)."""
         return f"{self.prefix}:experiment:{experiment_id}:exposed:{model_version}"
 
+    def new_served(self, experiment_id: str) -> str:
+        """HASH: model_version -> new items shown (as ``new`` or ``explore``) in experiment ``experiment_id``."""
+        return f"{self.prefix}:experiment:{experiment_id}:new_served"
+
+    def new_shown(self, experiment_id: str, model_version: str) -> str:
+        """SET: the new items ``model_version`` showed in experiment ``experiment_id`` (their clicks: the report)."""
+        return f"{self.prefix}:experiment:{experiment_id}:new_shown:{model_version}"
+
+    def explore(self, model_version: str) -> str:
+        """HASH: ``shown:{item}`` and ``clicked:{item}`` of the items ``model_version``'s lists explored."""
+        return f"{self.prefix}:explore:{model_version}"
+
     def experiment_data(self, experiment_id: str) -> str:
         """Pattern of every key of experiment ``experiment_id``."""
         return f"{self.prefix}:experiment:{experiment_id}:*"
@@ -212,11 +224,17 @@ List = tuple[list[str], list[float]]
 """One published list: item ids, best first, and their scores."""
 
 
-def encode(items: list[str] | np.ndarray, scores: list[float] | np.ndarray) -> bytes:
-    """The JSON value of one list: ``{"items": [...], "scores": [...]}``."""
-    return orjson.dumps(
-        {"items": items, "scores": np.asarray(scores, dtype=np.float64).round(6)}, option=orjson.OPT_SERIALIZE_NUMPY
-    )
+def encode(
+    items: list[str] | np.ndarray, scores: list[float] | np.ndarray, behind: list[str | None] | None = None
+) -> bytes:
+    """The JSON value of one list: ``{"items": [...], "scores": [...]}``; with ``behind`` (the past item behind
+    each, or None) also ``"viewed"``, those past items once each, and ``"because"``, each item's index in it (-1)."""
+    value: dict[str, object] = {"items": items, "scores": np.asarray(scores, dtype=np.float64).round(6)}
+    if behind is not None:
+        viewed = [i for i in dict.fromkeys(behind) if i is not None]
+        at = {item: k for k, item in enumerate(viewed)}
+        value["viewed"], value["because"] = viewed, [at.get(i, -1) if i is not None else -1 for i in behind]
+    return orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
 def decode(value: str | bytes | None) -> tuple[list[str], list[float]]:
@@ -225,3 +243,16 @@ def decode(value: str | bytes | None) -> tuple[list[str], list[float]]:
         return [], []
     data = orjson.loads(value)
     return list(data["items"]), list(data["scores"])
+
+
+Behind = tuple[list[str], list[int]]
+"""A list's past items (``viewed``) and, per position, the index of the one behind it (-1: none)."""
+
+
+def decode_behind(value: str | bytes | None) -> tuple[list[str], list[float], Behind | None]:
+    """Inverse of :func:`encode` with the past items behind the items (None: the list has no reasons)."""
+    if value is None:
+        return [], [], None
+    data = orjson.loads(value)
+    behind = (data["viewed"], data["because"]) if "because" in data else None
+    return data["items"], data["scores"], behind

@@ -31,7 +31,10 @@ from recommender.online.keys import Keys
 from recommender.online.rules import RuleSet
 
 ATTRIBUTE_NAME = r"^[a-z][a-z0-9_]{0,31}$"
-RESERVED = frozenset({"item_id", "title", "category", "price", "in_stock", "hidden", "attributes", "updated_at"})
+RESERVED = frozenset(
+    {"item_id", "title", "category", "price", "in_stock", "hidden", "attributes", "updated_at", "score", "reason"}
+)
+"""The catalog's own fields and what an answer's item carries: no attribute takes their names."""
 Whole = Annotated[int, Field(ge=-(2**53), le=2**53)]
 """An attribute's integer: one JSON (and JavaScript) holds exactly."""
 Attribute = (

@@ -41,6 +41,12 @@ class Placement(BaseModel):
     n: int = Field(default=10, ge=1, le=1000, description="Items shown when a request does not say.")
     rules: RuleSet = Field(default_factory=RuleSet)
     personalize: float = Field(default=0.5, ge=0, le=10, description="Weight of the user's own list (similar feed).")
+    explore: float = Field(
+        default=0.0,
+        ge=0,
+        le=0.5,
+        description="Share of the slots for new or under-exposed items, by Thompson sampling (0: off).",
+    )
 
 
 DEFAULT_PLACEMENTS: dict[str, Placement] = {

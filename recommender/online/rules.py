@@ -202,6 +202,13 @@ class RuleSet(BaseModel):
         """Whether applying it reads catalog attributes (pins and MMR alone do not)."""
         return self.plan.needs_attributes
 
+    @property
+    def filters(self) -> RuleSet:
+        """This rule set's filters alone (made once): what an item placed outside the ranking must pass."""
+        if "filters" not in self._memo:
+            self._memo["filters"] = RuleSet(rules=[r for r in self.rules if isinstance(r, FilterRule)])
+        return self._memo["filters"]
+
     def narrowed(self, category: str | None = None, max_per_category: int | None = None) -> RuleSet:
         """This rule set with a request's own filter on ``category`` and cap per category added (made once)."""
         if category is None and max_per_category is None:
@@ -418,6 +425,7 @@ def arrange(
     similar: Mapping[str, tuple[Sequence[str], Sequence[float]]] | None = None,
     memo: MutableMapping[str, tuple[int, Verdict]] | None = None,
     changes: Mapping[str, int] | None = None,
+    marks: MutableMapping[str, str] | None = None,
 ) -> list[Scored]:
     """The first ``n`` items to show: ``candidates`` (best first) under the placement's ``rules``.
 
@@ -426,8 +434,10 @@ def arrange(
     lists. ``candidates`` is read lazily: with filters and pins alone, only until ``n`` items are found; as
     :class:`Candidates`, with boosts and buries alone, only until no later item of a sorted list can be shown.
     ``memo`` keeps each item's verdict under these rules between requests, valid while the item's count of
-    live ``changes`` stays the same: a request then judges only what changed.
+    live ``changes`` stays the same: a request then judges only what changed. ``marks`` receives
+    ``pinned`` or ``promoted`` for the items a pin or a promotion placed.
     """
+    marks = {} if marks is None else marks
     available: Iterator[Scored] = (p for p in candidates if p[0] not in unavailable and p[0] not in excluded)
     plan = rules.plan
     if plan.empty:
@@ -437,7 +447,7 @@ def arrange(
     scores: dict[str, float] = {}
     if plan.reweights and not plan.reorders:
         out = _best_reweighted(candidates, plan, judge, max(0, n - len(pins)), pins, scores, unavailable, excluded)
-        return _pinned(out, pins, scores)[:n]
+        return _pinned(out, pins, scores, marks)[:n]
     if pins:  # their own scores, if the model proposed them
         listed = list(available)
         scores = {i: s for i, s in listed if i in pins.values()}
@@ -457,13 +467,17 @@ def arrange(
         lam = rules.diversity.mmr_lambda
         if lam is not None and lam < 1 and similar is not None:
             pool = mmr(pool, lam, similar, slots)
-        out = _fill(pool, plan.promotes, rules.diversity.max_per_category, judge, slots, [judge(i) for i in pinned])
-    return _pinned(out, pins, scores)[:n]
+        pinned_verdicts = [judge(i) for i in pinned]
+        out = _fill(pool, plan.promotes, rules.diversity.max_per_category, judge, slots, pinned_verdicts, marks)
+    return _pinned(out, pins, scores, marks)[:n]
 
 
-def _pinned(out: list[Scored], pins: Mapping[int, str], scores: Mapping[str, float]) -> list[Scored]:
+def _pinned(
+    out: list[Scored], pins: Mapping[int, str], scores: Mapping[str, float], marks: MutableMapping[str, str]
+) -> list[Scored]:
     for position in sorted(pins):
         out.insert(min(position - 1, len(out)), (pins[position], scores.get(pins[position], 0.0)))
+        marks[pins[position]] = "pinned"
     return out
 
 
@@ -574,9 +588,10 @@ def _fill(
     judge: Callable[[str], Verdict],
     slots: int,
     pinned: Sequence[Verdict],
+    marks: MutableMapping[str, str],
 ) -> list[Scored]:
-    """``slots`` items of ``pool`` in order, the promotions' slots held by their best matching items, no category
-    beyond ``cap`` (the pinned items count); over-cap items fill what is left at the end."""
+    """``slots`` items of ``pool`` in order, the promotions' slots held by their best matching items (marked
+    ``promoted``), no category beyond ``cap`` (the pinned items count); over-cap items fill what is left at the end."""
     counts: dict[Any, int] = {}
     for verdict in pinned:
         counts[verdict[2]] = counts.get(verdict[2], 0) + 1
@@ -593,6 +608,8 @@ def _fill(
         chosen = None
         if rule is not None:
             chosen = next((p for p in pool if p[0] not in used and fits(p) and judge(p[0])[3][rule]), None)
+            if chosen is not None:
+                marks[chosen[0]] = "promoted"
         if chosen is None:
             chosen = next((p for p in pool if p[0] not in used and fits(p)), None)
         if chosen is None:

@@ -12,9 +12,12 @@ from __future__ import annotations
 import io
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+
+from recommender.data.reasons import nearest, unit
 
 NEG = -1e9
 EPSILON = 1e-6
@@ -86,6 +89,7 @@ class SequenceScorer:
         object.__setattr__(self, "_index", {item: i for i, item in enumerate(self.items)})
         object.__setattr__(self, "_blocks", prepared)
         object.__setattr__(self, "_mask", np.triu(np.full((self.max_len, self.max_len), NEG, np.float32), k=1))
+        object.__setattr__(self, "_units", unit(self.weights["item_emb/embedding"][1:]))
 
     @classmethod
     def from_bytes(cls, blob: bytes) -> SequenceScorer:
@@ -130,6 +134,22 @@ class SequenceScorer:
     def scores(self, columns: list[int]) -> np.ndarray:
         """Every item's score after ``columns``."""
         return self.weights["item_emb/embedding"][1:] @ self.encode(columns)
+
+    def nearest(self, item_ids: list[str]) -> Callable[[str], str | None]:
+        """Of the sequence ``item_ids`` (oldest first; its newest ``max_len``), the item nearest to a given one by the
+        cosine of their embeddings (None for an item the model does not know)."""
+        columns = self.columns(item_ids)[-self.max_len :]
+        index: dict[str, int] = self._index  # type: ignore[attr-defined]
+        history = np.asarray([columns], dtype=np.int64).reshape(1, -1)
+
+        def of(item: str) -> str | None:
+            col = index.get(item)
+            if col is None or not columns:
+                return None
+            found = int(nearest(self._units, history, np.asarray([[col]], dtype=np.int64))[0, 0])  # type: ignore[attr-defined]
+            return self.items[found] if found >= 0 else None
+
+        return of
 
     def top(self, item_ids: list[str], n: int) -> tuple[list[str], list[float]]:
         """The ``n`` best items after the sequence ``item_ids`` (oldest first), none of them included."""

@@ -16,10 +16,12 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
 import orjson
 from redis.asyncio import Redis
 from redis.exceptions import RedisClusterException, RedisError
@@ -30,18 +32,19 @@ from recommender.data.privacy import pseudonymize
 from recommender.online.cursors import CursorError, Cursors, CursorUnavailableError
 from recommender.online.erasure import ForgetReport, request_forget
 from recommender.online.experiments import Exposures, RecommendationIds, in_challenger
+from recommender.online.explore import Exploration, placed, slots
 from recommender.online.fallback import Fallback, refreshed
-from recommender.online.feeds import FeedQuery, Feeds, PlacementQueryError
+from recommender.online.feeds import ExploreQuery, FeedQuery, Feeds, PlacementQueryError
 from recommender.online.guard import Guard, RedisUnavailableError
 from recommender.online.keys import Keys, decode
-from recommender.online.listing import arranged, entries
+from recommender.online.listing import POPULAR, POPULAR_REASON, Why, arranged, entries
 from recommender.online.live import change_items, put_rules, rules_history, rules_in_force
 from recommender.online.livestate import LiveState, load, poll
 from recommender.online.placements import Placement, load_placements
 from recommender.online.redis_conn import client, server_url
-from recommender.online.rules import Candidates, RuleSet, arrange
+from recommender.online.rules import Candidates, RuleSet, active_pins, arrange
 from recommender.online.session import updated_session
-from recommender.online.versions import Item, Versions, VersionState
+from recommender.online.versions import Item, List, Versions, VersionState
 
 __all__ = [
     "BacklogFullError",
@@ -131,6 +134,10 @@ class RecommendationService:
         self._challenger_version: str | None = None
         self._experiment_id: str | None = None
         self.exposures = Exposures()
+        self.exploration = Exploration()
+        self.rng = np.random.default_rng()
+        """Exploration's draws (a test may seed it)."""
+        self._explores = any(p.explore > 0 for p in self.placements.values())
         self._active_read_at = float("-inf")
         self._backlog, self._backlog_read_at = 0, float("-inf")
         self._reload: asyncio.Task[None] | None = None
@@ -199,9 +206,13 @@ class RecommendationService:
         await self.flush_exposures()
 
     async def flush_exposures(self) -> None:
-        """Write the experiment's impressions counted since the last round (dropped on an error: at most once)."""
+        """Write the experiment's impressions and the exploration counts since the last round, and read back every
+        worker's exploration counts when due (dropped on an error: at most once)."""
         with contextlib.suppress(RedisUnavailableError):
             await self.guard(self.exposures.flush(self.redis, self.keys))
+        if self._explores:
+            with contextlib.suppress(RedisUnavailableError):
+                await self.guard(self.exploration.flush(self.redis, self.keys))
 
     # ---- live catalog and rules --------------------------------------------------
     async def change_items(self, changes: Mapping[str, Mapping[str, Any]]) -> int:
@@ -266,14 +277,29 @@ class RecommendationService:
             rules = self.live.rules.get(name, placement.rules).narrowed(q.category, q.max_per_category)
             excluded = q.exclude | await self.cursors.seen(token) if q.cursor and token else q.exclude
             feed = FeedQuery(user, q.item_id, q.cart, q.category, n)
-            lists, source = await self.feeds.lists(placement, state, self.live, feed)
+            found = await self.feeds.lists(placement, state, self.live, feed)
+            source = found.source
             items = await arranged(
-                self.versions, self.live, state, lists, rules, 2 * n if token else n, excluded, q.details
+                self.versions,
+                self.live,
+                state,
+                found.lists,
+                rules,
+                2 * n if token else n,
+                excluded,
+                q.details,
+                self._whys(found.whys),
             )
+            explored: list[str] = []
+            if placement.explore > 0:
+                items, explored = await self._explored(placement, state, user, rules, items, n, excluded, q.details)
             if token:
                 items = await self._page(token, q, user, items, n)
+            if explored:
+                shown = {i["item_id"] for i in items}
+                self.exploration.show(str(state.model_version), [i for i in explored if i in shown])
             if user is not None and challenger is not None and self._experiment_id:
-                self.exposures.add(self._experiment_id, str(state.model_version), user)
+                self.exposures.add(self._experiment_id, str(state.model_version), user, _new_shown(items, explored))
         except RedisUnavailableError as exc:
             if q.cursor:
                 raise CursorUnavailableError(
@@ -283,6 +309,38 @@ class RecommendationService:
             return self._from_fallback(n, q, placement, name)
         self.fallback_since = None
         return self._listing(items, source, state.model_version, name, token)
+
+    async def _explored(
+        self,
+        placement: Placement,
+        state: VersionState,
+        user: str | None,
+        rules: RuleSet,
+        items: list[Item],
+        n: int,
+        excluded: AbstractSet[str],
+        details: bool,
+    ) -> tuple[list[Item], list[str]]:
+        """``items`` with the placement's exploration slots of the first ``n`` filled (pins keep theirs), and the
+        items placed there."""
+        at = slots(n, placement.explore)
+        model_version = str(state.model_version)
+        self.exploration.watch(model_version)
+        query = ExploreQuery(
+            user,
+            len(at),
+            rules,
+            excluded | {i["item_id"] for i in items},
+            details,
+            self.exploration.counts(model_version),
+            self.rng,
+        )
+        picks = await self.feeds.explore(state, self.live, query)
+        if not picks:
+            return items, []
+        pinned = set(active_pins(rules, datetime.now(UTC)).values())
+        placed_items = placed(items, picks, at, lambda i: i["item_id"] in pinned)[: max(len(items), n)]
+        return placed_items, [i["item_id"] for i in picks]
 
     async def _page(self, token: str, q: PlacementQuery, user: str | None, items: list[Item], n: int) -> list[Item]:
         """The first ``n`` of ``items`` no earlier page of the cursor showed, recorded as shown."""
@@ -304,7 +362,7 @@ class RecommendationService:
     async def similar(self, item_id: str, n: int, details: bool = False) -> Listing:
         """Items similar to ``item_id``, with the new items that join its list (empty for an unknown item)."""
 
-        async def read(state: VersionState) -> tuple[list[str], list[float]]:
+        async def read(state: VersionState) -> tuple[List, Why]:
             keys = [self.keys.similar(state.version, item_id), self.keys.attached(state.version, item_id)]
             similar, attached = await self.guard(self.redis.mget(keys))
             return await self.feeds.with_new_items(state, self.live, item_id, decode(similar), decode(attached))
@@ -313,13 +371,15 @@ class RecommendationService:
 
     async def popular(self, n: int, category: str | None = None, details: bool = False) -> Listing:
         """Popular items overall or in a category."""
-        return await self._one_list(
-            lambda s: self.versions.popular(s, category), "popular", n, details, set(), category
-        )
+
+        async def read(state: VersionState) -> tuple[List, Why]:
+            return await self.versions.popular(state, category), POPULAR
+
+        return await self._one_list(read, "popular", n, details, set(), category)
 
     async def _one_list(
         self,
-        read: Callable[[VersionState], Awaitable[tuple[list[str], list[float]]]],
+        read: Callable[[VersionState], Awaitable[tuple[List, Why]]],
         source: str,
         n: int,
         details: bool,
@@ -334,14 +394,19 @@ class RecommendationService:
                 return self._listing([], source, None, source)
             await self._sync_live()
             state = await self.versions.get(version)
+            found, why = await read(state)
             items = await arranged(
-                self.versions, self.live, state, [await read(state)], RuleSet(), n, frozenset(), details
+                self.versions, self.live, state, [found], RuleSet(), n, frozenset(), details, self._whys([why])
             )
         except RedisUnavailableError:
             query = PlacementQuery(n=n, exclude=frozenset(excluded), category=category, details=details)
             return self._from_fallback(n, query, None, source)
         self.fallback_since = None
         return self._listing(items, source, state.model_version, source)
+
+    def _whys(self, whys: list[Why]) -> list[Why] | None:
+        """The feed's reasons, or None when answers carry none (``RECSYS_REASONS=false``)."""
+        return whys if self.settings.reasons else None
 
     def _from_fallback(self, n: int, q: PlacementQuery, placement: Placement | None, name: str) -> Listing:
         """The in-process popular lists, under the live state and rules the worker last knew (Redis is away)."""
@@ -364,7 +429,8 @@ class RecommendationService:
             unavailable=blocked,
             excluded=q.exclude,
         )
-        return self._listing(entries(chosen, info, q.details), "fallback", fb.model_version, name)
+        reasons = {i: POPULAR_REASON for i, _ in chosen} if self.settings.reasons else None
+        return self._listing(entries(chosen, info, q.details, reasons), "fallback", fb.model_version, name)
 
     # ---- users and events ----------------------------------------------------------
     async def forget(self, user_id: str) -> ForgetReport:
@@ -414,9 +480,20 @@ class RecommendationService:
             pipe.get(self.keys.session(user))
         done = await self.guard(pipe.execute())
         self._backlog += len(rows)
+        if self._explores:
+            self._clicks(rows)
         if by_user:
             await self._remember(by_user, done[len(rows) :])
         return len(rows)
+
+    def _clicks(self, rows: list[dict[str, Any]]) -> None:
+        """Count the views of explored items that came from a list this API signed."""
+        for row in rows:
+            if row.get("event_type") != "view" or not row.get("recommendation_id"):
+                continue
+            issued = self.ids.verify(str(row["recommendation_id"]))
+            if issued is not None and self.exploration.explored(issued.model_version, str(row["item_id"])):
+                self.exploration.click(issued.model_version, str(row["item_id"]))
 
     async def event_backlog(self, max_age: float = 0.0) -> int:
         """Events in the stream that no drain has acknowledged yet (the drain trims what it acknowledged).
@@ -483,6 +560,16 @@ class RecommendationService:
         except RedisUnavailableError:
             return False
         return True
+
+
+def _new_shown(items: list[Item], explored: list[str]) -> list[str]:
+    """The new items of an answer: those it shows as ``new`` or in an exploration slot."""
+    picked = set(explored)
+    return [
+        i["item_id"]
+        for i in items
+        if i["item_id"] in picked or (i.get("reason") or {}).get("kind") in ("new", "explore")
+    ]
 
 
 def _session_items(rows: list[dict[str, Any]]) -> dict[str, list[str]]:

@@ -10,10 +10,14 @@ and counted as such.
 Intervals: Wilson 95% (``scipy.stats.binomtest(...).proportion_ci``). The difference: a
 two-sided two-proportion test (Pearson's chi-square on the 2x2 table without continuity
 correction, which is the pooled z-test), or Fisher's exact test when an expected cell is under 5.
+
+New items per arm: the API counts the new items each arm showed (as ``new`` or in an exploration slot)
+and which; a click on one is a ``view`` event carrying that arm's recommendation id.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 
@@ -58,6 +62,19 @@ def difference_p(a: Rate, b: Rate) -> tuple[float, str]:
 
 
 @dataclass(frozen=True)
+class NewItems:
+    """How a variant showed its new items (``new`` and ``explore`` slots) and how often they were clicked."""
+
+    impressions: int
+    items: int
+    """Distinct new items shown."""
+    clicks: int
+    """``view`` events from the variant's lists on those items, by its users, during the experiment."""
+    click_rate: float
+    """Clicks per impression (0 without impressions)."""
+
+
+@dataclass(frozen=True)
 class Arm:
     """One variant's users and outcomes."""
 
@@ -66,6 +83,7 @@ class Arm:
     served_lists: int
     click_through: Rate
     add_to_cart: Rate
+    new_items: NewItems = field(default_factory=lambda: NewItems(0, 0, 0, 0.0))
 
 
 @dataclass(frozen=True)
@@ -99,14 +117,21 @@ def experiment_report(
     started_at: str,
     experiment_id: str,
     ids: RecommendationIds,
+    new_served: Mapping[str, int] | None = None,
+    new_shown: Mapping[str, set[str]] | None = None,
 ) -> ExperimentReport:
-    """Per-user rates of both arms from ``events`` (user_id, recommendation_id, event_type, timestamp).
+    """Per-user rates of both arms from ``events`` (user_id, recommendation_id, event_type, timestamp, and item_id
+    for the new items' clicks).
 
-    ``exposed`` maps each arm's model version to the pseudonyms served it during the experiment.
+    ``exposed`` maps each arm's model version to the pseudonyms served it during the experiment; ``new_served``
+    to how many new items it showed, ``new_shown`` to which.
     """
     since = datetime.fromisoformat(started_at)
     tagged = events.filter(pc.invert(pc.is_null(events.column("recommendation_id"))))
-    rows = tagged.select(["user_id", "recommendation_id", "event_type", "timestamp"]).to_pylist()
+    columns = ["user_id", "recommendation_id", "event_type", "timestamp"]
+    rows = tagged.select(columns + (["item_id"] if "item_id" in tagged.column_names else [])).to_pylist()
+    shown_new = new_shown or {}
+    new_clicks: dict[str, int] = {}
     converted: dict[tuple[str, str], set[str]] = {(v, o): set() for v in (production, challenger) for o in OUTCOMES}
     by_placement: dict[tuple[str, str, str], set[str]] = {}
     ignored = {"before_the_experiment": 0, "not_issued_by_this_api": 0, "other_variant_or_user": 0}
@@ -126,11 +151,15 @@ def experiment_report(
             if row["event_type"] == event_type:
                 converted[(version, outcome)].add(row["user_id"])
                 by_placement.setdefault((issued.placement, version, outcome), set()).add(row["user_id"])
+        if row["event_type"] == "view" and row.get("item_id") in shown_new.get(version, ()):
+            new_clicks[version] = new_clicks.get(version, 0) + 1
 
     def arm(version: str) -> Arm:
         users = len(exposed.get(version, set()))
         rates = {o: rate(len(converted[(version, o)]), users) for o in OUTCOMES}
-        return Arm(version, users, int(served.get(version, 0)), rates["click_through"], rates["add_to_cart"])
+        shown, clicks = int((new_served or {}).get(version, 0)), new_clicks.get(version, 0)
+        news = NewItems(shown, len(shown_new.get(version, ())), clicks, round(clicks / shown, 6) if shown else 0.0)
+        return Arm(version, users, int(served.get(version, 0)), rates["click_through"], rates["add_to_cart"], news)
 
     a, b = arm(production), arm(challenger)
     click_p, click_test = difference_p(a.click_through, b.click_through)

@@ -274,10 +274,16 @@ def experiment(settings: Settings) -> dict[str, Any]:
             for v in (production, challenger)
         }
         served = {str(k): int(v) for k, v in r.hgetall(keys.served(running.id)).items()}
-    events = Store(settings).read_events(columns=("user_id", "recommendation_id", "event_type", "timestamp"))
+        new_served = {str(k): int(v) for k, v in r.hgetall(keys.new_served(running.id)).items()}
+        new_shown = {
+            v: {str(i) for i in r.sscan_iter(keys.new_shown(running.id, v), count=10_000)}
+            for v in (production, challenger)
+        }
+    columns = ("user_id", "item_id", "recommendation_id", "event_type", "timestamp")
+    events = Store(settings).read_events(columns=columns)
     ids = RecommendationIds(settings.hmac_secret.get_secret_value())
     report = experiment_report(
-        events, exposed, served, production, challenger, running.started_at, running.id, ids
+        events, exposed, served, production, challenger, running.started_at, running.id, ids, new_served, new_shown
     ).to_dict()
     report["mlflow_run_id"] = log_experiment(settings, report)
     return report

@@ -238,6 +238,6 @@ def explain(settings: Settings, raw_user_id: str, item_id: str, n: int = 10, ali
     if item < 0:
         raise LookupError(f"item {item_id!r} is not in model version {version}")
     model = bundle.model
-    pairs = model.explain(user, bundle.user_items, item, n) if user >= 0 else []
+    pairs = model.explain(user, bundle.user_items, item, n, sequences=bundle.sequences) if user >= 0 else []
     named = [(str(bundle.vocab.items[i]), round(c, 6)) for i, c in pairs]
     return Explanation(version, model.family, model.explanation, user >= 0, named)

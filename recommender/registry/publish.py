@@ -63,12 +63,19 @@ class Published:
         return asdict(self)
 
 
-def _encoded(keys: list[str], ids: np.ndarray, scores: np.ndarray, names: np.ndarray) -> dict[str, bytes]:
-    """key -> encoded list, for one batch of rows (-1 ids dropped)."""
+def _encoded(
+    keys: list[str], ids: np.ndarray, scores: np.ndarray, names: np.ndarray, behind: np.ndarray | None = None
+) -> dict[str, bytes]:
+    """key -> encoded list, for one batch of rows (-1 ids dropped); with the past item ``behind`` each one."""
     out = {}
-    for key, row_ids, row_scores in zip(keys, ids, scores, strict=True):
+    for k, (key, row_ids, row_scores) in enumerate(zip(keys, ids, scores, strict=True)):
         valid = row_ids >= 0
-        out[key] = encode(names[row_ids[valid]].tolist(), row_scores[valid])
+        reasons = None
+        if behind is not None:
+            cols = behind[k][valid]
+            found = names[np.maximum(cols, 0)].tolist()
+            reasons = [f if c >= 0 else None for f, c in zip(found, cols.tolist(), strict=True)]
+        out[key] = encode(names[row_ids[valid]].tolist(), row_scores[valid], reasons)
     return out
 
 
@@ -254,7 +261,9 @@ def write_shard(
             rows, ids, scores = rows[keep], ids[keep], scores[keep]
         if len(rows):  # a batch of forgotten users only writes nothing (an empty MSET is an error)
             shown[ids[ids >= 0]] = True
-            r.mset(_encoded([keys.user(version, str(u)) for u in vocab.users[rows]], ids, scores, vocab.items))
+            behind = bundle.because(rows, ids)
+            user_keys = [keys.user(version, str(u)) for u in vocab.users[rows]]
+            r.mset(_encoded(user_keys, ids, scores, vocab.items, behind))
             if bundle.bought is not None:
                 _write_bought(r, keys, version, bundle, rows)
             _write_sequences(r, keys, version, bundle, rows)

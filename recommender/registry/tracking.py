@@ -445,6 +445,8 @@ def log_experiment(settings: Settings, report: dict[str, Any]) -> str:
     for name, arm in (("production", prod), ("challenger", chal)):
         metrics[f"{name}_users"] = arm["users"]
         metrics[f"{name}_served_lists"] = arm["served_lists"]
+        news = arm.get("new_items") or {}
+        metrics |= {f"{name}_new_item_{k}": news[k] for k in ("impressions", "clicks", "click_rate") if k in news}
         for rate in ("click_through", "add_to_cart"):
             metrics |= {f"{name}_{rate}_{k}": arm[rate][k] for k in ("rate", "low", "high")}
     run_name = f"v{prod['model_version']}-vs-v{chal['model_version']}-{datetime.now(UTC):%Y%m%d-%H%M%S}"

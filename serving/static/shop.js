@@ -28,9 +28,24 @@ function el(tag, className, text) {
   return node;
 }
 
+// The reason the API gives for an item, in the shop's words ("Because you viewed <title>").
+const REASONS = {
+  popular: "Popular right now", new: "New in", explore: "Something new to discover", pinned: "Featured",
+  promoted: "Promoted", buy_again: "Time to buy again",
+};
+
+function because(reason) {
+  if (!reason) return "";
+  const named = reason.title || reason.item_id;
+  if (named && (reason.kind === "similar_to" || reason.kind === "session")) return `Because you viewed ${named}`;
+  if (named && reason.kind === "bought_together") return `Bought together with ${named}`;
+  return REASONS[reason.kind] || "";
+}
+
 function card(item, list) {
   const div = el("div", "card");
   div.dataset.item = item.item_id;
+  div.dataset.reason = item.reason?.kind ?? "";
   const price = item.price == null ? "" : `$${Number(item.price).toFixed(2)}`;
   const title = el("h3", "title", item.title || item.item_id);
   const button = el("button", "cart", "Add to cart");
@@ -38,6 +53,7 @@ function card(item, list) {
     title,
     el("span", "cat", item.category || ""),
     el("span", "price", price),
+    el("span", "why", because(item.reason)),
     el("span", "score", `${item.item_id} · score ${Number(item.score).toFixed(3)}`),
     button,
   );

@@ -12,7 +12,7 @@ from redis.asyncio import Redis
 from recommender.config import Settings
 from recommender.online.guard import Guard
 from recommender.online.keys import Keys
-from recommender.online.listing import arranged
+from recommender.online.listing import POPULAR, arranged
 from recommender.online.livestate import LiveState
 from recommender.online.rules import parse_rules
 from recommender.online.versions import Versions, VersionState
@@ -47,9 +47,9 @@ def test_a_cold_worker_reads_details_then_judges_as_a_warm_one(redis_settings: S
         try:
             versions = Versions(client, keys, Guard(1.0), item_cache_size=1000)
             state, live = VersionState("v1", "1", 0.0, frozenset(), frozenset(), {}), LiveState()
-            cold = await arranged(versions, live, state, lists, RULES, 5, frozenset(), False)
+            cold = await arranged(versions, live, state, lists, RULES, 5, frozenset(), False, [POPULAR])
             read = len(state.details)
-            warm = await arranged(versions, live, state, lists, RULES, 5, frozenset(), False)
+            warm = await arranged(versions, live, state, lists, RULES, 5, frozenset(), False, [POPULAR])
             return cold, warm, read
         finally:
             await client.aclose()

@@ -128,6 +128,41 @@ def test_the_report_breaks_down_per_placement() -> None:
     assert report.placements["product"]["1"]["click_through"].hits == 0
 
 
+def test_the_report_counts_each_arms_new_items_and_their_clicks() -> None:
+    exposed = {"1": {f"u{u}" for u in range(100)}, "2": {f"u{u}" for u in range(100, 200)}}
+    schema = pa.schema([*table([]).schema, ("item_id", pa.string())])
+
+    def on(rows: list[dict], item: str) -> list[dict]:  # type: ignore[type-arg]
+        return [row | {"item_id": item} for row in rows]
+
+    rows = (
+        on(clicks(range(100), "1", 6), "n1")  # production's lists, on its new item
+        + on(clicks(range(100), "1", 9), "old")  # a click, not on a new item
+        + on(clicks(range(100, 200), "2", 15), "n2")
+        + on(clicks(range(100, 200), "2", 4), "n1")  # n1 is not new in the challenger's lists
+        + on(clicks(range(100, 200), "2", 3, event="add_to_cart"), "n2")  # not a click
+        + on(clicks(range(100), "2", 5), "n2")  # production's users claiming the challenger's lists
+        + on(clicks(range(100, 200), "2", 7, at=START - timedelta(days=2)), "n2")  # before the start
+    )
+    served = {v: 3 * len(u) for v, u in exposed.items()}
+    report = experiment_report(
+        pa.Table.from_pylist(rows, schema=schema),
+        exposed,
+        served,
+        "1",
+        "2",
+        START.isoformat(),
+        "exp1",
+        IDS,
+        new_served={"1": 60, "2": 100},
+        new_shown={"1": {"n1"}, "2": {"n2", "n3"}},
+    )
+    prod, chal = report.production.new_items, report.challenger.new_items
+    assert (prod.impressions, prod.items, prod.clicks, prod.click_rate) == (60, 1, 6, 0.1)
+    assert (chal.impressions, chal.items, chal.clicks, chal.click_rate) == (100, 2, 15, 0.15)
+    assert report_of([], exposed).production.new_items.impressions == 0  # an API that counted none
+
+
 def test_a_published_challenger_serves_its_share_and_the_report_counts_its_users(shop_settings: Settings) -> None:
     settings = shop_settings.model_copy(
         update={"experiment_share": 0.3, "api_keys": SecretStr("page:events,ops:admin")}

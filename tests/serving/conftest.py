@@ -10,6 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 from fastapi.testclient import TestClient
+from pydantic import SecretStr
 
 from recommender.config import Settings
 from serving.app import create_app
@@ -27,6 +28,22 @@ def api_settings(shops: dict[str, Shop]) -> Settings:
 def sequential_settings(shops: dict[str, Shop]) -> Settings:
     """Settings on db 2 of the session's Valkey, with a sequential model published."""
     return shops["sequential"].restore()
+
+
+@pytest.fixture(scope="module")
+def keyed(api_settings: Settings) -> Settings:
+    """Keys of each role (``shop`` reads, ``backend`` writes, ``ops`` is an admin with the ``merch`` scope); every
+    worker re-checks the live state on every request (no poll interval)."""
+    return api_settings.model_copy(
+        update={"api_keys": SecretStr("shop:read,backend:write,ops:admin:merch"), "live_poll_seconds": 0.0}
+    )
+
+
+@pytest.fixture
+def c(keyed: Settings) -> Iterator[TestClient]:
+    """The API over :func:`keyed`."""
+    with TestClient(create_app(keyed)) as client:
+        yield client
 
 
 @pytest.fixture

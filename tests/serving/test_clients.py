@@ -44,6 +44,7 @@ def test_the_sync_client_reads_pages_writes_and_reports_errors(url: str) -> None
         top = first.item_ids[0]
         assert top not in shop.similar(top, 5).item_ids and len(shop.popular(3).items) == 3
         assert shop.placement("product", item_id=top, details=True).items[0].details["category"]
+        assert shop.placement("product", item_id=top).items[0].reason == {"kind": "similar_to", "item_id": top}
         assert backend.update_item(top, in_stock=False) == 1
         assert top not in shop.recommendations("u1", 5).item_ids
         assert backend.update_items([{"item_id": top, "in_stock": True}]) == 1

@@ -9,7 +9,6 @@ import orjson
 import pytest
 import redis
 from fastapi.testclient import TestClient
-from pydantic import SecretStr
 
 from recommender.config import Settings
 from recommender.data.privacy import pseudonymize
@@ -22,14 +21,6 @@ from tests.conftest import SECRET
 
 KEYS = Keys("recsys")
 READ, WRITE = {"X-API-Key": "shop"}, {"X-API-Key": "backend"}
-
-
-@pytest.fixture(scope="module")
-def keyed(api_settings: Settings) -> Settings:
-    """Keys of each role; every worker re-checks the live state on every request (no poll interval)."""
-    return api_settings.model_copy(
-        update={"api_keys": SecretStr("shop:read,backend:write,ops:admin:merch"), "live_poll_seconds": 0.0}
-    )
 
 
 @pytest.fixture

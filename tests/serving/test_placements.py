@@ -6,39 +6,24 @@ import asyncio
 import json
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import orjson
 import pytest
 import redis
 from fastapi.testclient import TestClient
-from pydantic import SecretStr
 from typer.testing import CliRunner
 
 from recommender.cli import app as cli
 from recommender.config import Settings, get_settings
 from recommender.data.privacy import pseudonymize
 from recommender.online.keys import Keys
-from serving.app import create_app
 from serving.schemas import PlacementList
 from tests.conftest import SECRET
 
 KEYS = Keys("recsys")
 READ, WRITE, ADMIN = {"X-API-Key": "shop"}, {"X-API-Key": "backend"}, {"X-API-Key": "ops"}
-
-
-@pytest.fixture(scope="module")
-def keyed(api_settings: Settings) -> Settings:
-    return api_settings.model_copy(
-        update={"api_keys": SecretStr("shop:read,backend:write,ops:admin:merch"), "live_poll_seconds": 0.0}
-    )
-
-
-@pytest.fixture
-def c(keyed: Settings) -> Iterator[TestClient]:
-    with TestClient(create_app(keyed)) as client:
-        yield client
 
 
 def get(c: TestClient, name: str, **params: object) -> dict:  # type: ignore[type-arg]

@@ -44,6 +44,7 @@ def test_fallback_while_redis_is_down_and_recovery_after(api_settings: Settings,
             down = client.get(url, params={"n": 5})
             assert down.status_code == 200 and down.json()["source"] == "fallback"
             assert len(down.json()["items"]) == 5 and down.json()["model_version"] == "1"
+            assert [i["reason"] for i in down.json()["items"]] == [{"kind": "popular"}] * 5
             category = client.get(url, params={"n": 3, "category": "c01", "details": True}).json()
             assert category["source"] == "fallback" and {i["category"] for i in category["items"]} == {"c01"}
             popular_now = client.get("/v1/popular", params={"n": 5}).json()  # the worker's own copy: no Redis call

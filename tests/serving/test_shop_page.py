@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import redis
@@ -35,12 +36,16 @@ def test_shop_page_home_product_cart(live_url: str, api_settings: Settings, tmp_
 
         first_item = home[0]
         assert cards.first.locator(".title").inner_text().startswith("Product")
+        assert cards.first.get_attribute("data-reason") == "similar_to"  # the past item publishing found behind it
+        assert re.fullmatch(r"Because you viewed Product .+", cards.first.locator(".why").inner_text())
         cards.first.locator(".title").click()  # the product page
         page.wait_for_selector("#similar .card")
         page.wait_for_selector("#together .card")
         assert page.locator("#product-title").get_attribute("data-item") == first_item
         similar = page.locator("#similar .card")
         assert similar.count() == 6 and first_item not in [similar.nth(k).get_attribute("data-item") for k in range(6)]
+        product = page.locator("#product-title").inner_text()
+        assert similar.first.locator(".why").inner_text() == f"Because you viewed {product}"
         together = page.locator("#together .card")
         assert 0 < together.count() <= 4
 

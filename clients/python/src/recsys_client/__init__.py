@@ -32,11 +32,13 @@ class RecsysError(Exception):
 
 @dataclass(frozen=True)
 class Item:
-    """One item of a list; ``details`` holds the catalog fields when asked for."""
+    """One item of a list; ``details`` holds the catalog fields when asked for, ``reason`` why it is shown
+    (``{"kind": "similar_to", "item_id": "i7"}``: see the API's docs for the kinds)."""
 
     item_id: str
     score: float
     details: dict[str, Any] = field(default_factory=dict)
+    reason: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -57,7 +59,12 @@ class Listing:
 
 def _listing(body: Mapping[str, Any]) -> Listing:
     items = [
-        Item(str(i["item_id"]), float(i["score"]), {k: v for k, v in i.items() if k not in ("item_id", "score")})
+        Item(
+            str(i["item_id"]),
+            float(i["score"]),
+            {k: v for k, v in i.items() if k not in ("item_id", "score", "reason")},
+            i.get("reason"),
+        )
         for i in body["items"]
     ]
     return Listing(items, body["source"], body.get("model_version"), body["recommendation_id"], body.get("cursor"))

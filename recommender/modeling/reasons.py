@@ -1,0 +1,54 @@
+"""The past item behind each published recommendation, for whole batches of users (see
+:mod:`recommender.data.reasons` for the reasons the API gives).
+
+Per family: the nearest past item by the cosine of the item vectors (ALS and BPR factors, the sequential
+model's item embeddings); for item-KNN the largest term of the score's sum, history weight x similarity.
+A user's past items are their :data:`HISTORY` heaviest (the confidence matrix's largest weights).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+HISTORY = 50
+"""Past items considered per user."""
+
+
+def histories(users: np.ndarray, user_items: sp.csr_matrix, size: int = HISTORY) -> tuple[np.ndarray, np.ndarray]:
+    """Each user's heaviest past item columns (users x ``size``, -1 padded) and their weights (0 padded)."""
+    cols = np.full((len(users), size), -1, dtype=np.int64)
+    weights = np.zeros((len(users), size), dtype=np.float32)
+    indptr, indices, data = user_items.indptr, user_items.indices, user_items.data
+    for r, user in enumerate(users):
+        lo, hi = indptr[user], indptr[user + 1]
+        row, w = indices[lo:hi], data[lo:hi]
+        if hi - lo > size:
+            keep = np.argsort(-w, kind="stable")[:size]
+            row, w = row[keep], w[keep]
+        cols[r, : len(row)], weights[r, : len(row)] = row, w
+    return cols, weights
+
+
+def top_contributor(similarity: sp.csr_matrix, history: np.ndarray, weights: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """For each user row and column of ``ids``, the past item with the largest ``weight x similarity[past, id]``
+    (item-KNN's score is the sum of these terms); -1 where no past item has a positive term."""
+    similarity = sp.csr_matrix(similarity)
+    similarity.sort_indices()
+    width = np.int64(similarity.shape[1])
+    stored = np.repeat(np.arange(similarity.shape[0], dtype=np.int64), np.diff(similarity.indptr)) * width
+    stored += similarity.indices
+    out = np.full(ids.shape, -1, dtype=np.int64)
+    if not len(stored):
+        return out
+    for lo in range(0, len(ids), 256):
+        past, shown, w = history[lo : lo + 256], ids[lo : lo + 256], weights[lo : lo + 256]
+        wanted = np.maximum(past, 0)[:, None, :] * width + np.maximum(shown, 0)[:, :, None]  # users x n x h
+        at = np.minimum(np.searchsorted(stored, wanted), len(stored) - 1)
+        terms = np.where(stored[at] == wanted, similarity.data[at], 0.0) * w[:, None, :]
+        terms[np.broadcast_to((past < 0)[:, None, :], terms.shape)] = 0.0
+        best = terms.argmax(axis=2)
+        found = np.take_along_axis(past, best, axis=1)
+        positive = np.take_along_axis(terms, best[:, :, None], axis=2)[:, :, 0] > 0
+        out[lo : lo + 256] = np.where(positive & (shown >= 0), found, -1)
+    return out
