@@ -7,7 +7,7 @@ from typing import Any
 
 from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, task
 from airflow.sdk.exceptions import AirflowSkipException
-from recsys_common import INTERACTIONS, SERVICE_RETRIES, optional, settings
+from recsys_common import INTERACTIONS, SERVICE_RETRIES, WRITERS, optional, settings
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +34,8 @@ Empty fields keep the defaults.
 7. **flip_version**: after every shard succeeded, the atomic flip to the new version; a failed
    shard leaves the previous version served.
 8. **smoke_check**: Redis and the API serve the new version with non-empty lists.
+9. **export**: when `RECSYS_EXPORT_PLACEMENT` names a placement, every user's list of it, as served, to the
+   Iceberg table `recommendations` (or to files at `RECSYS_EXPORT_TO`); otherwise it returns `skipped`.
 """
 
 PARAMS = {
@@ -209,9 +211,16 @@ def retrain_recommender() -> None:
 
         return smoke_check(settings(), str(published["model_version"]))
 
+    @task(**WRITERS)
+    def export(checked: dict[str, Any]) -> dict[str, Any]:
+        """Every user's list of RECSYS_EXPORT_PLACEMENT to the recommendations table (or RECSYS_EXPORT_TO)."""
+        from recommender.ops.pipeline import export_served
+
+        return export_served(settings())  # {"skipped": ...} when no export is asked for
+
     trained = train_and_evaluate(pick_snapshot())
     parts = publish_shard.expand(part=publish(gate_and_promote(stage(trained))))
-    smoke_check(flip_version(parts))
+    export(smoke_check(flip_version(parts)))
 
 
 retrain_recommender()

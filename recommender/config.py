@@ -180,8 +180,17 @@ class Settings(BaseSettings):
     experiment_share: float = Field(default=0.1, ge=0, le=1, description="Users on the challenger, if one is live.")
     session_items: int = Field(default=5, ge=0, le=50, description="Recent items blended in (0: off).")
     reasons: bool = Field(
-        default=True, description="Each item of an answer carries its reason (off: none, the bytes and work saved)."
+        default=True,
+        description="Each item of an answer carries its reason (off: none; publishing stores them either way).",
     )
+    export_placement: str | None = Field(
+        default=None, description="A placement the retrain DAG exports for every user after publishing (none: off)."
+    )
+    export_n: int = Field(default=50, ge=1, le=1000, description="Items per user in a bulk export.")
+    export_to: str | None = Field(
+        default=None, description="Where exports go: a path or s3:// URI for files (none: the recommendations table)."
+    )
+    export_format: Literal["parquet", "csv"] = Field(default="parquet", description="The files' format.")
     session_ttl_seconds: int = Field(default=1800, ge=1, description="A session ends after this long quiet.")
     session_weight: float = Field(default=1.0, ge=0, description="Weight of the session lists in the blend.")
     placements_file: Path | None = Field(default=None, description="JSON placements config (default: built in).")

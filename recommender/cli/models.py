@@ -158,6 +158,41 @@ def publish(
 
 
 @app.command()
+def export(
+    placement: Annotated[
+        str, typer.Option(help="A placement that ranks for users (home, new, buy_again, ...).")
+    ] = "home",
+    n: Annotated[int | None, typer.Option(help="Items per user (default RECSYS_EXPORT_N, 50).")] = None,
+    to: Annotated[
+        str | None, typer.Option(help="A path or s3:// URI for files (default: the Iceberg table recommendations).")
+    ] = None,
+    fmt: Annotated[str, typer.Option("--format", help="parquet or csv, with --to.")] = "parquet",
+    force: Annotated[bool, typer.Option(help="Export again a model version already exported.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Every user's top-N of a placement from the served version, as the API serves it, in bulk."""
+    from recommender.ops.export import ExportError, export_recommendations
+
+    if fmt not in ("parquet", "csv"):
+        fail(f"--format is parquet or csv, not {fmt!r}")
+    try:
+        with progress_bar(as_json) as update:
+            out = export_recommendations(settings(), placement, n, to, fmt, force, update)  # type: ignore[arg-type]
+    except (ExportError, LookupError, ValueError) as exc:
+        fail(str(exc))
+    if as_json:
+        echo_json(out)
+        return
+    if out["skipped"]:
+        typer.echo(f"nothing exported: {out['skipped']}")
+        return
+    typer.echo(
+        f"exported {out['rows']:,} rows for {out['users']:,} users of {placement!r} from model "
+        f"v{out['model_version']} to {out['target']} in {out['seconds']:.1f}s"
+    )
+
+
+@app.command()
 def rollback(
     reason: Annotated[str, typer.Option(help="Why; recorded on the model version.")] = "manual rollback",
     as_json: JsonOpt = False,

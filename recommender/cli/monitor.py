@@ -86,6 +86,16 @@ def experiment_report(as_json: JsonOpt = False) -> None:
             f"{'':<10} new items: {news['impressions']:,} shown ({news['items']:,} distinct), "
             f"{news['clicks']:,} clicked ({news['click_rate']:.4f} per impression)"
         )
+        money = v["revenue"]
+        typer.echo(
+            f"{'':<10} revenue: {money['per_user']:,.2f} per user, {money['total']:,.2f} in all from "
+            f"{money['buyers']:,} buyers ({money['attributed']:,.2f} from purchases carrying its lists' ids)"
+        )
+    lift = out["revenue_per_user_lift"]
+    interval = (
+        f"[{lift['low']:,.2f}, {lift['high']:,.2f}] ({lift['method']} bootstrap)" if lift["low"] is not None else ""
+    )
+    typer.echo(f"revenue per user, challenger - production: {lift['difference']:,.2f} {interval}".rstrip())
     typer.echo(
         f"p-values (challenger vs production): click-through {out['click_through_p']:.4f} "
         f"({out['tests']['click_through']}), add-to-cart {out['add_to_cart_p']:.4f} ({out['tests']['add_to_cart']}); "

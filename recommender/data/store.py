@@ -43,6 +43,20 @@ PROP_PREFIX = "recsys."
 TOMBSTONE_SCHEMA = pa.schema(
     [pa.field("user_id", pa.large_string(), nullable=False), pa.field("forgotten_at", pa.timestamp("us", tz="UTC"))]
 )
+RECOMMENDATION_SCHEMA = pa.schema(
+    [
+        pa.field("user_id", pa.string(), nullable=False),
+        pa.field("item_id", pa.string(), nullable=False),
+        pa.field("rank", pa.int32(), nullable=False),
+        pa.field("score", pa.float64()),
+        pa.field("reason", pa.string()),
+        pa.field("version", pa.string(), nullable=False),
+        pa.field("placement", pa.string(), nullable=False),
+        pa.field("exported_at", pa.timestamp("us", tz="UTC"), nullable=False),
+    ]
+)
+"""A bulk export's rows (``recsys export``): ``user_id`` is the pseudonym (as in every table), ``version`` the
+model version that served the list, ``reason`` the item's reason as JSON."""
 TABLE_PROPERTIES = {"commit.retry.num-retries": "0"}
 """pyiceberg re-applies a failed append on top of whatever a concurrent writer committed, which would
 store rows that writer already stored: every commit here fails instead, and :func:`retrying`
@@ -335,6 +349,10 @@ class Store:
         """The item catalog (latest row per item)."""
         return self._table("items", ITEM_SCHEMA)
 
+    def recommendations(self) -> Table:
+        """Bulk exports of the served lists, one set of rows per model version and placement."""
+        return self._table("recommendations", RECOMMENDATION_SCHEMA)
+
     def tombstones(self) -> Table:
         """Pseudonyms of users who asked to be forgotten: never stored or trained on again."""
         return self._table("tombstones", TOMBSTONE_SCHEMA)
@@ -428,13 +446,18 @@ class Store:
         retrying(append)
 
     def delete_user(self, user_id: str) -> dict[str, int]:
-        """Delete a pseudonym's rows from events and quarantine, expire every older snapshot and delete the
-        files only those referenced, so no snapshot and no file can bring the rows back."""
+        """Delete a pseudonym's rows from events, quarantine and the exported recommendations, expire every older
+        snapshot and delete the files only those referenced, so no snapshot and no file can bring the rows back."""
         if not user_id.isalnum():
             raise ValueError("delete_user takes a pseudonym (hex), not a raw id")
         removed = {}
         predicate = f"user_id == '{user_id}'"
-        for name, load in (("events", self.events), ("quarantine", self.quarantine)):
+        tables = (
+            ("events", self.events),
+            ("quarantine", self.quarantine),
+            ("recommendations", self.recommendations),
+        )
+        for name, load in tables:
 
             def delete(load: Callable[[], Table] = load) -> int:
                 table = load()

@@ -1,19 +1,23 @@
-"""Exploration: a share of a placement's slots for new or under-exposed items, chosen by Thompson sampling.
+"""Exploration: a share of a placement's slots for new items, chosen by Thompson sampling.
 
 A placement's ``explore`` share (off by default) gives the last slot of every ``1 / share`` slots of a list
 (10%: the 10th of 10; 20%: the 5th and the 10th) to an item the content model proposes: the
 :data:`CANDIDATES` new items it ranks best for the user (by the attributes' appeal for an unknown user).
 Among them each request draws, per item, a click rate from its posterior ``Beta(1 + clicks, 1 + shown -
-clicks)`` and ranks by that draw times the item's content weight ``exp(score - best score)``: an item
-rarely shown has a wide posterior and is tried now and then whatever its weight; one shown often and never
-clicked sinks; one that is clicked keeps its slot until a retrain gives it a place of its own. Rules' filters,
-availability and the request's exclusions apply to the candidates as to every item; a pin keeps its position.
+clicks)`` and ranks by that draw times the item's content weight ``exp(score - best score)``: an item rarely
+shown has a wide posterior and can outdraw one of a higher weight that was shown often and not clicked; one
+shown often and never clicked sinks; one that is clicked keeps coming back. The counts are per model version
+(``{prefix}:explore:{model_version}``, ``shown:{item}`` and ``clicked:{item}``): a retrain, which learned from
+the clicks' events, starts them afresh. Rules' filters, availability and the request's exclusions apply to the
+candidates as to every item; a pin keeps its position.
 
-The counts are per model version, in ``{prefix}:explore:{model_version}`` (``shown:{item}``,
-``clicked:{item}``). An API worker counts what it showed in exploration slots, and the clicks: a ``view``
-event posted with a recommendation id this API signed, on an item being explored. It writes both in one
-pipeline a round of its upkeep (at most once, like experiment exposures) and reads every worker's counts back
-every :data:`REFRESH_SECONDS`.
+An API worker counts what it showed in exploration slots and remembers, per list, which items those were (a
+set under the list's recommendation id for :data:`CLICK_WINDOW_SECONDS`). A click is a ``view`` posted to
+``POST /v1/events`` with that recommendation id on one of those items, counted once per list and item (the
+set's ``SREM`` answers 1 once): a replayed id, or an id of a list that did not explore the item, counts nothing.
+The worker writes the counts and the sets in one pipeline a round of its upkeep (at most once, like experiment
+exposures; a click that arrives before its list's set is written is not counted) and reads the counts of the
+versions it explores with back every :data:`REFRESH_SECONDS`.
 """
 
 from __future__ import annotations
@@ -33,6 +37,10 @@ CANDIDATES = 50
 """New items a request draws among (the content model's best for the user)."""
 REFRESH_SECONDS = 2.0
 COUNTS_TTL_SECONDS = 30 * 86_400
+CLICK_WINDOW_SECONDS = 86_400
+"""How long after a list was served a click on one of its explored items counts."""
+IN_USE_SECONDS = 600.0
+"""A model version no request explored with for this long is no longer read back (nor held)."""
 T = TypeVar("T")
 
 
@@ -45,7 +53,10 @@ def slots(n: int, share: float) -> list[int]:
 
 
 def drawn(
-    ids: Sequence[str], scores: Sequence[float], counts: Mapping[str, tuple[int, int]], rng: np.random.Generator
+    ids: Sequence[str],
+    scores: Sequence[float],
+    counts: Counts | Mapping[str, tuple[int, int]],
+    rng: np.random.Generator,
 ) -> list[str]:
     """``ids`` in Thompson order: a click rate drawn from each one's ``Beta(1 + clicks, 1 + shown - clicks)``,
     times its content weight ``exp(score - best)``, highest first (``counts``: item -> (shown, clicked))."""
@@ -76,58 +87,69 @@ def placed(items: Sequence[T], picks: Sequence[T], at: Sequence[int], fixed: Cal
     return [position[k] for k in sorted(position)]
 
 
+class Counts:
+    """Item -> (shown, clicked) of one model version: the stored counts with this worker's unwritten ones, looked
+    up per item (a request reads its candidates only)."""
+
+    def __init__(self, known: Mapping[str, tuple[int, int]], shown: Counter[str], clicked: Counter[str]) -> None:
+        self.known, self.shown, self.clicked = known, shown, clicked
+
+    def get(self, item: str, default: tuple[int, int] = (0, 0)) -> tuple[int, int]:
+        s, c = self.known.get(item, default)
+        return s + self.shown[item], c + self.clicked[item]
+
+
 class Exploration:
-    """One worker's exploration counts: what it showed and saw clicked since its last flush, and every worker's
-    counts as last read from Redis."""
+    """One worker's exploration counts: what it showed and saw clicked since its last flush, the lists whose
+    exploration slots may still be clicked, and every worker's counts as last read from Redis."""
 
     def __init__(self) -> None:
         self.shown: dict[str, Counter[str]] = {}
         self.clicked: dict[str, Counter[str]] = {}
+        self.lists: dict[str, list[str]] = {}
+        """recommendation id -> the items its exploration slots showed, until the next flush writes them."""
         self.known: dict[str, dict[str, tuple[int, int]]] = {}
-        self.tried: dict[str, set[str]] = {}  # every item this worker showed, kept across flushes
         self.read_at: dict[str, float] = {}
+        self.used_at: dict[str, float] = {}
 
-    def counts(self, model_version: str) -> dict[str, tuple[int, int]]:
-        """Item -> (shown, clicked) for ``model_version``: the stored counts with this worker's unwritten ones."""
-        known = self.known.get(model_version, {})
-        shown, clicked = self.shown.get(model_version, Counter()), self.clicked.get(model_version, Counter())
-        if not shown and not clicked:
-            return known
-        out = dict(known)
-        for item in shown.keys() | clicked.keys():
-            s, c = out.get(item, (0, 0))
-            out[item] = (s + shown[item], c + clicked[item])
-        return out
+    def counts(self, model_version: str) -> Counts:
+        """Item -> (shown, clicked) for ``model_version``."""
+        return Counts(
+            self.known.get(model_version, {}),
+            self.shown.get(model_version, Counter()),
+            self.clicked.get(model_version, Counter()),
+        )
 
-    def show(self, model_version: str, items: Sequence[str]) -> None:
-        """Count ``items`` shown in exploration slots."""
+    def show(self, model_version: str, recommendation_id: str, items: Sequence[str]) -> None:
+        """Count ``items`` shown in the exploration slots of the list ``recommendation_id``."""
         self.shown.setdefault(model_version, Counter()).update(items)
-        self.tried.setdefault(model_version, set()).update(items)
-
-    def explored(self, model_version: str, item: str) -> bool:
-        """Whether ``item`` is being explored under ``model_version`` (shown in a slot by any worker)."""
-        return item in self.known.get(model_version, {}) or item in self.tried.get(model_version, ())
+        self.lists[recommendation_id] = list(items)
 
     def click(self, model_version: str, item: str) -> None:
-        """Count a click on an explored item."""
+        """Count a click on an item a list showed in an exploration slot (once per list and item)."""
         self.clicked.setdefault(model_version, Counter())[item] += 1
 
     def due(self, now: float | None = None) -> list[str]:
-        """The model versions whose stored counts are older than :data:`REFRESH_SECONDS`."""
+        """The model versions served in the last :data:`IN_USE_SECONDS` whose stored counts are older than
+        :data:`REFRESH_SECONDS`; the others are forgotten."""
         now = time.monotonic() if now is None else now
+        for version in [v for v, at in self.used_at.items() if now - at > IN_USE_SECONDS]:
+            for held in (self.used_at, self.read_at, self.known):
+                held.pop(version, None)
         return [v for v, at in self.read_at.items() if now - at >= REFRESH_SECONDS]
 
-    def watch(self, model_version: str) -> None:
-        """Start reading ``model_version``'s stored counts (at the next upkeep round)."""
+    def watch(self, model_version: str, now: float | None = None) -> None:
+        """Read ``model_version``'s stored counts while requests explore with it (from the next upkeep round)."""
+        self.used_at[model_version] = time.monotonic() if now is None else now
         self.read_at.setdefault(model_version, float("-inf"))
 
     async def flush(self, r: Any, keys: Keys) -> None:
-        """Write the counts since the last flush and read back every due version's (dropped on an error: at most
-        once, see :class:`~recommender.online.experiments.Exposures`)."""
-        shown, clicked = self.shown, self.clicked
-        self.shown, self.clicked = {}, {}
+        """Write the counts and the explored lists since the last flush, and read back every due version's counts
+        (dropped on an error: at most once, see :class:`~recommender.online.experiments.Exposures`)."""
+        shown, clicked, lists = self.shown, self.clicked, self.lists
+        self.shown, self.clicked, self.lists = {}, {}, {}
         due = self.due()
-        if not shown and not clicked and not due:
+        if not shown and not clicked and not lists and not due:
             return
         pipe = r.pipeline(transaction=False)
         for prefix, counted in (("shown", shown), ("clicked", clicked)):
@@ -135,6 +157,9 @@ class Exploration:
                 for item, count in counter.items():
                     pipe.hincrby(keys.explore(version), f"{prefix}:{item}", count)
                 pipe.expire(keys.explore(version), COUNTS_TTL_SECONDS)
+        for recommendation_id, items in lists.items():
+            pipe.sadd(keys.explored(recommendation_id), *items)
+            pipe.expire(keys.explored(recommendation_id), CLICK_WINDOW_SECONDS)
         for version in due:
             pipe.hgetall(keys.explore(version))
         replies = await pipe.execute()
@@ -145,8 +170,9 @@ class Exploration:
 
 
 def _parsed(stored: Mapping[Any, Any]) -> dict[str, tuple[int, int]]:
-    out: dict[str, list[int]] = {}
+    shown: dict[str, int] = {}
+    clicked: dict[str, int] = {}
     for field, value in stored.items():
         kind, _, item = (field.decode() if isinstance(field, bytes) else str(field)).partition(":")
-        out.setdefault(item, [0, 0])[0 if kind == "shown" else 1] = int(value)
-    return {item: (s, c) for item, (s, c) in out.items()}
+        (shown if kind == "shown" else clicked)[item] = int(value)
+    return {item: (shown.get(item, 0), clicked.get(item, 0)) for item in shown.keys() | clicked.keys()}

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import base64
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 
@@ -28,7 +28,7 @@ from redis.asyncio import Redis
 from recommender.config import Settings
 from recommender.data.reasons import Reason
 from recommender.online.content import ADDS_PER_REQUEST, LiveContent, merged, with_new
-from recommender.online.explore import CANDIDATES, drawn
+from recommender.online.explore import CANDIDATES, Counts, drawn
 from recommender.online.guard import Guard
 from recommender.online.keys import Keys, decode, decode_behind
 from recommender.online.listing import POPULAR, Lists, Why, arranged, unscored
@@ -168,7 +168,7 @@ class Feeds:
             stored, session = await self.guard(self.redis.get(self.keys.user(version, user))), None
         ids, scores, behind = decode_behind(stored)
         source = "personalized" if ids else "popular"
-        why = Why("similar_to", stored=behind)
+        why = Why("similar_to", stored=behind) if behind is not None else POPULAR  # (the popular family names none)
         fill = await self.versions.popular(state, category)
         if session:
             ids, scores, fill, source, why = await self._with_session(
@@ -239,7 +239,7 @@ class ExploreQuery:
     rules: RuleSet
     excluded: AbstractSet[str]
     details: bool
-    counts: Mapping[str, tuple[int, int]]
+    counts: Counts
     """Item -> (shown, clicked) in exploration slots of this model version."""
     rng: np.random.Generator
 

@@ -64,6 +64,10 @@ class Keys:
         """HASH: ``shown:{item}`` and ``clicked:{item}`` of the items ``model_version``'s lists explored."""
         return f"{self.prefix}:explore:{model_version}"
 
+    def explored(self, recommendation_id: str) -> str:
+        """SET: the items one list showed in its exploration slots, each removed by its first click."""
+        return f"{self.prefix}:explored:{{{recommendation_id}}}"
+
     def experiment_data(self, experiment_id: str) -> str:
         """Pattern of every key of experiment ``experiment_id``."""
         return f"{self.prefix}:experiment:{experiment_id}:*"

@@ -30,6 +30,8 @@ from recommender.online.session import RRF_K
 
 PLACEMENT_NAME = r"^[a-z][a-z0-9_]{0,31}$"
 Feed = Literal["user", "similar", "together", "buy_again", "recent", "new"]
+USER_FEEDS: frozenset[str] = frozenset({"user", "buy_again", "recent", "new"})
+"""The feeds that rank for a user alone (the others need the page's item or the cart)."""
 
 
 class Placement(BaseModel):

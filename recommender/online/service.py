@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -40,7 +40,7 @@ from recommender.online.keys import Keys, decode
 from recommender.online.listing import POPULAR, POPULAR_REASON, Why, arranged, entries
 from recommender.online.live import change_items, put_rules, rules_history, rules_in_force
 from recommender.online.livestate import LiveState, load, poll
-from recommender.online.placements import Placement, load_placements
+from recommender.online.placements import USER_FEEDS, Placement, load_placements
 from recommender.online.redis_conn import client, server_url
 from recommender.online.rules import Candidates, RuleSet, active_pins, arrange
 from recommender.online.session import updated_session
@@ -137,7 +137,7 @@ class RecommendationService:
         self.exploration = Exploration()
         self.rng = np.random.default_rng()
         """Exploration's draws (a test may seed it)."""
-        self._explores = any(p.explore > 0 for p in self.placements.values())
+        self._explores = frozenset(name for name, p in self.placements.items() if p.explore > 0)
         self._active_read_at = float("-inf")
         self._backlog, self._backlog_read_at = 0, float("-inf")
         self._reload: asyncio.Task[None] | None = None
@@ -295,9 +295,11 @@ class RecommendationService:
                 items, explored = await self._explored(placement, state, user, rules, items, n, excluded, q.details)
             if token:
                 items = await self._page(token, q, user, items, n)
+            listing = self._listing(items, source, state.model_version, name, token)
             if explored:
                 shown = {i["item_id"] for i in items}
-                self.exploration.show(str(state.model_version), [i for i in explored if i in shown])
+                picked = [i for i in explored if i in shown]
+                self.exploration.show(str(state.model_version), listing.recommendation_id, picked)
             if user is not None and challenger is not None and self._experiment_id:
                 self.exposures.add(self._experiment_id, str(state.model_version), user, _new_shown(items, explored))
         except RedisUnavailableError as exc:
@@ -308,7 +310,30 @@ class RecommendationService:
                 ) from exc
             return self._from_fallback(n, q, placement, name)
         self.fallback_since = None
-        return self._listing(items, source, state.model_version, name, token)
+        return listing
+
+    async def bulk(self, name: str, users: Sequence[str], n: int) -> tuple[str | None, list[list[Item]]]:
+        """Each pseudonym's first ``n`` of placement ``name`` from the active version, under its rules, availability
+        and diversity as served, with reasons; and that version's model version. A bulk export's lists: no
+        challenger, exploration, paging or impression counted."""
+        placement = self.placement_of(name)
+        if placement.feed not in USER_FEEDS:
+            raise PlacementQueryError(
+                f"placement {name!r} ranks for an item or a cart ({placement.feed!r}), not a user"
+            )
+        version = await self._active(fresh=True)
+        if version is None:
+            return None, [[] for _ in users]
+        await self._sync_live()
+        state = await self.versions.get(version)
+        rules = self.live.rules.get(name, placement.rules)
+
+        async def one(user: str) -> list[Item]:
+            found = await self.feeds.lists(placement, state, self.live, FeedQuery(user, None, (), None, n))
+            whys = self._whys(found.whys)
+            return await arranged(self.versions, self.live, state, found.lists, rules, n, frozenset(), False, whys)
+
+        return str(state.model_version), list(await asyncio.gather(*(one(u) for u in users)))
 
     async def _explored(
         self,
@@ -324,6 +349,8 @@ class RecommendationService:
         """``items`` with the placement's exploration slots of the first ``n`` filled (pins keep theirs), and the
         items placed there."""
         at = slots(n, placement.explore)
+        if not at:
+            return items, []
         model_version = str(state.model_version)
         self.exploration.watch(model_version)
         query = ExploreQuery(
@@ -478,22 +505,29 @@ class RecommendationService:
         by_user = _session_items(rows) if self.settings.session_items else {}
         for user in by_user:  # the sessions are read in the same round trip (GETs: a cluster pipeline has no MGET)
             pipe.get(self.keys.session(user))
+        clicks = self._clicks(rows) if self._explores else []
+        for recommendation_id, item, _ in clicks:  # each explored item of a list counts its first click only
+            pipe.srem(self.keys.explored(recommendation_id), item)
         done = await self.guard(pipe.execute())
         self._backlog += len(rows)
-        if self._explores:
-            self._clicks(rows)
+        for (_, item, model_version), removed in zip(clicks, done[len(done) - len(clicks) :], strict=True):
+            if removed:
+                self.exploration.click(model_version, item)
         if by_user:
-            await self._remember(by_user, done[len(rows) :])
+            await self._remember(by_user, done[len(rows) : len(rows) + len(by_user)])
         return len(rows)
 
-    def _clicks(self, rows: list[dict[str, Any]]) -> None:
-        """Count the views of explored items that came from a list this API signed."""
+    def _clicks(self, rows: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
+        """(recommendation id, item, model version) of each view from a list this API signed on an exploring
+        placement: a click if that list explored the item."""
+        out = []
         for row in rows:
             if row.get("event_type") != "view" or not row.get("recommendation_id"):
                 continue
             issued = self.ids.verify(str(row["recommendation_id"]))
-            if issued is not None and self.exploration.explored(issued.model_version, str(row["item_id"])):
-                self.exploration.click(issued.model_version, str(row["item_id"]))
+            if issued is not None and issued.placement in self._explores:
+                out.append((str(row["recommendation_id"]), str(row["item_id"]), issued.model_version))
+        return out
 
     async def event_backlog(self, max_age: float = 0.0) -> int:
         """Events in the stream that no drain has acknowledged yet (the drain trims what it acknowledged).

@@ -11,6 +11,12 @@ Intervals: Wilson 95% (``scipy.stats.binomtest(...).proportion_ci``). The differ
 two-sided two-proportion test (Pearson's chi-square on the 2x2 table without continuity
 correction, which is the pooled z-test), or Fisher's exact test when an expected cell is under 5.
 
+Revenue per arm: every purchase (``price`` x ``quantity``, one where the quantity is missing) an arm's users made
+since the experiment started, whether or not it carries a recommendation id: the split randomizes users, so the
+difference of the arms' revenue per user is the challenger's effect on what its users spend. Its 95% interval is
+``scipy.stats.bootstrap`` over users (BCa up to :data:`BCA_MAX_USERS` users, whose jackknife is quadratic in
+them; percentile above). Purchases carrying an arm's recommendation id are its ``attributed`` revenue too.
+
 New items per arm: the API counts the new items each arm showed (as ``new`` or in an exploration slot)
 and which; a click on one is a ``view`` event carrying that arm's recommendation id.
 """
@@ -20,15 +26,19 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
+from typing import Literal
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from scipy.stats import binomtest, chi2_contingency, fisher_exact
+from scipy.stats import binomtest, bootstrap, chi2_contingency, fisher_exact
 
 from recommender.online.experiments import RecommendationIds
 
 OUTCOMES = {"click_through": "view", "add_to_cart": "add_to_cart"}
+BCA_MAX_USERS = 20_000
+"""Above this many users in both arms together, the revenue interval is the percentile bootstrap's."""
+RESAMPLES = 2_000
 
 
 @dataclass(frozen=True)
@@ -75,6 +85,49 @@ class NewItems:
 
 
 @dataclass(frozen=True)
+class Revenue:
+    """What an arm's users spent during the experiment."""
+
+    total: float
+    per_user: float
+    """``total`` over the arm's users (those who bought nothing count as 0)."""
+    buyers: int
+    attributed: float
+    """The part from purchases that carry a recommendation id of the arm."""
+    unpriced: int
+    """Purchases without a price (counted as 0)."""
+
+
+@dataclass(frozen=True)
+class Lift:
+    """The challenger's revenue per user minus production's, with its bootstrap 95% interval (None: too few users
+    or no spread to resample)."""
+
+    difference: float
+    low: float | None
+    high: float | None
+    method: str
+
+
+def revenue_lift(production: np.ndarray, challenger: np.ndarray, seed: int = 0) -> Lift:
+    """``mean(challenger) - mean(production)`` of per-user revenue, with ``scipy.stats.bootstrap``'s interval."""
+    difference = float(challenger.mean() - production.mean()) if len(production) and len(challenger) else 0.0
+    if min(len(production), len(challenger)) < 2 or (np.ptp(production) == 0 and np.ptp(challenger) == 0):
+        return Lift(round(difference, 6), None, None, "none")
+    method: Literal["BCa", "percentile"] = "BCa" if len(production) + len(challenger) <= BCA_MAX_USERS else "percentile"
+    result = bootstrap(
+        (challenger, production),
+        lambda b, a, axis=-1: b.mean(axis=axis) - a.mean(axis=axis),
+        n_resamples=RESAMPLES,
+        batch=max(1, 50_000_000 // (len(production) + len(challenger))),  # <= 400 MB of resampled values at once
+        method=method,
+        rng=np.random.default_rng(seed),
+    )
+    low, high = (float(x) for x in (result.confidence_interval.low, result.confidence_interval.high))
+    return Lift(round(difference, 6), round(low, 6), round(high, 6), method)
+
+
+@dataclass(frozen=True)
 class Arm:
     """One variant's users and outcomes."""
 
@@ -84,6 +137,7 @@ class Arm:
     click_through: Rate
     add_to_cart: Rate
     new_items: NewItems = field(default_factory=lambda: NewItems(0, 0, 0, 0.0))
+    revenue: Revenue = field(default_factory=lambda: Revenue(0.0, 0.0, 0, 0.0, 0))
 
 
 @dataclass(frozen=True)
@@ -98,6 +152,7 @@ class ExperimentReport:
     add_to_cart_p: float
     tests: dict[str, str]
     """Which test gave each p-value (``two_proportion_z`` or ``fisher_exact``)."""
+    revenue_per_user_lift: Lift = field(default_factory=lambda: Lift(0.0, None, None, "none"))
     ignored: dict[str, int] = field(default_factory=dict)
     placements: dict[str, dict[str, dict[str, Rate]]] = field(default_factory=dict)
     """placement -> model version -> outcome -> the share of the arm's users who converted from that placement
@@ -129,7 +184,9 @@ def experiment_report(
     since = datetime.fromisoformat(started_at)
     tagged = events.filter(pc.invert(pc.is_null(events.column("recommendation_id"))))
     columns = ["user_id", "recommendation_id", "event_type", "timestamp"]
-    rows = tagged.select(columns + (["item_id"] if "item_id" in tagged.column_names else [])).to_pylist()
+    extra = [c for c in ("item_id", "price", "quantity") if c in tagged.column_names]
+    rows = tagged.select(columns + extra).to_pylist()
+    attributed: dict[str, float] = {}
     shown_new = new_shown or {}
     new_clicks: dict[str, int] = {}
     converted: dict[tuple[str, str], set[str]] = {(v, o): set() for v in (production, challenger) for o in OUTCOMES}
@@ -153,13 +210,26 @@ def experiment_report(
                 by_placement.setdefault((issued.placement, version, outcome), set()).add(row["user_id"])
         if row["event_type"] == "view" and row.get("item_id") in shown_new.get(version, ()):
             new_clicks[version] = new_clicks.get(version, 0) + 1
+        if row["event_type"] == "purchase":
+            attributed[version] = attributed.get(version, 0.0) + (row.get("price") or 0.0) * (row.get("quantity") or 1)
+    spent, unpriced = _spent(events, since)
+    per_user = {v: np.array([spent.get(u, 0.0) for u in sorted(exposed.get(v, ()))]) for v in (production, challenger)}
 
     def arm(version: str) -> Arm:
         users = len(exposed.get(version, set()))
         rates = {o: rate(len(converted[(version, o)]), users) for o in OUTCOMES}
         shown, clicks = int((new_served or {}).get(version, 0)), new_clicks.get(version, 0)
         news = NewItems(shown, len(shown_new.get(version, ())), clicks, round(clicks / shown, 6) if shown else 0.0)
-        return Arm(version, users, int(served.get(version, 0)), rates["click_through"], rates["add_to_cart"], news)
+        values = per_user[version]
+        money = Revenue(
+            round(float(values.sum()), 6),
+            round(float(values.mean()), 6) if users else 0.0,
+            int((values > 0).sum()),
+            round(attributed.get(version, 0.0), 6),
+            sum(unpriced.get(u, 0) for u in exposed.get(version, ())),
+        )
+        counts = (version, users, int(served.get(version, 0)))
+        return Arm(*counts, rates["click_through"], rates["add_to_cart"], news, money)
 
     a, b = arm(production), arm(challenger)
     click_p, click_test = difference_p(a.click_through, b.click_through)
@@ -172,4 +242,27 @@ def experiment_report(
         }
         for placement in sorted({p for p, _, _ in by_placement})
     }
-    return ExperimentReport(experiment_id, started_at, a, b, click_p, cart_p, tests, ignored, placements)
+    lift = revenue_lift(per_user[production], per_user[challenger])
+    return ExperimentReport(experiment_id, started_at, a, b, click_p, cart_p, tests, lift, ignored, placements)
+
+
+def _spent(events: pa.Table, since: datetime) -> tuple[dict[str, float], dict[str, int]]:
+    """Each user's purchases since ``since`` (price x quantity, one without a quantity) and their unpriced ones."""
+    if not {"price", "quantity"} <= set(events.column_names):
+        return {}, {}
+    kept = pc.and_(
+        pc.equal(events.column("event_type"), "purchase"), pc.greater_equal(events.column("timestamp"), since)
+    )
+    bought = events.filter(kept)
+    price = pc.cast(bought.column("price"), pa.float64())
+    value = pc.multiply(pc.fill_null(price, 0.0), pc.fill_null(pc.cast(bought.column("quantity"), pa.float64()), 1.0))
+    totals = (
+        pa.table(
+            {"user_id": bought.column("user_id"), "value": value, "unpriced": pc.cast(pc.is_null(price), pa.int64())}
+        )
+        .group_by("user_id")
+        .aggregate([("value", "sum"), ("unpriced", "sum")])
+        .to_pydict()
+    )
+    users = totals["user_id"]
+    return dict(zip(users, totals["value_sum"], strict=True)), dict(zip(users, totals["unpriced_sum"], strict=True))

@@ -279,7 +279,7 @@ def experiment(settings: Settings) -> dict[str, Any]:
             v: {str(i) for i in r.sscan_iter(keys.new_shown(running.id, v), count=10_000)}
             for v in (production, challenger)
         }
-    columns = ("user_id", "item_id", "recommendation_id", "event_type", "timestamp")
+    columns = ("user_id", "item_id", "recommendation_id", "event_type", "timestamp", "price", "quantity")
     events = Store(settings).read_events(columns=columns)
     ids = RecommendationIds(settings.hmac_secret.get_secret_value())
     report = experiment_report(
@@ -287,6 +287,19 @@ def experiment(settings: Settings) -> dict[str, Any]:
     ).to_dict()
     report["mlflow_run_id"] = log_experiment(settings, report)
     return report
+
+
+def export_served(
+    settings: Settings, placement: str | None = None, n: int | None = None, force: bool = False
+) -> dict[str, Any]:
+    """Export every user's list of ``placement`` (``RECSYS_EXPORT_PLACEMENT`` when None) from the served version
+    to ``RECSYS_EXPORT_TO`` (the ``recommendations`` table when unset); ``skipped`` when neither names one."""
+    from recommender.ops.export import export_recommendations
+
+    chosen = placement or settings.export_placement
+    if not chosen:
+        return {"skipped": "no export asked for (RECSYS_EXPORT_PLACEMENT, or the placement param)"}
+    return export_recommendations(settings, chosen, n, settings.export_to, settings.export_format, force)
 
 
 def stop_experiment(settings: Settings) -> dict[str, object]:

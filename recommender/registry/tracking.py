@@ -447,8 +447,14 @@ def log_experiment(settings: Settings, report: dict[str, Any]) -> str:
         metrics[f"{name}_served_lists"] = arm["served_lists"]
         news = arm.get("new_items") or {}
         metrics |= {f"{name}_new_item_{k}": news[k] for k in ("impressions", "clicks", "click_rate") if k in news}
+        money = arm.get("revenue") or {}
+        metrics |= {
+            f"{name}_revenue_{k}": money[k] for k in ("total", "per_user", "buyers", "attributed") if k in money
+        }
         for rate in ("click_through", "add_to_cart"):
             metrics |= {f"{name}_{rate}_{k}": arm[rate][k] for k in ("rate", "low", "high")}
+    lift = report.get("revenue_per_user_lift") or {}
+    metrics |= {f"revenue_per_user_lift_{k}": lift[k] for k in ("difference", "low", "high") if lift.get(k) is not None}
     run_name = f"v{prod['model_version']}-vs-v{chal['model_version']}-{datetime.now(UTC):%Y%m%d-%H%M%S}"
     tags = {"production": prod["model_version"], "challenger": chal["model_version"]}
     tags["experiment_id"] = report["experiment_id"]

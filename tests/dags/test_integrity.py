@@ -11,7 +11,14 @@ import pytest
 
 from recommender.ops.stack import DAGS
 
-EXPECTED = {"ingest_interactions", "retrain_recommender", "promote_model", "forget_user", "monitor_recommender"}
+EXPECTED = {
+    "ingest_interactions",
+    "retrain_recommender",
+    "promote_model",
+    "forget_user",
+    "monitor_recommender",
+    "export_recommendations",
+}
 HEAVY = ("implicit", "mlflow", "pandas", "pyarrow", "pyiceberg", "numpy", "scipy", "redis", "recommender.ops.pipeline")
 
 

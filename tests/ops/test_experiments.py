@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
 import pyarrow as pa
 import redis
 from fastapi.testclient import TestClient
@@ -17,7 +18,7 @@ from recommender.data.privacy import pseudonymize
 from recommender.modeling.training import TrainConfig
 from recommender.online.experiments import RecommendationIds, in_challenger
 from recommender.online.keys import Keys
-from recommender.ops.experiment_report import experiment_report, rate
+from recommender.ops.experiment_report import experiment_report, rate, revenue_lift
 from recommender.ops.pipeline import drain_events, experiment, stop_experiment
 from recommender.registry.lifecycle import publish_model, train_and_register
 from recommender.registry.promotion import promote
@@ -161,6 +162,76 @@ def test_the_report_counts_each_arms_new_items_and_their_clicks() -> None:
     assert (prod.impressions, prod.items, prod.clicks, prod.click_rate) == (60, 1, 6, 0.1)
     assert (chal.impressions, chal.items, chal.clicks, chal.click_rate) == (100, 2, 15, 0.15)
     assert report_of([], exposed).production.new_items.impressions == 0  # an API that counted none
+
+
+def purchases(users: range, spend: np.ndarray, *, at: datetime = START, version: str | None = None) -> list[dict]:  # type: ignore[type-arg]
+    """One purchase per user with ``spend > 0``: two of an item at half the spend (no recommendation id, unless
+    ``version`` says which arm's list it came from)."""
+    return [
+        {
+            "user_id": f"u{u}",
+            "recommendation_id": IDS.issue(version, "home") if version else None,
+            "event_type": "purchase",
+            "timestamp": at + timedelta(hours=2),
+            "price": float(value) / 2,
+            "quantity": 2,
+        }
+        for u, value in zip(users, spend, strict=True)
+        if value > 0
+    ]
+
+
+def money_report(rows: list[dict], exposed: dict[str, set[str]]):  # type: ignore[no-untyped-def,type-arg]
+    schema = pa.schema([*table([]).schema, ("price", pa.float64()), ("quantity", pa.int32())])
+    served = {v: len(u) for v, u in exposed.items()}
+    return experiment_report(
+        pa.Table.from_pylist(rows, schema=schema), exposed, served, "1", "2", START.isoformat(), "exp1", IDS
+    )
+
+
+def spend(rng: np.random.Generator, n: int, scale: float) -> np.ndarray:
+    """A shop's spend per user: a fifth buy, at lognormal amounts around 40 x ``scale``."""
+    return np.where(rng.random(n) < 0.2, rng.lognormal(np.log(40 * scale), 0.8, n), 0.0).round(2)
+
+
+def test_the_report_finds_a_planted_revenue_lift_and_its_size() -> None:
+    rng = np.random.default_rng(3)
+    exposed = {"1": {f"u{u}" for u in range(3000)}, "2": {f"u{u}" for u in range(3000, 6000)}}
+    a, b = spend(rng, 3000, 1.0), spend(rng, 3000, 1.4)  # the challenger's users spend 40% more
+    rows = purchases(range(3000), a) + purchases(range(3000, 6000), b)
+    rows += purchases(range(3000), np.full(3000, 500.0), at=START - timedelta(days=3))  # before the start
+    rows += purchases(range(6000, 6100), np.full(100, 900.0))  # users no arm served
+    rows += [rows[0] | {"price": None, "recommendation_id": IDS.issue("1", "home")}]  # unpriced: counted, worth 0
+    report = money_report(rows, exposed)
+    prod, chal, lift = report.production.revenue, report.challenger.revenue, report.revenue_per_user_lift
+    assert prod.total == round(a.sum(), 6) and chal.total == round(b.sum(), 6)
+    assert prod.per_user == round(a.mean(), 6) and prod.buyers == int((a > 0).sum()) and prod.unpriced == 1
+    assert lift.method == "BCa" and lift.difference == round(b.mean() - a.mean(), 6)
+    assert lift.low is not None and lift.high is not None and 0 < lift.low < lift.difference < lift.high
+    planted = 0.2 * 40 * np.exp(0.8**2 / 2) * 0.4  # E[spend] x 0.4: what the challenger adds per user
+    assert lift.low < planted < lift.high
+
+
+def test_the_report_finds_no_revenue_lift_where_none_is_planted_and_attributes_by_id() -> None:
+    rng = np.random.default_rng(4)
+    exposed = {"1": {f"u{u}" for u in range(3000)}, "2": {f"u{u}" for u in range(3000, 6000)}}
+    a, b = spend(rng, 3000, 1.0), spend(rng, 3000, 1.0)
+    rows = purchases(range(1000), a[:1000], version="1") + purchases(range(1000, 3000), a[1000:])
+    rows += purchases(range(3000, 6000), b)
+    report = money_report(rows, exposed)
+    lift = report.revenue_per_user_lift
+    assert lift.low is not None and lift.high is not None and lift.low < 0 < lift.high
+    assert report.production.revenue.attributed == round(a[:1000].sum(), 6)
+    assert report.challenger.revenue.attributed == 0.0
+    none = money_report([], exposed).revenue_per_user_lift  # nothing bought: no spread to resample
+    assert (none.difference, none.low, none.high, none.method) == (0.0, None, None, "none")
+
+
+def test_a_big_experiment_takes_the_percentile_interval() -> None:
+    rng = np.random.default_rng(5)
+    lift = revenue_lift(spend(rng, 20_000, 1.0), spend(rng, 20_000, 1.2))
+    assert lift.method == "percentile" and lift.low is not None and lift.high is not None
+    assert 0 < lift.low < lift.difference < lift.high
 
 
 def test_a_published_challenger_serves_its_share_and_the_report_counts_its_users(shop_settings: Settings) -> None:

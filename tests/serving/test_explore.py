@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
 from recommender.config import Settings
-from recommender.online.explore import placed, slots
+from recommender.online.explore import Exploration, placed, slots
 from recommender.online.keys import Keys
 from recommender.registry.newitems import published_index
 from serving.app import create_app
@@ -41,7 +41,7 @@ def exploring(api_settings: Settings, tmp_path_factory: pytest.TempPathFactory) 
     )
     return api_settings.model_copy(
         update={
-            "api_keys": SecretStr("shop:read,backend:write,ops:admin"),
+            "api_keys": SecretStr("shop:events,backend:write,ops:admin"),  # shop: the browser key
             "live_poll_seconds": 0.0,
             "placements_file": path,
         }
@@ -71,6 +71,17 @@ def test_slots_are_the_last_of_every_block_and_pins_keep_theirs() -> None:
     assert slots(10, 0.1) == [9] and slots(10, 0.2) == [4, 9] and slots(8, 0.25) == [3, 7] and slots(10, 0) == []
     assert placed(list("abcdef"), ["X"], [1], lambda i: False) == list("aXbcdef")
     assert placed(list("abcdef"), ["X", "Y"], [1, 9], lambda i: i == "b") == list("abXcdefY")  # b pinned at 2
+
+
+def test_a_worker_reads_back_only_the_versions_it_explores_with() -> None:
+    counts = Exploration()
+    counts.watch("1", now=0.0)
+    counts.watch("2", now=500.0)
+    counts.known["1"] = {"i1": (5, 1)}
+    counts.show("1", "rid", ["i1", "i2"])
+    assert counts.counts("1").get("i1") == (6, 1) and counts.counts("1").get("i9") == (0, 0)
+    assert sorted(counts.due(now=501.0)) == ["1", "2"]
+    assert counts.due(now=900.0) == ["2"] and "1" not in counts.known  # unused for 10 minutes: forgotten
 
 
 def test_a_share_of_the_slots_shows_new_items_and_the_rest_is_the_list_as_before(
@@ -126,10 +137,26 @@ def test_what_is_shown_and_clicked_is_counted_and_turns_the_draws(c: TestClient,
     answers = [home(c, "one") for _ in range(40)]  # one slot, two new items: they take turns
     shown = Counter(i["item_id"] for a in answers for i in a["items"] if i["reason"]["kind"] == "explore")
     favourite = shown.most_common(1)[0][0]
-    listed = next(a for a in answers if favourite in [i["item_id"] for i in a["items"]])
+    explored = [
+        a for a in answers if favourite in [i["item_id"] for i in a["items"] if i["reason"]["kind"] == "explore"]
+    ]
+    other = next(a for a in answers if a not in explored)  # a list whose slot explored the other item
+    deadline = time.monotonic() + 10
+    while not r.exists(KEYS.explored(explored[0]["recommendation_id"])):  # written at the next round of upkeep
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert r.smembers(KEYS.explored(explored[0]["recommendation_id"])) == {favourite}
+    assert 0 < r.ttl(KEYS.explored(explored[0]["recommendation_id"])) <= 86_400
     click = {"user_id": "u1", "item_id": favourite, "event_type": "view", "timestamp": time.time()}
-    for event in (click | {"recommendation_id": listed["recommendation_id"]}, click):  # only the one from a list
-        assert c.post("/v1/events", json=event, headers=WRITE).status_code == 202
+    events = [
+        click | {"recommendation_id": explored[0]["recommendation_id"]},  # counted
+        click | {"recommendation_id": explored[0]["recommendation_id"]},  # the same list again: replayed, not counted
+        click | {"recommendation_id": other["recommendation_id"]},  # a list that did not explore it
+        click | {"recommendation_id": home(c, "plain")["recommendation_id"]},  # a placement that does not explore
+        click,  # from no list
+    ]
+    for event in events:
+        assert c.post("/v1/events", json=event, headers=READ).status_code == 202  # the browser's key
     deadline = time.monotonic() + 10
     while r.hget(KEYS.explore(model_version), f"clicked:{favourite}") is None and time.monotonic() < deadline:
         time.sleep(0.1)

@@ -92,6 +92,7 @@ def test_buy_again_offers_bought_items_whose_interval_has_passed(c: TestClient, 
         bought = dict(zip(*stored_list(keyed, lambda v, u=user: KEYS.bought(v, pseudonymize(u, SECRET))), strict=True))
         for entry in body["items"]:
             assert entry["item_id"] in bought and time.time() - bought[entry["item_id"]] >= intervals[entry["category"]]
+            assert entry["reason"] == {"kind": "buy_again"}
         scores = [e["score"] for e in body["items"]]
         assert scores == sorted(scores, reverse=True) and all(s >= 1 for s in scores)  # elapsed / interval
         answered += bool(body["items"])
