@@ -22,6 +22,10 @@ new-items protocol of docs/quality.md (a content model for items nobody has boug
 With ``--explore 0,0.1,0.2`` as well it measures exploration on that split: overall HR@10 and NDCG@10 with
 each share of the slots given to new items, and the new items' share of the hits and of the slots.
 
+With ``--audience`` it measures audiences (``recsys audience``): for each item that is the last item of five or
+more users, how many of those later buyers its top-100 audience holds, per family, against lookalikes of its
+past buyers and random users.
+
 The search table otherwise:
 
     OPENBLAS_NUM_THREADS=1 .venv/bin/python bench/quality.py --diversity
@@ -38,6 +42,7 @@ import resource
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
@@ -256,6 +261,56 @@ def exploration_table(settings: Settings, shares: list[float], seed: int = 0, to
         )
 
 
+def audience_table(data: Dataset, weighting: Weighting, families: list[str], k: int = 100, min_buyers: int = 5) -> None:
+    """Audiences offline: the model trained on everything but each user's last item; for every item that is the
+    last item of at least ``min_buyers`` users, its top-``k`` audience (users who had it before left out, as
+    ``recsys audience`` does) and the share of those later buyers in it, against the lookalikes of the item's
+    past buyers (each user's summed cosine to them over the training matrix) and random users."""
+    split = data.split
+    matrix = confidence(data.inter, split.train_val, weighting)
+    later: dict[int, list[int]] = {}
+    for user, item in zip(split.users, split.test_items, strict=True):
+        later.setdefault(int(item), []).append(int(user))
+    targets = sorted(i for i, buyers in later.items() if len(buyers) >= min_buyers)
+    binary = (matrix > 0).astype(np.float32)
+    rows = sp.csr_matrix(binary.multiply(1 / np.sqrt(np.maximum(binary.sum(axis=1), 1))))  # unit rows: cosine
+    had = binary.tocsc()
+    rng = np.random.default_rng(0)
+    buyers = sum(len(later[i]) for i in targets)
+    print(
+        f"{len(targets):,} items that are the last item of {min_buyers}+ users ({buyers:,} later buyers), "
+        f"{matrix.shape[0]:,} users, audiences of {k}"
+    )
+    print(f"| audience of {k} | later buyers in it (recall@{k}) | vs random |")
+    print("|---|---|---|")
+
+    def recall(score: Callable[[int], np.ndarray]) -> float:
+        found = []
+        for item in targets:
+            scores = np.asarray(score(item), dtype=np.float64).copy()
+            scores[had[:, item].indices] = -np.inf  # who had it already is not its audience
+            top = np.argpartition(-scores, k)[:k]
+            found.append(len(set(top.tolist()) & set(later[item])) / len(later[item]))
+        return float(np.mean(found))
+
+    def random_users(item: int) -> np.ndarray:
+        return rng.random(matrix.shape[0])
+
+    def lookalikes(item: int) -> np.ndarray:
+        return np.asarray(rows @ np.asarray(rows[had[:, item].indices].sum(axis=0)).ravel()).ravel()
+
+    base = recall(random_users)
+    print(f"| random users | {base:.4f} | 1.00x |")
+    value = recall(lookalikes)
+    print(f"| lookalikes of its past buyers (summed cosine) | {value:.4f} | {value / base:.2f}x |")
+    users = np.arange(matrix.shape[0])
+    for family in families:
+        model = make_model(family, {}, 0)
+        model.fit(matrix)
+        value = recall(lambda item, m=model: m.affinity(users, matrix, np.array([item])))
+        print(f"| {family} (default parameters) | {value:.4f} | {value / base:.2f}x |")
+
+
 def attributes_catalog(path: Path, folder: Path) -> Path:
     """An item -> attribute ids JSON (Beauty_item2attributes.json) as a catalog CSV: one ``tags`` column."""
     mapping = json.loads(path.read_text())
@@ -270,10 +325,11 @@ def attributes_catalog(path: Path, folder: Path) -> Path:
 def main() -> None:
     """Print the markdown rows."""
     parser = argparse.ArgumentParser()
-    parser.add_argument("path", type=Path, nargs="?", help="events file (default with --diversity: a synthetic shop)")
+    parser.add_argument("path", type=Path, nargs="?", help="events file (default: a synthetic shop)")
     parser.add_argument("--format", default="auto")
     parser.add_argument("--budget-seconds", type=float, default=None, help="default RECSYS_SEARCH_SECONDS")
     parser.add_argument("--diversity", action="store_true", help="the diversity table instead of the search")
+    parser.add_argument("--audience", action="store_true", help="the audiences table instead of the search")
     parser.add_argument("--family", default="itemknn", help="with --diversity: the family measured")
     parser.add_argument("--users", type=int, default=3000, help="with --diversity: evaluated users sampled")
     parser.add_argument("--cold-items", action="store_true", help="the new-items protocol instead of the search")
@@ -302,6 +358,9 @@ def main() -> None:
             cold_items_table(settings, tower_seed=args.tower_seed)
             return
         data = load_dataset(settings)
+        if args.audience:
+            audience_table(data, default_weighting(settings), ["als", "bpr", "itemknn"])
+            return
         if args.diversity:
             diversity_table(data, args.family, default_weighting(settings), args.users)
             return

@@ -13,7 +13,8 @@ Hourly, and on demand (**Trigger**, optionally with a raw `user_id`).
 
 `DELETE /v1/users/{user_id}` (admin key) removes a user's precomputed lists and pending events
 from Redis at once and queues the rest here: a tombstone (later ingests drop the user's events,
-training skips them), deletion of their rows from the Iceberg `events` and `quarantine` tables,
+training skips them), deletion of their rows from the Iceberg `events`, `quarantine`, `recommendations` and
+`audiences` tables,
 expiry of every older snapshot and a purge of the data files no snapshot references any more,
 so no time travel brings them back. The task's return value says what was removed where, and which
 registered model versions still hold them (no publish serves them again). `purge_models` then

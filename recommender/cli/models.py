@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -162,7 +162,7 @@ def export(
     placement: Annotated[
         str, typer.Option(help="A placement that ranks for users (home, new, buy_again, ...).")
     ] = "home",
-    n: Annotated[int | None, typer.Option(help="Items per user (default RECSYS_EXPORT_N, 50).")] = None,
+    n: Annotated[int | None, typer.Option("--n", "-n", help="Items per user (default RECSYS_EXPORT_N, 50).")] = None,
     to: Annotated[
         str | None, typer.Option(help="A path or s3:// URI for files (default: the Iceberg table recommendations).")
     ] = None,
@@ -212,6 +212,47 @@ def rollback(
         f"production rolled back: {decision.reason}; serving {out.version}"
         f"{' (kept copy, instant)' if out.reused else ''}"
     )
+
+
+@app.command()
+def audience(
+    item: Annotated[str | None, typer.Option(help="An item id.")] = None,
+    category: Annotated[str | None, typer.Option(help="A catalog category.")] = None,
+    attribute: Annotated[str | None, typer.Option(help="A catalog attribute, KEY=VALUE.")] = None,
+    top: Annotated[int, typer.Option(min=1, max=10_000_000, help="Users to return.")] = 100,
+    include_known: Annotated[bool, typer.Option(help="Keep users who already interacted with the items.")] = False,
+    export: Annotated[bool, typer.Option(help="Write it to the Iceberg table audiences.")] = False,
+    to: Annotated[str | None, typer.Option(help="Write it as a file under this path or s3:// URI instead.")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="parquet or csv, with --to.")] = "parquet",
+    as_json: JsonOpt = False,
+) -> None:
+    """The users the production model scores highest for an item, a category or an attribute value."""
+    from recommender.ops.export import export_audience
+    from recommender.registry.audience import Target
+    from recommender.registry.audience import audience as run
+
+    if attribute is not None and "=" not in attribute:
+        fail(f"--attribute is KEY=VALUE, not {attribute!r}")
+    if fmt not in ("parquet", "csv"):
+        fail(f"--format is parquet or csv, not {fmt!r}")
+    cfg = settings()
+    try:
+        key_value = tuple(attribute.split("=", 1)) if attribute is not None else None
+        found = run(cfg, Target(item, category, key_value), top, include_known)  # type: ignore[arg-type]
+    except LookupError as exc:
+        fail(str(exc))
+    out: dict[str, Any] = found.to_dict()
+    if export or to:
+        out["exported"] = export_audience(cfg, found, to, fmt)  # type: ignore[arg-type]
+    if as_json:
+        echo_json(out)
+        return
+    typer.echo(
+        f"{found.target}: {len(found.users):,} users from model v{found.model_version} ({found.family}, "
+        f"{found.items:,} items)" + (f"; written to {out['exported']['target']}" if "exported" in out else "")
+    )
+    for user, score in list(zip(found.users, found.scores, strict=True))[:20]:
+        typer.echo(f"  {user}  {score:+.4f}")
 
 
 @app.command()

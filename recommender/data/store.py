@@ -57,6 +57,18 @@ RECOMMENDATION_SCHEMA = pa.schema(
 )
 """A bulk export's rows (``recsys export``): ``user_id`` is the pseudonym (as in every table), ``version`` the
 model version that served the list, ``reason`` the item's reason as JSON."""
+AUDIENCE_SCHEMA = pa.schema(
+    [
+        pa.field("user_id", pa.string(), nullable=False),
+        pa.field("rank", pa.int32(), nullable=False),
+        pa.field("score", pa.float64()),
+        pa.field("target", pa.string(), nullable=False),
+        pa.field("version", pa.string(), nullable=False),
+        pa.field("exported_at", pa.timestamp("us", tz="UTC"), nullable=False),
+    ]
+)
+"""An exported audience (``recsys audience --export``): ``target`` is ``item:I``, ``category:C`` or
+``attribute:K=V``, ``user_id`` the pseudonym."""
 TABLE_PROPERTIES = {"commit.retry.num-retries": "0"}
 """pyiceberg re-applies a failed append on top of whatever a concurrent writer committed, which would
 store rows that writer already stored: every commit here fails instead, and :func:`retrying`
@@ -353,6 +365,10 @@ class Store:
         """Bulk exports of the served lists, one set of rows per model version and placement."""
         return self._table("recommendations", RECOMMENDATION_SCHEMA)
 
+    def audiences(self) -> Table:
+        """Exported audiences, one set of rows per target and model version."""
+        return self._table("audiences", AUDIENCE_SCHEMA)
+
     def tombstones(self) -> Table:
         """Pseudonyms of users who asked to be forgotten: never stored or trained on again."""
         return self._table("tombstones", TOMBSTONE_SCHEMA)
@@ -446,8 +462,9 @@ class Store:
         retrying(append)
 
     def delete_user(self, user_id: str) -> dict[str, int]:
-        """Delete a pseudonym's rows from events, quarantine and the exported recommendations, expire every older
-        snapshot and delete the files only those referenced, so no snapshot and no file can bring the rows back."""
+        """Delete a pseudonym's rows from events, quarantine, the exported recommendations and audiences, expire
+        every older snapshot and delete the files only those referenced, so no snapshot and no file can bring the
+        rows back."""
         if not user_id.isalnum():
             raise ValueError("delete_user takes a pseudonym (hex), not a raw id")
         removed = {}
@@ -456,6 +473,7 @@ class Store:
             ("events", self.events),
             ("quarantine", self.quarantine),
             ("recommendations", self.recommendations),
+            ("audiences", self.audiences),
         )
         for name, load in tables:
 

@@ -165,6 +165,19 @@ class BlendModel(Model):
                 return found
         return []
 
+    def affinity(
+        self, users: np.ndarray, user_items: sp.csr_matrix, cols: np.ndarray, *, sequences: Sequences | None = None
+    ) -> np.ndarray | None:
+        """The members' affinities as z-scores over ``users`` (all of them, in one call), weighed as the blend
+        weighs its members."""
+        weight = float(self.params["weight"])
+        parts = [
+            (share, m.affinity(users, user_items, cols, sequences=sequences))
+            for m, share in zip(self.members, (weight, 1.0 - weight), strict=True)
+        ]
+        known = [(share, (a - a.mean()) / (a.std() or 1.0)) for share, a in parts if a is not None]
+        return sum(share * z for share, z in known) if known else None
+
     def because(self, users: np.ndarray, user_items: sp.csr_matrix, ids: np.ndarray) -> np.ndarray | None:
         """The first member's past item behind each one, the second's where the first has none."""
         out = None

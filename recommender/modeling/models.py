@@ -124,6 +124,14 @@ class Model(ABC):
         """Unit item vectors whose cosine says which past item is behind a recommendation (None: no such space)."""
         return None
 
+    def affinity(
+        self, users: np.ndarray, user_items: sp.csr_matrix, cols: np.ndarray, *, sequences: Sequences | None = None
+    ) -> np.ndarray | None:
+        """Each user row's score for the item columns ``cols`` (their mean), as the model scores items when it
+        ranks them for the user: an audience's ranking. ``users`` come in one call (a blend standardizes its
+        members' scores over them). None: the family scores every user alike (popular)."""
+        return None
+
     def because(self, users: np.ndarray, user_items: sp.csr_matrix, ids: np.ndarray) -> np.ndarray | None:
         """The past item column behind each of ``ids`` (users x n; -1: none), or None when the family has no
         reason of that kind (the popular model)."""
@@ -242,6 +250,13 @@ class ImplicitModel(Model):
         factors = np.asarray(self.model.item_factors)
         return _top(row.indices, row.data * (factors[row.indices] @ factors[item]), n)
 
+    def affinity(
+        self, users: np.ndarray, user_items: sp.csr_matrix, cols: np.ndarray, *, sequences: Sequences | None = None
+    ) -> np.ndarray | None:
+        """The user factors against the items' mean factor vector (the dot product that ranks items)."""
+        target = np.asarray(self.model.item_factors)[cols].mean(axis=0)
+        return np.asarray(self.model.user_factors)[users] @ target
+
     def item_space(self) -> np.ndarray | None:
         """The item factors, scaled to unit length (computed once per fitted model)."""
         cached = getattr(self, "_space", None)
@@ -339,6 +354,13 @@ class ItemKNNModel(ImplicitModel):
     def item_space(self) -> np.ndarray | None:
         """None: item-KNN has similarities, not vectors."""
         return None
+
+    def affinity(
+        self, users: np.ndarray, user_items: sp.csr_matrix, cols: np.ndarray, *, sequences: Sequences | None = None
+    ) -> np.ndarray | None:
+        """The items' item-KNN score for each user: history weight x similarity, summed (then averaged)."""
+        toward = sp.csr_matrix(self.model.similarity)[:, cols].sum(axis=1)
+        return np.asarray(user_items[users] @ toward).ravel() / len(cols)
 
     def because(self, users: np.ndarray, user_items: sp.csr_matrix, ids: np.ndarray) -> np.ndarray | None:
         """The past item with the largest term of the score's sum (history weight x similarity)."""

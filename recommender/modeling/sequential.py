@@ -39,6 +39,10 @@ NEG = -1e9
 """Score of what may never be chosen: padding, masked attention, seen items."""
 
 
+AFFINITY_BATCH = 4096
+"""Users per forward pass of an audience."""
+
+
 @dataclass(frozen=True)
 class Packed:
     """Training rows: several users' sequences per row of ``max_len`` positions (0 = padding)."""
@@ -301,6 +305,20 @@ class SequentialModel(Model):
         if cached is None or cached[0] is not self._params:
             cached = self._space = (self._params, unit(self.item_vectors()))
         return cached[1]
+
+    def affinity(
+        self, users: np.ndarray, user_items: sp.csr_matrix, cols: np.ndarray, *, sequences: Sequences | None = None
+    ) -> np.ndarray | None:
+        """The hidden state after each user's newest item against the items' mean embedding (in batches of
+        :data:`AFFINITY_BATCH` users: the states of a batch are users x length x hidden)."""
+        if sequences is None:
+            raise ValueError("the sequential family needs the users' sequences")
+        target = self.item_vectors()[cols].mean(axis=0)
+        parts = [
+            self.user_vectors(users[lo : lo + AFFINITY_BATCH], sequences) @ target
+            for lo in range(0, len(users), AFFINITY_BATCH)
+        ]
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
 
     def _scores(self, users: np.ndarray, sequences: Sequences, user_items: sp.csr_matrix) -> np.ndarray:
         scores = self.user_vectors(users, sequences) @ self.item_vectors().T

@@ -22,23 +22,28 @@ from __future__ import annotations
 
 import asyncio
 import time
+import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
+from urllib.parse import quote
 
 import orjson
 import pyarrow as pa
 import pyarrow.csv as pcsv
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
+from pyiceberg.table import Table
 
 from recommender.config import Settings
-from recommender.data.store import PROP_PREFIX, RECOMMENDATION_SCHEMA, StagedFiles, Store, retrying
+from recommender.data.store import AUDIENCE_SCHEMA, PROP_PREFIX, RECOMMENDATION_SCHEMA, StagedFiles, Store, retrying
 from recommender.online.keys import Keys
 from recommender.online.redis_conn import async_client, redis_url
 from recommender.online.service import RecommendationService
 from recommender.online.versions import Item
 from recommender.progress import ProgressFn, no_progress
+from recommender.registry.audience import Audience
 
 USERS_PER_ROUND = 1_000
 FILE_ROWS = 500_000
@@ -69,28 +74,29 @@ class Exported:
 
 def rows_of(users: list[str], lists: list[list[Item]], model_version: str, placement: str, at: datetime) -> pa.Table:
     """The export rows of one round: one per user and item, ranked from 1."""
-    columns: dict[str, list[Any]] = {name: [] for name in RECOMMENDATION_SCHEMA.names}
-    for user, items in zip(users, lists, strict=True):
-        for rank, item in enumerate(items, start=1):
-            reason = item.get("reason")
-            columns["user_id"].append(user)
-            columns["item_id"].append(item["item_id"])
-            columns["rank"].append(rank)
-            columns["score"].append(item.get("score"))
-            columns["reason"].append(orjson.dumps(reason).decode() if reason else None)
-    count = len(columns["user_id"])
-    columns["version"], columns["placement"] = [model_version] * count, [placement] * count
-    columns["exported_at"] = [at] * count
+    counts = [len(items) for items in lists]
+    flat = [item for items in lists for item in items]
+    count = len(flat)
+    columns = {
+        "user_id": [user for user, k in zip(users, counts, strict=True) for _ in range(k)],
+        "item_id": [item["item_id"] for item in flat],
+        "rank": [rank for k in counts for rank in range(1, k + 1)],
+        "score": [item.get("score") for item in flat],
+        "reason": [orjson.dumps(item["reason"]).decode() if item.get("reason") else None for item in flat],
+        "version": [model_version] * count,
+        "placement": [placement] * count,
+        "exported_at": [at] * count,
+    }
     return pa.table(columns, schema=RECOMMENDATION_SCHEMA)
 
 
 class _Files:
-    """Parts under ``{path}/version={v}/placement={p}/``, ``_SUCCESS`` last."""
+    """Parts under ``{path}/{folder}/`` (e.g. ``version={v}/placement={p}``), ``_SUCCESS`` last."""
 
-    def __init__(self, path: str, model_version: str, placement: str, fmt: Format) -> None:
+    def __init__(self, path: str, folder: str, fmt: Format) -> None:
         self.fs, root = pafs.FileSystem.from_uri(path)
-        self.folder = f"{root.rstrip('/')}/version={model_version}/placement={placement}"
-        self.uri = f"{path.rstrip('/')}/version={model_version}/placement={placement}"
+        self.folder = f"{root.rstrip('/')}/{folder}"
+        self.uri = f"{path.rstrip('/')}/{folder}"
         self.fmt, self.parts = fmt, 0
         self._pending: list[pa.Table] = []
 
@@ -133,19 +139,63 @@ def _already_in_table(store: Store, model_version: str, placement: str) -> bool:
     )
 
 
+def _replace(load: Callable[[], Table], where: str, properties: dict[str, str], add: Callable[[Any], None]) -> None:
+    """In one snapshot of the table ``load`` gives: delete the rows ``where`` selects, then ``add(transaction)``."""
+
+    def commit() -> None:
+        with load().transaction() as tx, warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "Delete operation did not match any records")  # a first export
+            tx.delete(where)
+            add(tx)
+
+    retrying(commit)
+
+
 def _commit(store: Store, staged: StagedFiles, model_version: str, placement: str, rows: int) -> None:
     """Replace the table's rows of ``model_version`` and ``placement`` by the staged files, in one snapshot."""
     staged.flush()
     properties = {EXPORTED: f"{model_version}:{placement}", f"{PROP_PREFIX}export_rows": str(rows)}
 
-    def commit() -> None:
-        table = store.recommendations()
-        with table.transaction() as tx:
-            tx.delete(f"version == '{model_version}' AND placement == '{placement}'")  # both are plain names
-            if staged.files:
-                tx.add_files(staged.files, snapshot_properties=properties, check_duplicate_files=False)
+    def add(tx: Any) -> None:
+        if staged.files:
+            tx.add_files(staged.files, snapshot_properties=properties, check_duplicate_files=False)
 
-    retrying(commit)
+    where = f"version == '{model_version}' AND placement == '{placement}'"  # both are plain names
+    _replace(store.recommendations, where, properties, add)
+
+
+def export_audience(
+    settings: Settings, found: Audience, to: str | None = None, fmt: Format = "parquet"
+) -> dict[str, Any]:
+    """Write an audience to the Iceberg table ``audiences`` (replacing the same target's rows of the same model
+    version) or to a file under ``to``: ``audience={target}/version={v}/part-00000.{fmt}``."""
+    at = datetime.now(UTC)
+    rows = pa.table(
+        {
+            "user_id": found.users,
+            "rank": list(range(1, len(found.users) + 1)),
+            "score": found.scores,
+            "target": [found.target] * len(found.users),
+            "version": [found.model_version] * len(found.users),
+            "exported_at": [at] * len(found.users),
+        },
+        schema=AUDIENCE_SCHEMA,
+    )
+    if to:
+        files = _Files(to, f"audience={quote(found.target, safe='')}/version={found.model_version}", fmt)
+        files.start()
+        files.write(rows)
+        files.finish({"target": found.target, "rows": rows.num_rows})
+        return {"target": files.uri, "rows": rows.num_rows}
+    store = Store(settings)
+    target = found.target.replace("'", "''")  # any item id: quoted as SQL quotes
+    _replace(
+        store.audiences,
+        f"target == '{target}' AND version == '{found.model_version}'",
+        {},
+        lambda tx: tx.append(rows),
+    )
+    return {"target": f"{settings.namespace}.audiences", "rows": rows.num_rows}
 
 
 async def _rounds(
@@ -220,7 +270,7 @@ async def _export(
 ) -> dict[str, Any]:
     clock, at = time.monotonic(), datetime.now(UTC)
     model_version, rounds = await _rounds(settings, url, job.placement, job.n, forgotten, progress)
-    files = _Files(job.to, model_version, job.placement, job.fmt) if job.to else None
+    files = _Files(job.to, f"version={model_version}/placement={job.placement}", job.fmt) if job.to else None
     target = files.uri if files else f"{settings.namespace}.recommendations"
 
     def result(users: int, rows: int, skipped: str | None = None) -> dict[str, Any]:
