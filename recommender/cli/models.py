@@ -243,7 +243,10 @@ def audience(
         fail(str(exc))
     out: dict[str, Any] = found.to_dict()
     if export or to:
-        out["exported"] = export_audience(cfg, found, to, fmt)  # type: ignore[arg-type]
+        try:
+            out["exported"] = export_audience(cfg, found, to, fmt)  # type: ignore[arg-type]
+        except OSError as exc:  # a path or bucket it cannot write
+            fail(f"could not write the audience to {to or 'the audiences table'}: {exc}")
     if as_json:
         echo_json(out)
         return

@@ -360,7 +360,8 @@ class ItemKNNModel(ImplicitModel):
     ) -> np.ndarray | None:
         """The items' item-KNN score for each user: history weight x similarity, summed (then averaged)."""
         toward = sp.csr_matrix(self.model.similarity)[:, cols].sum(axis=1)
-        return np.asarray(user_items[users] @ toward).ravel() / len(cols)
+        every = len(users) == user_items.shape[0] and bool((users == np.arange(len(users))).all())
+        return np.asarray((user_items if every else user_items[users]) @ toward).ravel() / len(cols)  # no copy
 
     def because(self, users: np.ndarray, user_items: sp.csr_matrix, ids: np.ndarray) -> np.ndarray | None:
         """The past item with the largest term of the score's sum (history weight x similarity)."""

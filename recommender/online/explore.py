@@ -37,8 +37,9 @@ CANDIDATES = 50
 """New items a request draws among (the content model's best for the user)."""
 REFRESH_SECONDS = 2.0
 COUNTS_TTL_SECONDS = 30 * 86_400
-CLICK_WINDOW_SECONDS = 86_400
-"""How long after a list was served a click on one of its explored items counts."""
+CLICK_WINDOW_SECONDS = 3_600
+"""How long after a list was served a click on one of its explored items counts (a set per exploring list:
+at 100 such answers a second, about 360k small keys)."""
 IN_USE_SECONDS = 600.0
 """A model version no request explored with for this long is no longer read back (nor held)."""
 T = TypeVar("T")
@@ -122,6 +123,8 @@ class Exploration:
 
     def show(self, model_version: str, recommendation_id: str, items: Sequence[str]) -> None:
         """Count ``items`` shown in the exploration slots of the list ``recommendation_id``."""
+        if not items:
+            return
         self.shown.setdefault(model_version, Counter()).update(items)
         self.lists[recommendation_id] = list(items)
 

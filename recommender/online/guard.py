@@ -12,7 +12,7 @@ from collections.abc import Awaitable
 from typing import TypeVar
 
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisClusterException, RedisError
+from redis.exceptions import RedisClusterException, RedisError, ResponseError
 
 T = TypeVar("T")
 
@@ -37,7 +37,8 @@ class Guard:
         try:
             return await call
         except (RedisError, RedisClusterException, OSError, TimeoutError) as exc:
-            if not _pool_exhausted(exc):  # a busy worker, not an absent Redis: no pause for the others
+            if not _pool_exhausted(exc) and not isinstance(exc, ResponseError):  # a busy worker or a refused
+                # command, not an absent Redis: no pause for the others
                 self.down_until = time.monotonic() + self.retry_after
             raise RedisUnavailableError(str(exc) or type(exc).__name__) from exc
 

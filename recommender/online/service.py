@@ -312,18 +312,15 @@ class RecommendationService:
         self.fallback_since = None
         return listing
 
-    async def bulk(self, name: str, users: Sequence[str], n: int) -> tuple[str | None, list[list[Item]]]:
-        """Each pseudonym's first ``n`` of placement ``name`` from the active version, under its rules, availability
-        and diversity as served, with reasons; and that version's model version. A bulk export's lists: no
-        challenger, exploration, paging or impression counted."""
+    async def bulk(self, name: str, users: Sequence[str], n: int, version: str) -> tuple[str, list[list[Item]]]:
+        """Each pseudonym's first ``n`` of placement ``name`` from the published ``version``, under its rules,
+        availability and diversity as served, with reasons; and that version's model version. A bulk export's
+        lists: no challenger, exploration, paging or impression counted."""
         placement = self.placement_of(name)
         if placement.feed not in USER_FEEDS:
             raise PlacementQueryError(
                 f"placement {name!r} ranks for an item or a cart ({placement.feed!r}), not a user"
             )
-        version = await self._active(fresh=True)
-        if version is None:
-            return None, [[] for _ in users]
         await self._sync_live()
         state = await self.versions.get(version)
         rules = self.live.rules.get(name, placement.rules)
@@ -367,7 +364,8 @@ class RecommendationService:
             return items, []
         pinned = set(active_pins(rules, datetime.now(UTC)).values())
         placed_items = placed(items, picks, at, lambda i: i["item_id"] in pinned)[: max(len(items), n)]
-        return placed_items, [i["item_id"] for i in picks]
+        kept = {i["item_id"] for i in placed_items}
+        return placed_items, [i["item_id"] for i in picks if i["item_id"] in kept]  # a pin may push one past the end
 
     async def _page(self, token: str, q: PlacementQuery, user: str | None, items: list[Item], n: int) -> list[Item]:
         """The first ``n`` of ``items`` no earlier page of the cursor showed, recorded as shown."""

@@ -13,8 +13,9 @@ correction, which is the pooled z-test), or Fisher's exact test when an expected
 
 Revenue per arm: every purchase (``price`` x ``quantity``, one where the quantity is missing) an arm's users made
 since the experiment started, whether or not it carries a recommendation id: the split randomizes users, so the
-difference of the arms' revenue per user is the challenger's effect on what its users spend. Its 95% interval is
-``scipy.stats.bootstrap`` over users (BCa up to :data:`BCA_MAX_USERS` users, whose jackknife is quadratic in
+difference of the arms' revenue per user is the challenger's effect on what its users spend. Users served both
+arms (the share changed meanwhile) are left out of both, for every measure, and counted in ``ignored``. Its 95%
+interval is ``scipy.stats.bootstrap`` over users (BCa up to :data:`BCA_MAX_USERS` users, whose jackknife is quadratic in
 them; percentile above). Purchases carrying an arm's recommendation id are its ``attributed`` revenue too.
 
 New items per arm: the API counts the new items each arm showed (as ``new`` or in an exploration slot)
@@ -119,11 +120,13 @@ def revenue_lift(production: np.ndarray, challenger: np.ndarray, seed: int = 0) 
         (challenger, production),
         lambda b, a, axis=-1: b.mean(axis=axis) - a.mean(axis=axis),
         n_resamples=RESAMPLES,
-        batch=max(1, 50_000_000 // (len(production) + len(challenger))),  # <= 400 MB of resampled values at once
+        batch=max(1, 50_000_000 // (len(production) + len(challenger))),  # bounds the resamples held at once
         method=method,
         rng=np.random.default_rng(seed),
     )
     low, high = (float(x) for x in (result.confidence_interval.low, result.confidence_interval.high))
+    if not (np.isfinite(low) and np.isfinite(high)):  # a degenerate resample (BCa on nearly constant data)
+        return Lift(round(difference, 6), None, None, "none")
     return Lift(round(difference, 6), round(low, 6), round(high, 6), method)
 
 
@@ -182,6 +185,8 @@ def experiment_report(
     to how many new items it showed, ``new_shown`` to which.
     """
     since = datetime.fromisoformat(started_at)
+    both = exposed.get(production, set()) & exposed.get(challenger, set())  # a changed share served them both
+    exposed = {v: users - both for v, users in exposed.items()} if both else exposed
     tagged = events.filter(pc.invert(pc.is_null(events.column("recommendation_id"))))
     columns = ["user_id", "recommendation_id", "event_type", "timestamp"]
     extra = [c for c in ("item_id", "price", "quantity") if c in tagged.column_names]
@@ -192,6 +197,7 @@ def experiment_report(
     converted: dict[tuple[str, str], set[str]] = {(v, o): set() for v in (production, challenger) for o in OUTCOMES}
     by_placement: dict[tuple[str, str, str], set[str]] = {}
     ignored = {"before_the_experiment": 0, "not_issued_by_this_api": 0, "other_variant_or_user": 0}
+    ignored["users_served_both"] = len(both)
     for row in rows:
         if row["timestamp"] < since:
             ignored["before_the_experiment"] += 1

@@ -6,7 +6,8 @@ The production model scores every user it knows for the target's items as it sco
 the items' score from each user's history (weight x similarity), the sequential family the user's newest
 hidden state against the items' mean embedding, a blend its members' standardized scores weighed as it weighs
 them. The popular family scores every user alike, so it has no audience. Users who already interacted with
-the target's items are left out unless ``include_known``; forgotten users always are.
+the target's items in the model's training data are left out unless ``include_known``; users tombstoned or
+queued for forgetting always are.
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ import pyarrow.compute as pc
 from recommender.config import Settings
 from recommender.data.store import Store
 from recommender.modeling.bundle import Bundle
+from recommender.online.keys import Keys
+from recommender.online.redis_conn import connect
+from recommender.registry.publish import forgotten
 from recommender.registry.tracking import PRODUCTION, load_bundle
 
 
@@ -74,13 +78,23 @@ def target_items(store: Store, target: Target) -> list[str]:
     rows = store.read_items()
     if target.category is not None:
         return rows.filter(pc.equal(rows.column("category"), target.category)).column("item_id").to_pylist()
-    key, value = target.attribute  # type: ignore[misc]
+    key, text = target.attribute  # type: ignore[misc]
+    wanted = _typed(text)
     out = []
     for item, attributes in zip(rows.column("item_id").to_pylist(), rows.column("attributes").to_pylist(), strict=True):
-        held = json.loads(attributes) if attributes else {}
-        if str(held.get(key)) == value or (isinstance(held.get(key), list) and value in map(str, held[key])):
+        held = (json.loads(attributes) if attributes else {}).get(key)
+        values = held if isinstance(held, list) else [held]
+        if any(v is not None and (v == wanted or str(v) == text) for v in values):
             out.append(item)
     return out
+
+
+def _typed(text: str) -> object:
+    """A command line's value as the catalog's JSON holds it: ``true`` a boolean, ``2`` a number, else the text."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
 
 
 def rank_audience(
@@ -98,8 +112,7 @@ def rank_audience(
         rows = bundle.vocab.user_rows(sorted(forgotten))
         scores[rows[rows >= 0]] = -np.inf
     count = min(top, int(np.isfinite(scores).sum()))
-    best = np.argpartition(-scores, count - 1)[:count] if count else np.zeros(0, dtype=np.int64)
-    order = best[np.lexsort((best, -scores[best]))]  # ties by row: the same audience every time
+    order = np.argsort(-scores, kind="stable")[:count]  # ties by row, at the cut too: the same audience every time
     return order, scores[order]
 
 
@@ -114,7 +127,8 @@ def audience(
     cols = cols[cols >= 0]
     if not len(cols):
         raise AudienceError(f"no item of {target.label} is in model version {version} (new items have no audience)")
-    forgotten = {str(u) for u in store.forgotten_users().to_pylist()}
-    rows, scores = rank_audience(bundle, cols, top, include_known, forgotten)
+    with connect(settings) as r:  # tombstoned, or queued by DELETE /v1/users/{id} and not yet done
+        gone = forgotten(r, Keys(settings.redis_prefix), settings)
+    rows, scores = rank_audience(bundle, cols, top, include_known, set(gone))
     users = [str(u) for u in bundle.vocab.users[rows]]
     return Audience(target.label, version, bundle.model.family, len(cols), users, np.round(scores, 6).tolist())

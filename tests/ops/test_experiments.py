@@ -110,7 +110,12 @@ def test_both_arms_count_the_same_window_and_only_ids_the_api_issued() -> None:
     report = report_of(history + forged + wrong_user + real, exposed)
     assert report.production.click_through.hits == 10 and report.challenger.click_through.hits == 12
     assert report.challenger.add_to_cart.hits == 4 and report.production.add_to_cart.hits == 0
-    assert report.ignored == {"before_the_experiment": 90, "not_issued_by_this_api": 50, "other_variant_or_user": 10}
+    assert report.ignored == {
+        "before_the_experiment": 90,
+        "not_issued_by_this_api": 50,
+        "other_variant_or_user": 10,
+        "users_served_both": 0,
+    }
     assert report.tests["add_to_cart"] == "fisher_exact"  # small counts
 
 
@@ -225,6 +230,15 @@ def test_the_report_finds_no_revenue_lift_where_none_is_planted_and_attributes_b
     assert report.challenger.revenue.attributed == 0.0
     none = money_report([], exposed).revenue_per_user_lift  # nothing bought: no spread to resample
     assert (none.difference, none.low, none.high, none.method) == (0.0, None, None, "none")
+
+
+def test_users_served_both_arms_count_in_neither() -> None:
+    exposed = {"1": {f"u{u}" for u in range(100)}, "2": {f"u{u}" for u in range(90, 200)}}  # u90-u99 in both
+    rows = clicks(range(100), "1", 100) + purchases(range(90, 200), np.full(110, 10.0))
+    report = money_report(rows, exposed)
+    assert report.production.users == 90 and report.challenger.users == 100
+    assert report.production.click_through.hits == 90 and report.challenger.revenue.total == 1000.0
+    assert report.ignored["users_served_both"] == 10
 
 
 def test_a_big_experiment_takes_the_percentile_interval() -> None:

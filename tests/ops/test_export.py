@@ -64,12 +64,55 @@ def test_an_export_is_done_once_per_version_and_a_forced_one_replaces_it(served_
     first = export_recommendations(served_settings, n=5)
     again = export_recommendations(served_settings, n=5)
     assert again["skipped"] and again["rows"] == 0 and table_rows(served_settings).num_rows == first["rows"]
+    Store(served_settings).delete_user(pseudonymize("nobody", "x"))  # a forget expires every older snapshot
+    assert export_recommendations(served_settings, n=5)["skipped"]  # the table still knows what it holds
     forced = export_recommendations(served_settings, n=5, force=True)
     assert forced["rows"] == first["rows"] == table_rows(served_settings).num_rows  # replaced, not doubled
+    bigger = export_recommendations(served_settings, n=6)  # another size is another export, replacing the first
+    assert not bigger["skipped"] and table_rows(served_settings).num_rows == bigger["rows"] > first["rows"]
     assert export_recommendations(served_settings, "new", n=3)["rows"] > 0  # another placement is its own export
-    assert table_rows(served_settings).num_rows == first["rows"] + sum(
-        1 for p in table_rows(served_settings).column("placement").to_pylist() if p == "new"
-    )
+    placements = table_rows(served_settings).column("placement").to_pylist()
+    assert placements.count("home") == bigger["rows"] and placements.count("new") > 0
+
+
+@pytest.mark.parametrize("to", ["table", "csv"])
+def test_a_user_forgotten_while_the_export_runs_is_dropped_before_it_commits(
+    served_settings: Settings, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, to: str
+) -> None:
+    monkeypatch.setattr(export_module, "USERS_PER_ROUND", 50)
+    monkeypatch.setattr(export_module, "FILE_ROWS", 100)  # the user's rows are in a staged file already
+    r = redis.Redis.from_url(str(served_settings.redis_url), decode_responses=True)
+    victim = sorted(users_with_lists(served_settings))[0]
+
+    def forget_midway(stage: str, done: int, total: int | None) -> None:
+        if done >= 200:
+            r.sadd(KEYS.forget_pending, victim)  # DELETE /v1/users/{id} queues the user
+
+    if to == "table":
+        out = export_recommendations(served_settings, n=5, progress=forget_midway)
+        rows = table_rows(served_settings)
+    else:
+        out = export_recommendations(served_settings, n=5, to=str(tmp_path), fmt="csv", progress=forget_midway)
+        rows = ds.dataset(out["target"], format="csv", exclude_invalid_files=True).to_table()
+    exported = set(rows.column("user_id").to_pylist())
+    assert victim not in exported and out["users"] == len(exported) == len(users_with_lists(served_settings)) - 1
+    assert out["rows"] == rows.num_rows
+
+
+def test_a_version_removed_while_it_is_exported_fails_the_export_and_commits_nothing(
+    served_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(export_module, "USERS_PER_ROUND", 50)
+    r = redis.Redis.from_url(str(served_settings.redis_url), decode_responses=True)
+    version = str(r.get(KEYS.active))
+
+    def publish_twice(stage: str, done: int, total: int | None) -> None:
+        if done >= 100:
+            r.delete(KEYS.meta(version))  # what the cleanup after two more publishes removes
+
+    with pytest.raises(ExportError, match="removed while it was exported"):
+        export_recommendations(served_settings, n=5, progress=publish_twice)
+    assert table_rows(served_settings).num_rows == 0
 
 
 def test_a_crash_midway_leaves_the_table_as_it_was_and_a_retry_completes(

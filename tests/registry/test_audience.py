@@ -11,12 +11,18 @@ import numpy as np
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
+import redis
 
 from recommender.config import Settings
 from recommender.data.store import Store
+from recommender.modeling.bundle import Bundle
+from recommender.modeling.families import make_model
+from recommender.modeling.matrix import Vocabulary
+from recommender.online.keys import Keys
 from recommender.ops.export import export_audience
-from recommender.registry.audience import AudienceError, Target, audience
+from recommender.registry.audience import AudienceError, Target, _typed, audience, rank_audience
 from recommender.registry.tracking import load_bundle
+from tests.modeling.test_models import PARAMS, checkerboard
 
 
 def test_an_items_audience_is_the_models_best_users_without_those_who_have_it(served_settings: Settings) -> None:
@@ -35,9 +41,24 @@ def test_an_items_audience_is_the_models_best_users_without_those_who_have_it(se
     assert found.users == ranked[:30] and not set(found.users) & known
     assert found.scores == sorted(found.scores, reverse=True)
     assert set(audience(served_settings, Target(item=item), top=30, include_known=True).users) & known
-    gone = found.users[0]
+    gone, queued = found.users[:2]
     Store(served_settings).add_tombstone(gone)
-    assert gone not in audience(served_settings, Target(item=item), top=30).users
+    r = redis.Redis.from_url(str(served_settings.redis_url), decode_responses=True)
+    r.sadd(Keys("recsys").forget_pending, queued)  # DELETE /v1/users/{id} before the forget_user run
+    assert {gone, queued}.isdisjoint(audience(served_settings, Target(item=item), top=30).users)
+
+
+def test_ties_at_the_cut_go_by_row_and_attribute_values_are_typed() -> None:
+    m = checkerboard()
+    model = make_model("itemknn", PARAMS["itemknn"], seed=1)
+    model.fit(m)
+    vocab = Vocabulary(users=np.array([f"u{u}" for u in range(m.shape[0])], dtype=object), items=np.arange(20))
+    bundle = Bundle(model=model, vocab=vocab, weighting=None, user_items=m)  # type: ignore[arg-type]
+    rows, scores = rank_audience(bundle, np.array([0]), 15, include_known=True, forgotten={"u0"})
+    assert sorted(rows[:9].tolist()) == [2, 4, 6, 8, 10, 12, 14, 16, 18]  # the even users, "u0" forgotten
+    assert rows[9:].tolist() == [1, 3, 5, 7, 9, 11] and set(scores[9:]) == {0.0}  # the odd users tie at 0
+    assert 0 not in rows.tolist()
+    assert _typed("true") is True and _typed("2") == 2 and _typed("organic") == "organic"
 
 
 def test_a_category_or_attribute_audience_covers_its_items(served_settings: Settings) -> None:

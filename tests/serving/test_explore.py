@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
 from recommender.config import Settings
-from recommender.online.explore import Exploration, placed, slots
+from recommender.online.explore import CLICK_WINDOW_SECONDS, Exploration, placed, slots
 from recommender.online.keys import Keys
 from recommender.registry.newitems import published_index
 from serving.app import create_app
@@ -117,6 +117,14 @@ def test_exploration_obeys_exclusions_availability_filters_and_pins(c: TestClien
         assert {first, second}.isdisjoint(i["item_id"] for i in items) and len(items) == 10
         assert "explore" not in [i["reason"]["kind"] for i in items]
         assert c.patch(f"/v1/items/{second}", json={"hidden": False}, headers=WRITE).status_code == 200
+        last = {"rules": [{"kind": "pin", "item_id": "i149", "position": 10}]}  # the pick at 10 moves past the end
+        assert c.put("/v1/rules/home", json=last, headers=ADMIN).status_code == 200
+        service = c.app.state.service  # type: ignore[attr-defined]
+        items = home(c)["items"]
+        assert items[9]["item_id"] == "i149" and [i["reason"]["kind"] for i in items].count("explore") == 1
+        assert all(service.exploration.lists.values())  # no list of no explored item (an empty SADD is an error)
+        c.portal.call(service.flush_exposures)  # type: ignore[union-attr]
+        assert not service.guard.open and home(c)["source"] != "fallback"
         r = redis.Redis.from_url(str(exploring.redis_url), decode_responses=True)
         categories = [json.loads(r.hget(KEYS.items(str(r.get(KEYS.active))), i))["category"] for i in (first, second)]
         other = {"kind": "filter", "where": [{"field": "category", "op": "not_in", "value": categories}]}
@@ -146,7 +154,7 @@ def test_what_is_shown_and_clicked_is_counted_and_turns_the_draws(c: TestClient,
         assert time.monotonic() < deadline
         time.sleep(0.05)
     assert r.smembers(KEYS.explored(explored[0]["recommendation_id"])) == {favourite}
-    assert 0 < r.ttl(KEYS.explored(explored[0]["recommendation_id"])) <= 86_400
+    assert 0 < r.ttl(KEYS.explored(explored[0]["recommendation_id"])) <= CLICK_WINDOW_SECONDS
     click = {"user_id": "u1", "item_id": favourite, "event_type": "view", "timestamp": time.time()}
     events = [
         click | {"recommendation_id": explored[0]["recommendation_id"]},  # counted
