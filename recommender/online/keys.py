@@ -44,6 +44,16 @@ class Keys:
         """STRING: JSON ``{"id", "started_at", "challenger"}`` of the running experiment (set with the challenger)."""
         return f"{self._control}:experiment"
 
+    @property
+    def experiment_report(self) -> str:
+        """STRING: JSON of the last experiment report (``recsys experiment report``), for the console."""
+        return f"{self._control}:experiment_report"
+
+    @property
+    def exports(self) -> str:
+        """HASH: placement -> JSON summary of its last bulk export (``recsys export``), for the console."""
+        return f"{self._control}:exports"
+
     def served(self, experiment_id: str) -> str:
         """HASH: model_version -> lists served in experiment ``experiment_id`` (impressions)."""
         return f"{self.prefix}:experiment:{experiment_id}:served"

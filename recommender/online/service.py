@@ -247,6 +247,36 @@ class RecommendationService:
         self.placement_of(name)
         return list(await self.guard(rules_history(self.redis, self.keys, name, limit)))
 
+    async def overview(self) -> dict[str, Any]:
+        """What an operator's console shows: the served version and the challenger, each placement with its rules
+        in force, the last experiment report and the last export of each placement."""
+        keys = self.keys
+        active, challenger, experiment, report = await self.guard(
+            self.redis.mget(keys.active, keys.challenger, keys.experiment, keys.experiment_report)
+        )
+        metas: list[Mapping[str, str]] = [
+            await self.guard(self.redis.hgetall(keys.meta(str(v)))) if v else {}  # type: ignore[arg-type]
+            for v in (active, challenger)
+        ]
+        exports = await self.guard(self.redis.hgetall(keys.exports))
+        placements = [
+            {"name": name, "feed": p.feed, "n": p.n, "explore": p.explore, "rules": await self.rules(name)}
+            for name, p in self.placements.items()
+        ]
+
+        def version(v: Any, meta: Mapping[str, str]) -> dict[str, Any] | None:
+            fields = ("model_version", "published_at", "users", "items")
+            return None if v is None else {"version": str(v), **{k: meta[k] for k in fields if k in meta}}
+
+        return {
+            "active": version(active, metas[0]),
+            "challenger": version(challenger, metas[1]),
+            "experiment": orjson.loads(experiment) if challenger and experiment else None,
+            "experiment_report": orjson.loads(report) if report else None,
+            "placements": placements,
+            "exports": {name: orjson.loads(value) for name, value in sorted(exports.items())},
+        }
+
     # ---- requests ----------------------------------------------------------------
     async def recommendations(
         self, user_id: str, n: int, exclude: str | None = None, category: str | None = None, details: bool = False

@@ -319,6 +319,7 @@ async def _export(
                 drop_late()
                 sink.finish({**result(len(seen - dropped), rows), "n": job.n})
             users = len(seen - dropped)
+            await redis.hset(keys.exports, job.placement, orjson.dumps(result(users, rows)).decode())  # the console
         except BaseException:
             if isinstance(sink, StagedFiles):
                 sink.discard()

@@ -5,6 +5,7 @@ Each DAG task calls exactly one function here; the work itself lives in the modu
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -286,6 +287,8 @@ def experiment(settings: Settings) -> dict[str, Any]:
         events, exposed, served, production, challenger, running.started_at, running.id, ids, new_served, new_shown
     ).to_dict()
     report["mlflow_run_id"] = log_experiment(settings, report)
+    with connect(settings) as r:  # the console shows the last one
+        r.set(keys.experiment_report, json.dumps(report, default=str))
     return report
 
 
