@@ -26,6 +26,9 @@ With ``--audience`` it measures audiences (``recsys audience``): for each item t
 more users, how many of those later buyers its top-100 audience holds, per family, against lookalikes of its
 past buyers and random users.
 
+With ``--objective`` it measures revenue-aware ranking on the synthetic shop (no shared real data set carries
+prices): HR@10 and revenue@10 at each sensitivity of a placement whose objective is revenue.
+
 The search table otherwise:
 
     OPENBLAS_NUM_THREADS=1 .venv/bin/python bench/quality.py --diversity
@@ -311,6 +314,44 @@ def audience_table(data: Dataset, weighting: Weighting, families: list[str], k: 
         print(f"| {family} (default parameters) | {value:.4f} | {value / base:.2f}x |")
 
 
+def objective_table(data: Dataset, weighting: Weighting, family: str = "als", k: int = 10) -> None:
+    """Revenue-aware ranking offline: the calibration measured on the validation item (fitted on train), then
+    each test user's top 50 (fitted on train + validation) re-ordered at each sensitivity as a revenue placement
+    does (:func:`recommender.online.revenue.by_value`); HR@k and revenue@k (the test item's price when it is in
+    the top k, per user)."""
+    from recommender.modeling.calibration import DEPTH, rank_calibration
+    from recommender.modeling.evaluation import target_ranks
+    from recommender.online.revenue import EXPONENTS, by_value
+
+    split = data.split
+    train_matrix = confidence(data.inter, split.train, weighting)
+    model = make_model(family, {}, 0)
+    model.fit(train_matrix)
+    calibration = rank_calibration(target_ranks(model.recommend(split.users, train_matrix, DEPTH)[0], split.val_items))
+    matrix = confidence(data.inter, split.train_val, weighting)
+    model = make_model(family, {}, 0)
+    model.fit(matrix)
+    ids, scores = model.recommend(split.users, matrix, DEPTH)
+    price = {c: float(row.get("price") or 0.0) for c, row in enumerate(data.items[: matrix.shape[1]])}
+    print(
+        f"{family} (default parameters), {len(split.users):,} test users, top {DEPTH} re-ordered, "
+        f"p(rank 1) = {calibration[0]:.4f}"
+    )
+    print(f"| sensitivity | HR@{k} | revenue@{k} per user | vs relevance |")
+    print("|---|---|---|---|")
+    base = None
+    for name, exponent in EXPONENTS.items():
+        hits = revenue = 0.0
+        for row, target in enumerate(split.test_items):
+            ordered, _ = by_value(ids[row].tolist(), scores[row].tolist(), calibration, price, exponent)
+            if int(target) in ordered[:k]:
+                hits += 1
+                revenue += price[int(target)]
+        hr, per_user = hits / len(split.users), revenue / len(split.users)
+        base = base or (hr, per_user)
+        print(f"| {name} | {hr:.4f} | {per_user:.3f} | HR {hr / base[0]:.2f}x, revenue {per_user / base[1]:.2f}x |")
+
+
 def attributes_catalog(path: Path, folder: Path) -> Path:
     """An item -> attribute ids JSON (Beauty_item2attributes.json) as a catalog CSV: one ``tags`` column."""
     mapping = json.loads(path.read_text())
@@ -330,6 +371,7 @@ def main() -> None:
     parser.add_argument("--budget-seconds", type=float, default=None, help="default RECSYS_SEARCH_SECONDS")
     parser.add_argument("--diversity", action="store_true", help="the diversity table instead of the search")
     parser.add_argument("--audience", action="store_true", help="the audiences table instead of the search")
+    parser.add_argument("--objective", action="store_true", help="revenue-aware ranking instead of the search")
     parser.add_argument("--family", default="itemknn", help="with --diversity: the family measured")
     parser.add_argument("--users", type=int, default=3000, help="with --diversity: evaluated users sampled")
     parser.add_argument("--cold-items", action="store_true", help="the new-items protocol instead of the search")
@@ -358,6 +400,9 @@ def main() -> None:
             cold_items_table(settings, tower_seed=args.tower_seed)
             return
         data = load_dataset(settings)
+        if args.objective:
+            objective_table(data, default_weighting(settings))
+            return
         if args.audience:
             audience_table(data, default_weighting(settings), ["als", "bpr", "itemknn"])
             return

@@ -19,6 +19,7 @@ import scipy.sparse as sp
 from recommender.config import Settings
 from recommender.data.profile import Profile
 from recommender.modeling.bundle import Bundle
+from recommender.modeling.calibration import rank_calibration
 from recommender.modeling.content import fit_content
 from recommender.modeling.evaluation import EvalResult, evaluate
 from recommender.modeling.families import make_model
@@ -216,6 +217,7 @@ def train(
             "snapshot_id": data.snapshot_id,
             "k": config.k,
             "repurchase_intervals": repurchase_intervals(data.inter, categories),
+            "rank_calibration": rank_calibration(val.per_user["rank"].to_numpy()),
         },
         together=together(found.matrix, settings.similar_n),
         bought=last_purchases(data.inter),

@@ -25,6 +25,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from recommender.online.revenue import Sensitivity
 from recommender.online.rules import RuleSet
 from recommender.online.session import RRF_K
 
@@ -47,7 +48,14 @@ class Placement(BaseModel):
         default=0.0,
         ge=0,
         le=0.5,
-        description="Share of the slots for new or under-exposed items, by Thompson sampling (0: off).",
+        description="Share of the slots for new items, by Thompson sampling (0: off).",
+    )
+    objective: Literal["relevance", "revenue"] = Field(
+        default="relevance",
+        description="revenue: the personalized list ordered by expected value (p(rank) x price), see sensitivity.",
+    )
+    sensitivity: Sensitivity = Field(
+        default="medium", description="How far revenue weighs: none, low, medium or high (price ** 0, .25, .5, 1)."
     )
 
 

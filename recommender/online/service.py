@@ -34,7 +34,7 @@ from recommender.online.erasure import ForgetReport, request_forget
 from recommender.online.experiments import Exposures, RecommendationIds, in_challenger
 from recommender.online.explore import Exploration, placed, slots
 from recommender.online.fallback import Fallback, refreshed
-from recommender.online.feeds import ExploreQuery, FeedQuery, Feeds, PlacementQueryError
+from recommender.online.feeds import ExploreQuery, Feed, FeedQuery, Feeds, PlacementQueryError
 from recommender.online.guard import Guard, RedisUnavailableError
 from recommender.online.keys import Keys, decode
 from recommender.online.listing import POPULAR, POPULAR_REASON, Why, arranged, entries
@@ -42,6 +42,7 @@ from recommender.online.live import change_items, put_rules, rules_history, rule
 from recommender.online.livestate import LiveState, load, poll
 from recommender.online.placements import USER_FEEDS, Placement, load_placements
 from recommender.online.redis_conn import client, server_url
+from recommender.online.revenue import EXPONENTS, by_value
 from recommender.online.rules import Candidates, RuleSet, active_pins, arrange
 from recommender.online.session import updated_session
 from recommender.online.versions import Item, List, Versions, VersionState
@@ -308,6 +309,8 @@ class RecommendationService:
             excluded = q.exclude | await self.cursors.seen(token) if q.cursor and token else q.exclude
             feed = FeedQuery(user, q.item_id, q.cart, q.category, n)
             found = await self.feeds.lists(placement, state, self.live, feed)
+            if placement.objective == "revenue" and state.calibration and found.lists:
+                found = await self._by_revenue(placement, state, found)
             source = found.source
             items = await arranged(
                 self.versions,
@@ -361,6 +364,18 @@ class RecommendationService:
             return await arranged(self.versions, self.live, state, found.lists, rules, n, frozenset(), False, whys)
 
         return str(state.model_version), list(await asyncio.gather(*(one(u) for u in users)))
+
+    async def _by_revenue(self, placement: Placement, state: VersionState, found: Feed) -> Feed:
+        """The feed with its first list's calibrated head ordered by expected value (:mod:`~.revenue`); each item
+        keeps the reason of the place it came from."""
+        (ids, scores), why = found.lists[0], found.whys[0]
+        head = ids[: len(state.calibration)]
+        details = self.live.details(state, await self.versions.details(state, head))
+        prices = {i: (details.get(i) or {}).get("price") for i in head}
+        ordered = by_value(ids, scores, state.calibration, prices, EXPONENTS[placement.sensitivity])
+        at = {item: k for k, item in enumerate(ids)}
+        kept = Why(why.kind, behind=lambda _, item: why.of(at[item], item))
+        return Feed([ordered, *found.lists[1:]], found.source, [kept, *found.whys[1:]])
 
     async def _explored(
         self,

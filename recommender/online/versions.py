@@ -49,6 +49,8 @@ class VersionState:
     content_parts: int = 0
     """Parts of the content index the version was published with (0: none)."""
     content: LiveContent | None = None
+    calibration: tuple[float, ...] = ()
+    """P(the user takes the item at each rank), measured at training (revenue-aware placements)."""
 
 
 class Versions:
@@ -76,7 +78,7 @@ class Versions:
         return state
 
     async def _load(self, version: str) -> VersionState:
-        fields = ["model_version", "catalog_read_at", "content_parts"]
+        fields = ["model_version", "catalog_read_at", "content_parts", "calibration"]
         meta = await self.guard(self.redis.hmget(self.keys.meta(version), fields))
         repurchase = await self.guard(self.redis.hgetall(self.keys.repurchase(version)))
         out_of_stock = await self._members(self.keys.out_of_stock(version))
@@ -90,6 +92,7 @@ class Versions:
             {str(c): float(v) for c, v in repurchase.items()},
             out_of_stock | hidden,
             content_parts=int(meta[2] or 0),
+            calibration=tuple(orjson.loads(meta[3])) if meta[3] else (),
         )
 
     async def _members(self, key: str) -> frozenset[str]:

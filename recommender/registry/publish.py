@@ -425,6 +425,7 @@ def begin(
             "snapshot_id": str(bundle.info.get("snapshot_id", "")),
             "family": str(bundle.info.get("family", "")),
             "shards": str(settings.publish_shards),
+            "calibration": json.dumps(bundle.info.get("rank_calibration") or []),  # revenue-aware placements
             **{k: str(v) for k, v in counts.items()},
         },
     )
