@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from recommender.online.revenue import Sensitivity
 from recommender.online.rules import RuleSet
@@ -57,6 +57,12 @@ class Placement(BaseModel):
     sensitivity: Sensitivity = Field(
         default="medium", description="How far revenue weighs: none, low, medium or high (price ** 0, .25, .5, 1)."
     )
+
+    @model_validator(mode="after")
+    def _revenue_ranks_a_user_list(self) -> Placement:
+        if self.objective == "revenue" and self.feed != "user":
+            raise ValueError(f"objective revenue orders a user's personalized list: feed user, not {self.feed!r}")
+        return self
 
 
 DEFAULT_PLACEMENTS: dict[str, Placement] = {

@@ -6,7 +6,10 @@ rank_calibration`: the share of validation users whose item sat at each rank, ma
 with the version. The ``sensitivity`` blends the two objectives, as AWS Personalize's objective sensitivity
 does: the value is ``p(rank) x price ** exponent``, the exponent 0 (``none``: relevance alone), 0.25
 (``low``), 0.5 (``medium``) or 1 (``high``: expected revenue). Only the first ``len(calibration)`` candidates
-(the ranks calibrated) are re-ordered; an item without a price counts at the median price of those.
+(the ranks calibrated) are re-ordered; an item without a price counts at the median price of those. The tail
+after them keeps its order, its scores put below the head's on the same scale (a rule's boost multiplies both).
+Only a ``user`` feed's personalized list is re-ordered (a placement of another feed with this objective is
+refused), and a version published without a calibration (trained before it existed) is served by relevance.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from typing import Any, Literal
 
 Sensitivity = Literal["none", "low", "medium", "high"]
 EXPONENTS: dict[str, float] = {"none": 0.0, "low": 0.25, "medium": 0.5, "high": 1.0}
+MAX_PRICE = 1e12
+"""Prices above count as this (a value of 1e308 squared is no longer a number)."""
 
 
 def by_value(
@@ -32,12 +37,17 @@ def by_value(
     if depth == 0 or exponent == 0:
         return list(ids), list(scores)
     head = ids[:depth]
-    known = [float(p) for p in (prices.get(i) for i in head) if isinstance(p, int | float) and p > 0]
+    known = [p for p in (_price(prices.get(i)) for i in head) if p is not None]
     fill = median(known) if known else 1.0
-    value = []
-    for rank, item in enumerate(head):
-        price = prices.get(item)
-        price = float(price) if isinstance(price, int | float) and price > 0 else fill
-        value.append(calibration[rank] * price**exponent)
+    value = [calibration[rank] * (_price(prices.get(item)) or fill) ** exponent for rank, item in enumerate(head)]
     order = sorted(range(depth), key=lambda k: (-value[k], k))
-    return [head[k] for k in order] + list(ids[depth:]), [value[k] for k in order] + list(scores[depth:])
+    floor = min(value)  # the tail below the head, on the same scale and still in its order (rules multiply scores)
+    tail = [floor * depth / (depth + 1 + j) for j in range(len(ids) - depth)]
+    return [head[k] for k in order] + list(ids[depth:]), [value[k] for k in order] + tail
+
+
+def _price(value: Any) -> float | None:
+    """A usable price: a positive finite number, at most :data:`MAX_PRICE` (None otherwise)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < float("inf"):
+        return None
+    return min(float(value), MAX_PRICE)

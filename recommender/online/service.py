@@ -261,21 +261,34 @@ class RecommendationService:
         ]
         exports = await self.guard(self.redis.hgetall(keys.exports))
         placements = [
-            {"name": name, "feed": p.feed, "n": p.n, "explore": p.explore, "rules": await self.rules(name)}
+            {
+                "name": name,
+                "feed": p.feed,
+                "n": p.n,
+                "explore": p.explore,
+                "objective": p.objective,
+                "sensitivity": p.sensitivity,
+                "rules": await self.rules(name),
+            }
             for name, p in self.placements.items()
         ]
 
         def version(v: Any, meta: Mapping[str, str]) -> dict[str, Any] | None:
             fields = ("model_version", "published_at", "users", "items")
-            return None if v is None else {"version": str(v), **{k: meta[k] for k in fields if k in meta}}
+            calibrated = meta.get("calibration") not in (None, "[]")  # revenue placements need it
+            return (
+                None
+                if v is None
+                else {"version": str(v), **{k: meta[k] for k in fields if k in meta}, "calibrated": calibrated}
+            )
 
         return {
             "active": version(active, metas[0]),
             "challenger": version(challenger, metas[1]),
-            "experiment": orjson.loads(experiment) if challenger and experiment else None,
-            "experiment_report": orjson.loads(report) if report else None,
+            "experiment": _json(experiment) if challenger and experiment else None,
+            "experiment_report": _json(report) if report else None,
             "placements": placements,
-            "exports": {name: orjson.loads(value) for name, value in sorted(exports.items())},
+            "exports": {name: _json(value) for name, value in sorted(exports.items())},
         }
 
     # ---- requests ----------------------------------------------------------------
@@ -309,8 +322,7 @@ class RecommendationService:
             excluded = q.exclude | await self.cursors.seen(token) if q.cursor and token else q.exclude
             feed = FeedQuery(user, q.item_id, q.cart, q.category, n)
             found = await self.feeds.lists(placement, state, self.live, feed)
-            if placement.objective == "revenue" and state.calibration and found.lists:
-                found = await self._by_revenue(placement, state, found)
+            found = await self._by_revenue(placement, state, found)
             source = found.source
             items = await arranged(
                 self.versions,
@@ -360,19 +372,25 @@ class RecommendationService:
 
         async def one(user: str) -> list[Item]:
             found = await self.feeds.lists(placement, state, self.live, FeedQuery(user, None, (), None, n))
+            found = await self._by_revenue(placement, state, found)
             whys = self._whys(found.whys)
             return await arranged(self.versions, self.live, state, found.lists, rules, n, frozenset(), False, whys)
 
         return str(state.model_version), list(await asyncio.gather(*(one(u) for u in users)))
 
     async def _by_revenue(self, placement: Placement, state: VersionState, found: Feed) -> Feed:
-        """The feed with its first list's calibrated head ordered by expected value (:mod:`~.revenue`); each item
-        keeps the reason of the place it came from."""
+        """For a placement whose objective is revenue: the feed with its personalized list's calibrated head
+        ordered by expected value (:mod:`~.revenue`), each item keeping the reason of the place it came from."""
+        exponent = EXPONENTS[placement.sensitivity]
+        if placement.objective != "revenue" or not exponent or not state.calibration:
+            return found
+        if found.source not in ("personalized", "session"):  # the popular fill of an unknown user stays as it is
+            return found
         (ids, scores), why = found.lists[0], found.whys[0]
         head = ids[: len(state.calibration)]
         details = self.live.details(state, await self.versions.details(state, head))
         prices = {i: (details.get(i) or {}).get("price") for i in head}
-        ordered = by_value(ids, scores, state.calibration, prices, EXPONENTS[placement.sensitivity])
+        ordered = by_value(ids, scores, state.calibration, prices, exponent)
         at = {item: k for k, item in enumerate(ids)}
         kept = Why(why.kind, behind=lambda _, item: why.of(at[item], item))
         return Feed([ordered, *found.lists[1:]], found.source, [kept, *found.whys[1:]])
@@ -637,6 +655,14 @@ class RecommendationService:
         except RedisUnavailableError:
             return False
         return True
+
+
+def _json(value: str | bytes) -> Any:
+    """A stored JSON value, or ``{"unreadable": true}`` (a value written by another release, or garbled)."""
+    try:
+        return orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return {"unreadable": True}
 
 
 def _new_shown(items: list[Item], explored: list[str]) -> list[str]:

@@ -53,6 +53,16 @@ class VersionState:
     """P(the user takes the item at each rank), measured at training (revenue-aware placements)."""
 
 
+def _calibration(value: str | bytes | None) -> tuple[float, ...]:
+    """A version's published calibration (empty: none, or not a list of numbers: served by relevance)."""
+    try:
+        found = orjson.loads(value) if value else []
+    except orjson.JSONDecodeError:
+        return ()
+    ok = isinstance(found, list) and all(isinstance(p, int | float) and not isinstance(p, bool) for p in found)
+    return tuple(float(p) for p in found) if ok else ()
+
+
 class Versions:
     """The states of the last few versions a worker served, loaded on first use."""
 
@@ -92,7 +102,7 @@ class Versions:
             {str(c): float(v) for c, v in repurchase.items()},
             out_of_stock | hidden,
             content_parts=int(meta[2] or 0),
-            calibration=tuple(orjson.loads(meta[3])) if meta[3] else (),
+            calibration=_calibration(meta[3]),
         )
 
     async def _members(self, key: str) -> frozenset[str]:

@@ -25,13 +25,14 @@ publishes meanwhile) fails it, with nothing committed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import orjson
 import pyarrow as pa
@@ -41,6 +42,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from pyiceberg.expressions import And, BooleanExpression, EqualTo
 from pyiceberg.table import Table
+from redis.exceptions import RedisError
 
 from recommender.config import Settings
 from recommender.data.store import AUDIENCE_SCHEMA, PROP_PREFIX, RECOMMENDATION_SCHEMA, StagedFiles, Store, retrying
@@ -161,6 +163,12 @@ class _Files:
         self.flush()
         with self.fs.open_output_stream(f"{self.folder}/_SUCCESS") as out:
             out.write(orjson.dumps(summary))
+
+
+def _public(uri: str) -> str:
+    """``uri`` without any credentials in it (``s3://key:secret@bucket/...``)."""
+    parts = urlsplit(uri)
+    return urlunsplit(parts._replace(netloc=parts.hostname or "")) if parts.username or parts.password else uri
 
 
 def _eq(name: str, value: str) -> BooleanExpression:
@@ -319,12 +327,14 @@ async def _export(
                 drop_late()
                 sink.finish({**result(len(seen - dropped), rows), "n": job.n})
             users = len(seen - dropped)
-            await redis.hset(keys.exports, job.placement, orjson.dumps(result(users, rows)).decode())  # the console
         except BaseException:
             if isinstance(sink, StagedFiles):
                 sink.discard()
             raise
-        return result(users, rows)
+        summary = result(users, rows)
+        with contextlib.suppress(RedisError, OSError):  # committed already: the console's note is best-effort
+            await redis.hset(keys.exports, job.placement, orjson.dumps({**summary, "target": _public(target)}).decode())
+        return summary
     finally:
         await redis.aclose()
 

@@ -67,8 +67,16 @@ def test_the_overview_needs_an_admin_key(console_settings: Settings) -> None:
         body = c.get("/v1/admin/overview", headers=ADMIN).json()
     r = redis.Redis.from_url(str(console_settings.redis_url), decode_responses=True)
     assert body["active"]["version"] == r.get(KEYS.active) and body["active"]["model_version"] == "1"
+    assert body["active"]["calibrated"] is True  # the version can serve revenue placements
     assert {p["name"] for p in body["placements"]} >= {"home", "product", "cart", "new"}
     assert body["challenger"] is None
+    r.hset(KEYS.exports, "garbled", "{not json")  # written by another release, say: shown as such, never a 500
+    r.set(KEYS.experiment_report, "NaN?")
+    with TestClient(create_app(console_settings)) as c:
+        body = c.get("/v1/admin/overview", headers=ADMIN).json()
+    assert body["exports"]["garbled"] == {"unreadable": True} and body["experiment_report"] == {"unreadable": True}
+    r.hdel(KEYS.exports, "garbled")
+    r.delete(KEYS.experiment_report)
 
 
 @needs_chromium
@@ -95,6 +103,7 @@ def test_the_console_shows_versions_rules_experiment_and_exports_as_text(
         page.fill("#key", "ops")
         page.click("#open")
         expect(page.locator("#board")).to_be_visible()
+        assert "ops" not in page.url  # the key is never in a URL
         assert "model v1" in page.locator("#versions").inner_text()
         home = page.locator('#placements tr[data-placement="home"]')
         assert HOSTILE in home.locator("td.rules").inner_text()  # the rule's value, as text

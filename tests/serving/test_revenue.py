@@ -75,6 +75,13 @@ def test_revenue_orders_by_expected_value_and_keeps_each_reason(c: TestClient, p
     assert [i["score"] for i in rich] == sorted((i["score"] for i in rich), reverse=True)
     reasons = {i["item_id"]: i["reason"] for i in plain}
     assert all(i["reason"] == reasons[i["item_id"]] for i in rich if i["item_id"] in reasons)
+    assert [i["item_id"] for i in items(c, "rich", "nobody-known")] == [
+        i["item_id"] for i in items(c, "home", "nobody-known")
+    ]
+    service = c.app.state.service  # type: ignore[attr-defined]
+    version = redis.Redis.from_url(str(priced.redis_url), decode_responses=True).get(KEYS.active)
+    _, bulk = c.portal.call(service.bulk, "rich", [pseudonymize("u2", SECRET)], 10, version)  # type: ignore[union-attr]
+    assert [i["item_id"] for i in bulk[0]] == [i["item_id"] for i in rich]  # an export orders as the page does
     cheap = rich[0]["item_id"]  # the live catalog's price counts at once
     assert c.patch(f"/v1/items/{cheap}", json={"price": 0.01}, headers=WRITE).status_code == 200
     moved = [i["item_id"] for i in items(c, "rich")]

@@ -2,10 +2,10 @@
 "use strict";
 
 const $ = (selector) => document.querySelector(selector);
-const KEY = "recsys-console-key";
+let adminKey = ""; // held by this page only: never in a URL, a cookie or the origin's storage
 
 async function call(path) {
-  const response = await fetch(path, { headers: { "X-API-Key": sessionStorage.getItem(KEY) || "" } });
+  const response = await fetch(path, { headers: { "X-API-Key": adminKey } });
   const body = await response.json().catch(() => ({}));
   if (!response.ok) {
     throw new Error(`${response.status}: ${typeof body.detail === "string" ? body.detail : response.statusText}`);
@@ -64,7 +64,11 @@ function placements(overview) {
     const button = document.createElement("button");
     button.type = "button";
     button.textContent = "history";
-    button.addEventListener("click", () => history(p.name));
+    button.addEventListener("click", () =>
+      history(p.name).catch((error) => {
+        $("#error").textContent = `rules history of ${p.name}: ${error.message}`;
+      }),
+    );
     row.appendChild(document.createElement("td")).appendChild(button);
     body.appendChild(row);
   }
@@ -128,13 +132,14 @@ async function show() {
     $("#board").hidden = false;
   } catch (error) {
     $("#board").hidden = true;
-    $("#error").textContent = `The console needs an admin key: ${error.message}`;
+    const why = /^40[13]/.test(error.message) ? "the console needs an admin key" : "the API did not answer";
+    $("#error").textContent = `${why}: ${error.message}`;
   }
 }
 
 $("#login").addEventListener("submit", (event) => {
   event.preventDefault();
-  sessionStorage.setItem(KEY, $("#key").value);
+  adminKey = $("#key").value;
   show();
 });
-if (sessionStorage.getItem(KEY)) show();
+$("#open").disabled = false; // the form sends nothing anywhere before this script handles it
