@@ -22,6 +22,7 @@ def stack_lines(info: StackInfo) -> list[str]:
         f"Airflow UI   {info.airflow}   (login {info.airflow_user} / {info.airflow_password})",
         f"MLflow UI    {info.mlflow}   (login {info.mlflow_user} / {info.mlflow_password})",
         f"shop page    {info.shop}   (API docs {info.api}/docs)",
+        f"console      {info.api}/console/   (an admin key of RECSYS_API_KEYS)",
         f"logs         {info.logs}",
     ]
 
