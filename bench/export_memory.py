@@ -19,10 +19,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -52,18 +50,6 @@ for key in r.scan_iter(match=prefix + "user:*", count=1000):
             flush()
 flush()
 """
-
-
-def run(args: list[str], env: dict[str, str]) -> tuple[float, float, str]:
-    """Run a child; returns (seconds, peak RSS in GB, stdout)."""
-    started = time.monotonic()
-    proc = subprocess.Popen(args, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    assert proc.stdout is not None
-    out = proc.stdout.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    if status != 0:
-        raise SystemExit(f"{' '.join(args[:4])} failed with status {status}")
-    return time.monotonic() - started, usage.ru_maxrss / 1024**2, out
 
 
 def prepare(home: Path, url: str, users: int) -> None:
@@ -112,6 +98,7 @@ def main() -> None:
     if a.prepare:
         prepare(Path(a.prepare[0]), a.prepare[1], a.users)
         return
+    from bench.ingest_memory import run
     from bench.train_publish import _redis
 
     with tempfile.TemporaryDirectory(prefix="bench-export-") as tmp, _redis(a.redis_url, Path(tmp)) as url:

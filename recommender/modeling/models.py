@@ -10,17 +10,20 @@ from __future__ import annotations
 import json
 import warnings
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 import scipy.sparse as sp
 
 from recommender.data.reasons import nearest, unit
 from recommender.modeling.matrix import Sequences
-from recommender.modeling.reasons import histories, top_contributor
+from recommender.modeling.reasons import histories, pack, top_contributor
 from recommender.progress import StepFn, silent
+
+T = TypeVar("T")
 
 PADDING_SCORE = -1e37
 """implicit pads short lists with the lowest float32; anything at or below this is padding."""
@@ -123,6 +126,13 @@ class Model(ABC):
     def item_space(self) -> np.ndarray | None:
         """Unit item vectors whose cosine says which past item is behind a recommendation (None: no such space)."""
         return None
+
+    def _once(self, name: str, fitted: object, build: Callable[[], T]) -> T:
+        """``build()``, computed once per ``fitted`` state (a refit replaces that state, and the value with it)."""
+        cached = self.__dict__.get(name)
+        if cached is None or cached[0] is not fitted:
+            cached = self.__dict__[name] = (fitted, build())
+        return cached[1]
 
     def affinity(
         self, users: np.ndarray, user_items: sp.csr_matrix, cols: np.ndarray, *, sequences: Sequences | None = None
@@ -259,10 +269,7 @@ class ImplicitModel(Model):
 
     def item_space(self) -> np.ndarray | None:
         """The item factors, scaled to unit length (computed once per fitted model)."""
-        cached = getattr(self, "_space", None)
-        if cached is None or cached[0] is not self.model:
-            cached = self._space = (self.model, unit(np.asarray(self.model.item_factors)))
-        return cached[1]
+        return self._once("_space", self.model, lambda: unit(np.asarray(self.model.item_factors)))
 
     def _save_state(self, folder: Path) -> None:
         self.model.save(str(folder / "implicit.npz"))
@@ -366,7 +373,8 @@ class ItemKNNModel(ImplicitModel):
     def because(self, users: np.ndarray, user_items: sp.csr_matrix, ids: np.ndarray) -> np.ndarray | None:
         """The past item with the largest term of the score's sum (history weight x similarity)."""
         past, weights = histories(users, user_items)
-        return top_contributor(self.model.similarity, past, weights, ids)
+        packed = self._once("_packed", self.model, lambda: pack(self.model.similarity))  # not once per batch
+        return top_contributor(packed, past, weights, ids)
 
     def _build(self) -> Any:
         from implicit.nearest_neighbours import BM25Recommender, CosineRecommender

@@ -8,6 +8,8 @@ A user's past items are their :data:`HISTORY` heaviest (the confidence matrix's 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import scipy.sparse as sp
 
@@ -30,14 +32,31 @@ def histories(users: np.ndarray, user_items: sp.csr_matrix, size: int = HISTORY)
     return cols, weights
 
 
-def top_contributor(similarity: sp.csr_matrix, history: np.ndarray, weights: np.ndarray, ids: np.ndarray) -> np.ndarray:
+@dataclass(frozen=True)
+class Packed:
+    """An item-item similarity as sorted ``row x width + column`` keys with their values, for lookups in bulk."""
+
+    keys: np.ndarray
+    values: np.ndarray
+    width: np.int64
+
+
+def pack(similarity: sp.csr_matrix) -> Packed:
+    """:class:`Packed` of ``similarity`` (once per fitted model: its size is the similarity's)."""
+    matrix = sp.csr_matrix(similarity).copy()  # sorted here, not in the model
+    matrix.sort_indices()
+    width = np.int64(matrix.shape[1])
+    keys = np.repeat(np.arange(matrix.shape[0], dtype=np.int64), np.diff(matrix.indptr)) * width + matrix.indices
+    return Packed(keys, matrix.data, width)
+
+
+def top_contributor(
+    similarity: sp.csr_matrix | Packed, history: np.ndarray, weights: np.ndarray, ids: np.ndarray
+) -> np.ndarray:
     """For each user row and column of ``ids``, the past item with the largest ``weight x similarity[past, id]``
     (item-KNN's score is the sum of these terms); -1 where no past item has a positive term."""
-    similarity = sp.csr_matrix(similarity)
-    similarity.sort_indices()
-    width = np.int64(similarity.shape[1])
-    stored = np.repeat(np.arange(similarity.shape[0], dtype=np.int64), np.diff(similarity.indptr)) * width
-    stored += similarity.indices
+    packed = similarity if isinstance(similarity, Packed) else pack(similarity)
+    stored, width = packed.keys, packed.width
     out = np.full(ids.shape, -1, dtype=np.int64)
     if not len(stored):
         return out
@@ -45,7 +64,7 @@ def top_contributor(similarity: sp.csr_matrix, history: np.ndarray, weights: np.
         past, shown, w = history[lo : lo + 256], ids[lo : lo + 256], weights[lo : lo + 256]
         wanted = np.maximum(past, 0)[:, None, :] * width + np.maximum(shown, 0)[:, :, None]  # users x n x h
         at = np.minimum(np.searchsorted(stored, wanted), len(stored) - 1)
-        terms = np.where(stored[at] == wanted, similarity.data[at], 0.0) * w[:, None, :]
+        terms = np.where(stored[at] == wanted, packed.values[at], 0.0) * w[:, None, :]
         terms[np.broadcast_to((past < 0)[:, None, :], terms.shape)] = 0.0
         best = terms.argmax(axis=2)
         found = np.take_along_axis(past, best, axis=1)

@@ -301,10 +301,7 @@ class SequentialModel(Model):
 
     def item_space(self) -> np.ndarray | None:
         """The item embeddings, scaled to unit length (computed once per fitted model)."""
-        cached = getattr(self, "_space", None)
-        if cached is None or cached[0] is not self._params:
-            cached = self._space = (self._params, unit(self.item_vectors()))
-        return cached[1]
+        return self._once("_space", self._params, lambda: unit(self.item_vectors()))
 
     def affinity(
         self, users: np.ndarray, user_items: sp.csr_matrix, cols: np.ndarray, *, sequences: Sequences | None = None

@@ -33,8 +33,8 @@ class Why:
 
     kind: Kind
     item_id: str | None = None
-    behind: Callable[[int, str], str | Reason | None] | None = None
-    """The item behind position ``k`` (or a whole reason of another kind; None: the kind alone)."""
+    behind: Callable[[int, str], Reason | None] | None = None
+    """The reason of the item at position ``k`` (None: the kind alone)."""
     new: AbstractSet[str] = frozenset()
     stored: Behind | None = None
     """The past items publishing stored with the list (the hot route's case, read without a call)."""
@@ -49,10 +49,7 @@ class Why:
             return {"kind": "new"}
         if self.behind is None:
             return {"kind": self.kind, "item_id": self.item_id} if self.item_id else {"kind": self.kind}
-        source = self.behind(k, item)
-        if source is None:
-            return {"kind": self.kind}
-        return source if isinstance(source, dict) else {"kind": self.kind, "item_id": source}
+        return self.behind(k, item) or {"kind": self.kind}
 
 
 POPULAR = Why("popular")

@@ -4,7 +4,9 @@ forgotten user's."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pyarrow as pa
@@ -13,6 +15,7 @@ import pytest
 import redis
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
+from redis.asyncio import Redis as AsyncRedis
 
 from recommender.config import Settings
 from recommender.data.privacy import pseudonymize
@@ -97,6 +100,24 @@ def test_a_user_forgotten_while_the_export_runs_is_dropped_before_it_commits(
     exported = set(rows.column("user_id").to_pylist())
     assert victim not in exported and out["users"] == len(exported) == len(users_with_lists(served_settings)) - 1
     assert out["rows"] == rows.num_rows
+
+
+def test_a_key_the_scan_returns_twice_is_exported_once(
+    served_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scan = AsyncRedis.scan_iter
+
+    async def twice(self: AsyncRedis, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:  # as while Redis rehashes
+        async for key in scan(self, *args, **kwargs):
+            yield key
+            yield key
+
+    monkeypatch.setattr(AsyncRedis, "scan_iter", twice)
+    out = export_recommendations(served_settings, n=5)
+    rows = table_rows(served_settings)
+    assert out["users"] == len(users_with_lists(served_settings)) and rows.num_rows == out["rows"] == 5 * out["users"]
+    pairs = list(zip(rows.column("user_id").to_pylist(), rows.column("rank").to_pylist(), strict=True))
+    assert len(set(pairs)) == len(pairs)
 
 
 def test_a_version_removed_while_it_is_exported_fails_the_export_and_commits_nothing(

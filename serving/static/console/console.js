@@ -43,7 +43,11 @@ function term(list, name, value) {
 function versions(overview) {
   const list = $("#versions");
   list.replaceChildren();
-  const line = (v) => (v ? `${v.version} (model v${v.model_version ?? "?"}, published ${v.published_at ?? "?"})` : "none");
+  const line = (v) =>
+    v
+      ? `${v.version} (model v${v.model_version ?? "?"}, published ${v.published_at ?? "?"}` +
+        `${v.calibrated ? "" : "; no calibration: revenue placements rank by relevance"})`
+      : "none";
   term(list, "production", line(overview.active));
   term(list, "challenger", line(overview.challenger));
   if (overview.experiment) term(list, "experiment", `${overview.experiment.id} since ${overview.experiment.started_at}`);
