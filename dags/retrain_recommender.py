@@ -218,9 +218,18 @@ def retrain_recommender() -> None:
 
         return export_served(settings())  # {"skipped": ...} when no export is asked for
 
+    @task
+    def audiences(checked: dict[str, Any]) -> dict[str, Any]:
+        """The audiences GET /v1/audiences keeps, computed for the version just published."""
+        from recommender.ops.pipeline import refresh_served_audiences
+
+        return refresh_served_audiences(settings())
+
     trained = train_and_evaluate(pick_snapshot())
     parts = publish_shard.expand(part=publish(gate_and_promote(stage(trained))))
-    export(smoke_check(flip_version(parts)))
+    checked = smoke_check(flip_version(parts))
+    export(checked)
+    audiences(checked)
 
 
 retrain_recommender()

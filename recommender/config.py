@@ -191,6 +191,12 @@ class Settings(BaseSettings):
         default=None, description="Where exports go: a path or s3:// URI for files (none: the recommendations table)."
     )
     export_format: Literal["parquet", "csv"] = Field(default="parquet", description="The files' format.")
+    audience_max_targets: int = Field(
+        default=1000, ge=1, description="Audiences GET /v1/audiences keeps current (each refreshed per version)."
+    )
+    audience_keep_days: float = Field(
+        default=30.0, gt=0, description="An audience nobody asked for in this long is no longer refreshed."
+    )
     session_ttl_seconds: int = Field(default=1800, ge=1, description="A session ends after this long quiet.")
     session_weight: float = Field(default=1.0, ge=0, description="Weight of the session lists in the blend.")
     placements_file: Path | None = Field(default=None, description="JSON placements config (default: built in).")

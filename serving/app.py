@@ -25,7 +25,7 @@ from recommender.online.service import (
     UnknownPlacementError,
 )
 from serving.limits import BodyLimitMiddleware, RateLimiter, RateLimitMiddleware
-from serving.routes import admin, catalog, events, health, items, placements, recommendations, rules, users
+from serving.routes import admin, audiences, catalog, events, health, items, placements, recommendations, rules, users
 from serving.telemetry import MetricsMiddleware, set_health, set_model_version
 
 STATIC = Path(__file__).with_name("static")
@@ -92,7 +92,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RateLimitMiddleware, limiter=app.state.limiter)  # before a body is read
     app.add_middleware(MetricsMiddleware)  # added last: outermost, so it counts the 413s and 429s too
-    for module in (recommendations, placements, items, catalog, rules, events, users, health, admin):
+    for module in (recommendations, placements, items, catalog, rules, events, users, audiences, health, admin):
         app.include_router(module.router)
     app.router.routes[:0] = [recommendations.route, placements.route]  # matched before the documenting FastAPI routes
 

@@ -145,6 +145,26 @@ class Accepted(BaseModel):
     accepted: int
 
 
+class AudienceMember(BaseModel):
+    """One user of an audience: the pseudonym (the shop computes it from its own id with the HMAC secret)."""
+
+    user_id: str
+    score: float
+
+
+class AudienceOut(BaseModel):
+    """An audience of the served model version, or why there is none yet."""
+
+    target: str = Field(examples=["item:i42"])
+    status: Literal["ready", "pending", "failed"]
+    model_version: str | None = None
+    family: str | None = None
+    items: int | None = Field(default=None, description="The target's items the model knows.")
+    computed_at: float | None = Field(default=None, description="Unix time the audience job computed it.")
+    users: list[AudienceMember] = []
+    detail: str | None = Field(default=None, description="What happens next (pending) or why it failed.")
+
+
 class Forgotten(BaseModel):
     """What left Redis at once, and what happens to the stored data."""
 

@@ -224,13 +224,34 @@ def audience(
     export: Annotated[bool, typer.Option(help="Write it to the Iceberg table audiences.")] = False,
     to: Annotated[str | None, typer.Option(help="Write it as a file under this path or s3:// URI instead.")] = None,
     fmt: Annotated[str, typer.Option("--format", help="parquet or csv, with --to.")] = "parquet",
+    refresh: Annotated[
+        bool, typer.Option(help="Instead: compute the audiences GET /v1/audiences keeps, for the served version.")
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """The users the production model scores highest for an item, a category or an attribute value."""
     from recommender.ops.export import export_audience
-    from recommender.registry.audience import Target
+    from recommender.registry.audience import Target, refresh_audiences
     from recommender.registry.audience import audience as run
 
+    if refresh:
+        if item or category or attribute or export or to:
+            fail("--refresh computes the audiences the API keeps: give it no target, --export or --to")
+        with progress_bar(as_json) as update:
+            done = refresh_audiences(settings(), update)  # type: ignore[arg-type]
+        if as_json:
+            echo_json(done)
+            return
+        if "skipped" in done:
+            typer.echo(f"no audiences refreshed: {done['skipped']}")
+            return
+        typer.echo(
+            f"audiences of {done['version']} (model v{done['model_version']}): {len(done['computed'])} computed, "  # type: ignore[arg-type]
+            f"{len(done['failed'])} without one, {done['kept']} kept, {len(done['dropped'])} no longer asked for"  # type: ignore[arg-type]
+        )
+        for label, why in done["failed"].items():  # type: ignore[attr-defined]
+            typer.echo(f"  {label}: {why}")
+        return
     if attribute is not None and "=" not in attribute:
         fail(f"--attribute is KEY=VALUE, not {attribute!r}")
     if fmt not in ("parquet", "csv"):

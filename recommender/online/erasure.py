@@ -1,9 +1,9 @@
 """The right to be forgotten, the part that cannot wait: a person's data leaves Redis at once.
 
 The API's ``DELETE /v1/users/{id}`` calls :func:`request_forget`: the user's precomputed lists in
-every kept version, their session and their entries in the event stream are deleted, and the
-pseudonym is queued in ``{prefix}:forget:pending`` for :mod:`recommender.ops.forget`, which
-tombstones it and removes it from the store for good.
+every kept version, their place in its stored audiences, their session and their entries in the event stream
+are deleted, and the pseudonym is queued in ``{prefix}:forget:pending`` for :mod:`recommender.ops.forget`,
+which tombstones it and removes it from the store for good.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from typing import Any
 
 import redis
 
+from recommender.online.audiences import forget_in_audiences
 from recommender.online.experiments import running_experiment
 from recommender.online.keys import Keys
 
@@ -39,7 +40,8 @@ class ForgetReport:
 
 def forget_in_redis(r: redis.Redis, keys: Keys, user: str) -> tuple[int, int]:
     """Delete a pseudonym's lists (recommended, bought, item sequence) in every version, their session, their
-    cursors, their place in the experiments' exposed sets and their stream entries; returns (keys, entries)."""
+    cursors, their place in the stored audiences and the experiments' exposed sets and their stream entries;
+    returns (keys and audience places, entries)."""
     versions = {str(v) for v in r.lrange(keys.versions, 0, -1)} | {str(v) for v in r.smembers(keys.started)}
     tokens = [str(t) for t in r.zrange(keys.cursors_of(user), 0, -1)]
     lists = int(
@@ -49,7 +51,7 @@ def forget_in_redis(r: redis.Redis, keys: Keys, user: str) -> tuple[int, int]:
             *[keys.cursor(t) for t in tokens],
             *[k for v in versions for k in keys.personal(v, user)],
         )
-    )
+    ) + forget_in_audiences(r, keys, versions, [user])
     running = running_experiment(r, keys)
     if running is not None:  # only the running experiment keeps its served users (a new one drops the old ones')
         for version in versions:

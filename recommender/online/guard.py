@@ -7,6 +7,7 @@ guard refuses calls at once (the API answers from its fallback meanwhile, withou
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Awaitable
 from typing import TypeVar
@@ -41,6 +42,13 @@ class Guard:
                 # command, not an absent Redis: no pause for the others
                 self.down_until = time.monotonic() + self.retry_after
             raise RedisUnavailableError(str(exc) or type(exc).__name__) from exc
+        except (AttributeError, TypeError) as exc:
+            if not _raised_in_the_client(exc):
+                raise
+            # redis-py's asyncio cluster client can trip on a connection torn down under it when a node goes
+            # (redis/redis-py#3546, #3835): that is Redis being unavailable, not a bug of the request
+            self.down_until = time.monotonic() + self.retry_after
+            raise RedisUnavailableError(f"the Redis client failed mid-call: {exc}") from exc
 
     def reset(self) -> None:
         """Try Redis again on the next call (readiness and refresh probes do)."""
@@ -56,3 +64,11 @@ def _pool_exhausted(exc: BaseException) -> bool:
     """Whether ``exc`` is the blocking pool's "no connection free within its timeout" (redis-py raises a
     ConnectionError from the wait's TimeoutError)."""
     return isinstance(exc, RedisConnectionError) and isinstance(exc.__cause__, TimeoutError)
+
+
+def _raised_in_the_client(exc: BaseException) -> bool:
+    """Whether ``exc`` was raised inside the ``redis`` package (its innermost frame is one of its files)."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and f"{os.sep}redis{os.sep}" in tb.tb_frame.f_code.co_filename

@@ -197,6 +197,21 @@ class Keys:
             self.taste(version, user_id),
         )
 
+    @property
+    def audiences_wanted(self) -> str:
+        """HASH: target label -> JSON ``{"top", "asked_at", "read_at"}``: the audiences GET /v1/audiences keeps."""
+        return f"{self.prefix}:audiences:wanted"
+
+    def audiences(self, version: str) -> str:
+        """HASH: target label -> JSON status of its audience in ``version`` (size, model, time, or the error).
+
+        It and the audiences share one hash tag, so a replace is one MULTI/EXEC in a Redis Cluster too."""
+        return f"{self.ns(version)}{{audiences}}"
+
+    def audience(self, version: str, label: str) -> str:
+        """ZSET: pseudonym -> the model's affinity, the audience of target ``label`` in ``version``."""
+        return f"{self.ns(version)}{{audiences}}:{label}"
+
     def attached(self, version: str, item_id: str) -> str:
         """STRING: {"items": [...], "scores": [...]}: new items that join the similar list of ``item_id``."""
         return f"{self.ns(version)}attached:{item_id}"

@@ -29,6 +29,7 @@ from redis.exceptions import RedisClusterException, RedisError
 from recommender.config import Settings, role_allows
 from recommender.data.events import as_text, events_frame, plain_rows, validate_events
 from recommender.data.privacy import pseudonymize
+from recommender.online.audiences import Answer, Target, ask
 from recommender.online.cursors import CursorError, Cursors, CursorUnavailableError
 from recommender.online.erasure import ForgetReport, request_forget
 from recommender.online.experiments import Exposures, RecommendationIds, in_challenger
@@ -519,6 +520,13 @@ class RecommendationService:
         )
         reasons = {i: POPULAR_REASON for i, _ in chosen} if self.settings.reasons else None
         return self._listing(entries(chosen, info, q.details, reasons), "fallback", fb.model_version, name)
+
+    async def audience(self, target: Target, top: int) -> Answer:
+        """The served version's stored audience of ``target``, kept current from now on (pending until the
+        audience job computed it)."""
+        version = await self._active(fresh=True)
+        keys, most = self.keys, self.settings.audience_max_targets
+        return await self.guard(ask(self.redis, keys, version, target, top, most))
 
     # ---- users and events ----------------------------------------------------------
     async def forget(self, user_id: str) -> ForgetReport:

@@ -305,6 +305,13 @@ def export_served(
     return export_recommendations(settings, chosen, n, settings.export_to, settings.export_format, force)
 
 
+def refresh_served_audiences(settings: Settings) -> dict[str, object]:
+    """The audiences ``GET /v1/audiences`` keeps, computed for the served version where they are missing."""
+    from recommender.registry.audience import refresh_audiences
+
+    return refresh_audiences(settings)
+
+
 def stop_experiment(settings: Settings) -> dict[str, object]:
     """Stop serving the challenger and drop the experiment's counts (its published copy goes with the next publish)."""
     with connect(settings) as r:

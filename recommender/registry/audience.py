@@ -13,45 +13,30 @@ queued for forgetting always are.
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import asdict, dataclass
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
 
 from recommender.config import Settings
 from recommender.data.store import Store
 from recommender.modeling.bundle import Bundle
+from recommender.online.audiences import (
+    AudienceError,
+    Stored,
+    Target,
+    drop_stale,
+    forget_in_audiences,
+    store_audience,
+    wanted,
+)
 from recommender.online.keys import Keys
 from recommender.online.redis_conn import connect
+from recommender.progress import ProgressFn, no_progress
 from recommender.registry.publish import forgotten
 from recommender.registry.tracking import PRODUCTION, load_bundle
-
-
-class AudienceError(LookupError):
-    """No target, a target no item of the model matches, or a model that ranks every user alike."""
-
-
-@dataclass(frozen=True)
-class Target:
-    """What an audience is for: one of an item, a category or an attribute ``key=value``."""
-
-    item: str | None = None
-    category: str | None = None
-    attribute: tuple[str, str] | None = None
-
-    def __post_init__(self) -> None:
-        if sum(x is not None for x in (self.item, self.category, self.attribute)) != 1:
-            raise AudienceError("name exactly one of an item, a category or an attribute (key=value)")
-
-    @property
-    def label(self) -> str:
-        """``item:I``, ``category:C`` or ``attribute:K=V``."""
-        if self.item is not None:
-            return f"item:{self.item}"
-        if self.category is not None:
-            return f"category:{self.category}"
-        key, value = self.attribute  # type: ignore[misc]
-        return f"attribute:{key}={value}"
 
 
 @dataclass(frozen=True)
@@ -71,11 +56,14 @@ class Audience:
         return asdict(self)
 
 
-def target_items(store: Store, target: Target) -> list[str]:
+__all__ = ["Audience", "AudienceError", "Target", "audience", "refresh_audiences"]
+
+
+def target_items(catalog: pa.Table, target: Target) -> list[str]:
     """The catalog's items of a category or an attribute value (an item: itself)."""
     if target.item is not None:
         return [target.item]
-    rows = store.read_items()
+    rows = catalog
     if target.category is not None:
         return rows.filter(pc.equal(rows.column("category"), target.category)).column("item_id").to_pylist()
     key, text = target.attribute  # type: ignore[misc]
@@ -116,19 +104,74 @@ def rank_audience(
     return order, scores[order]
 
 
+def ranked(
+    bundle: Bundle, version: str, catalog: pa.Table, target: Target, top: int, include_known: bool, gone: set[str]
+) -> Audience:
+    """The ``top`` users ``bundle`` (model version ``version``) scores highest for ``target``, without ``gone``."""
+    wanted = target_items(catalog, target)
+    cols = bundle.vocab.item_cols(wanted) if wanted else np.zeros(0, dtype=np.int64)
+    cols = cols[cols >= 0]
+    if not len(cols):
+        raise AudienceError(f"no item of {target.label} is in model version {version} (new items have no audience)")
+    rows, scores = rank_audience(bundle, cols, top, include_known, gone)
+    users = [str(u) for u in bundle.vocab.users[rows]]
+    return Audience(target.label, version, bundle.model.family, len(cols), users, np.round(scores, 6).tolist())
+
+
 def audience(
     settings: Settings, target: Target, top: int = 100, include_known: bool = False, alias: str = PRODUCTION
 ) -> Audience:
     """The ``top`` users the model holding ``alias`` scores highest for ``target``."""
     store = Store(settings)
     bundle, version = load_bundle(settings, alias)
-    wanted = target_items(store, target)
-    cols = bundle.vocab.item_cols(wanted) if wanted else np.zeros(0, dtype=np.int64)
-    cols = cols[cols >= 0]
-    if not len(cols):
-        raise AudienceError(f"no item of {target.label} is in model version {version} (new items have no audience)")
+    catalog = store.read_items() if target.item is None else pa.table({})
     with connect(settings) as r:  # tombstoned, or queued by DELETE /v1/users/{id} and not yet done
         gone = forgotten(r, Keys(settings.redis_prefix), settings)
-    rows, scores = rank_audience(bundle, cols, top, include_known, set(gone))
-    users = [str(u) for u in bundle.vocab.users[rows]]
-    return Audience(target.label, version, bundle.model.family, len(cols), users, np.round(scores, 6).tolist())
+    return ranked(bundle, version, catalog, target, top, include_known, set(gone))
+
+
+def refresh_audiences(settings: Settings, progress: ProgressFn = no_progress) -> dict[str, object]:
+    """Compute, for the served version, every audience ``GET /v1/audiences`` keeps that it lacks (or lacks at
+    the size asked), and store it in Redis for the API; drop the targets nobody asked for in
+    ``RECSYS_AUDIENCE_KEEP_DAYS``. Users forgotten while it ran are removed from what it stored."""
+    keys = Keys(settings.redis_prefix)
+    with connect(settings) as r:
+        active = r.get(keys.active)
+        if active is None:
+            return {"skipped": "nothing is published yet"}
+        version = str(active)
+        model_version = str(r.hget(keys.meta(version), "model_version"))
+        targets = wanted(r, keys)
+        dropped = drop_stale(r, keys, targets, settings.audience_keep_days * 86_400)
+        done = {str(k): Stored.of(v) for k, v in r.hgetall(keys.audiences(version)).items()}
+        todo = {
+            label: top
+            for label, (top, _) in sorted(targets.items())
+            if label not in dropped and not ((s := done.get(label)) and s.covers(top))
+        }
+        kept = len(targets) - len(dropped)
+        out: dict[str, object] = {"version": version, "model_version": model_version, "kept": kept}
+        if not todo:
+            return {**out, "computed": [], "failed": {}, "dropped": dropped}
+        bundle, _ = load_bundle(settings, None, model_version)
+        catalog = Store(settings).read_items()
+        gone = set(forgotten(r, keys, settings))
+        computed, failed = [], {}
+        for k, (label, top) in enumerate(todo.items()):
+            progress("audiences", k, len(todo))
+            try:
+                found = ranked(bundle, model_version, catalog, Target.parse(label), top, False, gone)
+            except AudienceError as exc:
+                failed[label] = str(exc)
+                status = Stored(top, 0, model_version, bundle.model.family, 0, time.time(), str(exc))
+                store_audience(r, keys, version, label, status, [], [])
+                continue
+            status = Stored(top, len(found.users), model_version, found.family, found.items, time.time())
+            store_audience(r, keys, version, label, status, found.users, found.scores)
+            computed.append(label)
+        progress("audiences", len(todo), len(todo))
+        # a forget that came while this ran is in the pending set now, or it ran after the statuses were
+        # written and removed its user from every stored audience itself
+        late = set(forgotten(r, keys, settings)) - gone
+        removed = forget_in_audiences(r, keys, [version], late)
+    return {**out, "computed": computed, "failed": failed, "dropped": dropped, "late_forgotten": removed}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -116,6 +118,10 @@ def test_retrain_gate_and_human_promotion_through_the_dags(
     mlflow = MlflowClient(tracking_uri=dag_env["MLFLOW_TRACKING_URI"], registry_uri=dag_env["MLFLOW_TRACKING_URI"])
     name = settings.model_name
 
+    r = redis.Redis.from_url(dag_env["RECSYS_REDIS_URL"], decode_responses=True)
+    category = Store(settings).read_items().column("category")[0].as_py()
+    asked = {"top": 20, "asked_at": time.time(), "read_at": time.time()}  # as GET /v1/audiences keeps it
+    r.hset(Keys().audiences_wanted, f"category:{category}", json.dumps(asked))
     good = run_dag(
         "retrain_recommender", FAST_ALS | {"half_life_days": 30, "event_weights": {"view": 1, "purchase": 5}}
     )
@@ -128,9 +134,10 @@ def test_retrain_gate_and_human_promotion_through_the_dags(
     assert run.data.params["model.factors"] == "16" and float(run.data.params["weighting.half_life_days"]) == 30
     assert run.data.metrics["val_ndcg_at_10"] > run.data.metrics["baseline_val_ndcg_at_10"]
     assert served_model_version(settings) == v1.version
-    r = redis.Redis.from_url(dag_env["RECSYS_REDIS_URL"], decode_responses=True)
     meta = r.hgetall(Keys().meta(str(r.get(Keys().active))))
     assert meta["shards"] == "3" and meta["complete"] == "1" and 0 < float(meta["coverage"]) <= 1
+    audience = json.loads(r.hget(Keys().audiences(str(r.get(Keys().active))), f"category:{category}") or "{}")
+    assert audience["model_version"] == v1.version and audience["users"] == 20  # the audiences task after publish
     assert len(list(r.scan_iter(match=Keys().ns(str(r.get(Keys().active))) + "user:*"))) == int(meta["users"])
 
     weak = run_dag("retrain_recommender", {"model": "popular"})  # cannot beat the popularity baseline

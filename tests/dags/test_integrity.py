@@ -18,6 +18,7 @@ EXPECTED = {
     "forget_user",
     "monitor_recommender",
     "export_recommendations",
+    "refresh_audiences",
 }
 HEAVY = ("implicit", "mlflow", "pandas", "pyarrow", "pyiceberg", "numpy", "scipy", "redis", "recommender.ops.pipeline")
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from recommender.config import Settings
 from recommender.online.redis_conn import async_client
 
@@ -46,3 +48,30 @@ def test_an_exhausted_pool_fails_that_call_without_pausing_the_worker(redis_serv
             await client.aclose()
 
     assert asyncio.run(run()) == (True, "v")
+
+
+def test_the_client_tripping_on_a_lost_connection_is_redis_unavailable_and_our_own_bugs_still_raise() -> None:
+    """redis-py's asyncio cluster client raises AttributeError when a node's connection is torn down under a call
+    (seen in tests/online/test_cluster.py's lost node): that is an unavailable Redis (fallback answers), while the
+    same error raised by our own code is a bug that must not be hidden as one."""
+    import os
+
+    from recommender.online.guard import Guard, RedisUnavailableError
+
+    scope: dict[str, object] = {}
+    where = os.path.join(os.sep, "site-packages", "redis", "asyncio", "connection.py")
+    exec(compile("async def send():\n    None.writelines([])\n", where, "exec"), scope)
+
+    async def ours() -> None:
+        None.writelines([])  # type: ignore[attr-defined]
+
+    async def run() -> tuple[bool, bool]:
+        guard = Guard(retry_after=30)
+        with pytest.raises(AttributeError):
+            await guard(ours())
+        closed = not guard.open
+        with pytest.raises(RedisUnavailableError, match="failed mid-call"):
+            await guard(scope["send"]())  # type: ignore[operator]
+        return closed, guard.open
+
+    assert asyncio.run(run()) == (True, True)

@@ -16,6 +16,7 @@ from recommender.config import Settings
 from recommender.data.privacy import pseudonymize
 from recommender.data.store import Store
 from recommender.modeling.training import TrainConfig
+from recommender.online.audiences import Stored, store_audience
 from recommender.online.erasure import forget_in_redis, request_forget
 from recommender.online.experiments import running_experiment, start_experiment
 from recommender.online.keys import Keys
@@ -196,6 +197,13 @@ def test_forgetting_in_redis_leaves_the_pseudonym_nowhere(redis_settings: Settin
     running = running_experiment(r, KEYS)
     assert running is not None
     r.sadd(KEYS.exposed(running.id, "2"), user, other)
+    status = Stored(10, 2, "2", "als", 1, 0.0)
+    store_audience(r, KEYS, "m2-v", "item:i1", status, [user, other], [0.9, 0.5])
     forget_in_redis(r, KEYS, user)
     assert not r.exists(KEYS.cursors_of(user)) and not r.exists(KEYS.cursor("tok1"))
     assert r.smembers(KEYS.exposed(running.id, "2")) == {other}
+    assert r.zrange(KEYS.audience("m2-v", "item:i1"), 0, -1) == [other]
+    readers = {"string": r.get, "hash": r.hgetall, "set": r.smembers, "zset": lambda k: r.zrange(k, 0, -1)}
+    readers |= {"list": lambda k: r.lrange(k, 0, -1), "stream": r.xrange}
+    for key in r.scan_iter(count=1000):  # nowhere: no key's name, no value
+        assert user not in key and user not in repr(readers[r.type(key)](key)), key
