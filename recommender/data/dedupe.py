@@ -82,6 +82,11 @@ class KeySet:
                 _by_high(np.concatenate([h for h, _ in self._parts]), np.concatenate([lo for _, lo in self._parts]))
             ]
 
+    def add_set(self, other: KeySet) -> None:
+        """Add every member of ``other``."""
+        for high, low in other._parts:
+            self.add(np.column_stack([high, low]))
+
     def contains(self, d: np.ndarray) -> np.ndarray:
         """Boolean mask: which of ``d`` are members."""
         order = np.argsort(d[:, 0])  # sorted queries: each binary search starts where the last one ended

@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -40,7 +41,16 @@ from recommender.data.dedupe import KeySet, digests, first_occurrences, seed_of
 from recommender.data.events import QUARANTINE_SCHEMA, validate_events
 from recommender.data.privacy import pseudonymize
 from recommender.data.readers import Malformed, RawBatch, read_events
-from recommender.data.store import StagedFiles, Store, retrying
+from recommender.data.store import (
+    StagedFiles,
+    Store,
+    added_files,
+    appended_since,
+    month_batches,
+    month_index,
+    read_columns,
+    retrying,
+)
 from recommender.progress import ProgressFn, no_progress
 
 
@@ -56,6 +66,9 @@ class IngestSummary:
     quarantined: int = 0
     forgotten: int = 0
     """Rows of users who asked to be forgotten (tombstoned): dropped, never stored."""
+    reused_ids: int = 0
+    """Rows stored whose ``event_id`` the same month already held at another time: a shop reusing an id for
+    another event (an id names one event at one time; counted within the months the batch touches)."""
     quarantine_new: int = 0
     reasons: dict[str, int] = field(default_factory=dict)
     snapshot_id: int | None = None
@@ -140,21 +153,74 @@ def _malformed_frame(rows: list[Malformed], secret: str) -> pd.DataFrame:
     )
 
 
-class _Keyed:
-    """One table's side of an ingest: the staged files and the digests of the keys staged and stored."""
+def exact(d: np.ndarray, micros: np.ndarray) -> np.ndarray:
+    """Digests of (key, time): the key's digest with its high word mixed with the time (a splitmix64 finalizer)."""
+    z = micros.astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    out = d.copy()
+    out[:, 0] ^= z ^ (z >> np.uint64(31))
+    return out
 
-    def __init__(self, staged: StagedFiles, key: str, store: Store, seed: int) -> None:
-        self.staged, self.key, self.store, self.seed = staged, key, store, seed
+
+class _Keyed:
+    """One table's side of an ingest: the staged files and the digests of the keys staged and stored.
+
+    With a ``time_column`` (the events table, partitioned by its month) a row is checked only where a copy
+    of it can be: the month partitions the batch's rows fall in (read once each, on first need), the rows
+    the newest append added (a resend whose time was corrected into another month) and, before each
+    commit attempt, the rows appended meanwhile. The same key at the same time is a duplicate; the same key
+    at another time in the same month is a reused id: stored, and counted. Without one (the quarantine) the
+    whole key column is read.
+    """
+
+    def __init__(self, staged: StagedFiles, key: str, store: Store, seed: int, time_column: str | None = None):
+        self.staged, self.key, self.store, self.seed, self.time_column = staged, key, store, seed, time_column
         self.base = _head(staged.table)
         self._stored: KeySet | None = None  # read on the first row to stage: an empty drain reads nothing
         self.mine = KeySet()
+        self.months: set[int] = set()
+        self.ids, self.exact = KeySet(), KeySet()
+        self._recent: KeySet | None = None
+        self.reused = 0
 
     @property
     def stored(self) -> KeySet:
-        """Digests of the keys the table held when this ingest first looked."""
+        """Digests of the keys the table held when this ingest first looked (a table without a time column)."""
         if self._stored is None:
             self._stored = self.store.keys(self.staged.table, self.key, self.seed)
         return self._stored
+
+    @property
+    def recent(self) -> KeySet:
+        """Digests of the keys the newest append added, whatever their month."""
+        if self._recent is None:
+            self._recent = self._keys_of(appended_since(self.staged.table, None, newest_only=True))
+        return self._recent
+
+    def _keys_of(self, snapshots: list[int]) -> KeySet:
+        found = KeySet()
+        for uri in added_files(self.staged.table, snapshots):
+            found.add(digests(read_columns(uri, [self.key]).column(self.key), self.seed))
+        return found
+
+    def _load(self, months: set[int]) -> None:
+        """Read the stored keys of the months not read yet (their partitions' files only)."""
+        columns = (self.key, str(self.time_column))
+        for month in sorted(months - self.months):
+
+            def scan(month: int = month) -> tuple[KeySet, KeySet]:
+                ids, times = KeySet(), KeySet()
+                for batch in month_batches(self.staged.table.refresh(), columns, str(self.time_column), month):
+                    d = digests(batch.column(self.key), self.seed)
+                    ids.add(d)
+                    times.add(exact(d, _micros(batch.column(str(self.time_column)))))
+                return ids, times
+
+            ids, times = retrying(scan)
+            self.ids.add_set(ids)
+            self.exact.add_set(times)
+            self.months.add(month)
 
     def add(self, rows: pa.Table) -> int:
         """Stage the rows whose key is new (first of each key only); returns how many were staged."""
@@ -162,7 +228,16 @@ class _Keyed:
             return 0
         d = digests(rows.column(self.key), self.seed)
         first = first_occurrences(d)
-        new = first[~self.stored.contains(d[first]) & ~self.mine.contains(d[first])]
+        if self.time_column is None:
+            seen = self.stored.contains(d[first])
+        elif self.base is None:
+            seen = np.zeros(len(first), dtype=bool)  # an empty table: nothing to read
+        else:
+            times = rows.column(self.time_column).take(pa.array(first))
+            self._load(set(np.unique(month_index(times)).tolist()))
+            seen = self.exact.contains(exact(d[first], _micros(times))) | self.recent.contains(d[first])
+            self.reused += int((~seen & self.ids.contains(d[first]) & ~self.mine.contains(d[first])).sum())
+        new = first[~seen & ~self.mine.contains(d[first])]
         self.mine.add(d[new])
         self.staged.write(rows.take(pa.array(new)))
         return len(new)
@@ -175,12 +250,23 @@ class _Keyed:
         table = self.staged.table = self.staged.table.refresh()
         duplicates = 0
         if self.staged.files_or_pending and _head(table) != self.base:  # someone committed since the keys were read
-            self._stored, self.base = self.store.keys(table, self.key, self.seed), _head(table)
-            duplicates = self.staged.drop(lambda rows: self.stored.contains(digests(rows.column(self.key), self.seed)))
+            if self.time_column is None:
+                self._stored = self.store.keys(table, self.key, self.seed)
+                meanwhile = self._stored
+            else:  # only what was appended since: the months read before are checked against it too
+                meanwhile = self._keys_of(appended_since(table, self.base))
+                self.recent.add_set(meanwhile)
+            self.base = _head(table)
+            duplicates = self.staged.drop(lambda rows: meanwhile.contains(digests(rows.column(self.key), self.seed)))
         gone = 0
         if len(forgotten) and self.staged.files_or_pending:
             gone = self.staged.drop(lambda rows: pc.is_in(rows.column("user_id"), value_set=forgotten).to_numpy(False))
         return duplicates, gone
+
+
+def _micros(ts: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """Times as integer microseconds."""
+    return pc.cast(ts, pa.timestamp("us", tz="UTC")).cast(pa.int64()).to_numpy()
 
 
 def _head(table: Table) -> int | None:
@@ -196,7 +282,7 @@ class Ingest:
         self.started = time.monotonic()
         seed = seed_of(settings.hmac_secret.get_secret_value())
         self.forgotten = store.forgotten_users()
-        self.events = _Keyed(store.staged_events(), "event_id", store, seed)
+        self.events = _Keyed(store.staged_events(), "event_id", store, seed, "timestamp")
         self.quarantine = _Keyed(store.staged_quarantine(), "quarantine_id", store, seed)
         summary.previous_snapshot_id = self.events.base
 
@@ -249,6 +335,7 @@ class Ingest:
 
         retrying(commit_quarantine)
         retrying(commit_events)
+        s.reused_ids = self.events.reused
         s.data_files = len(self.events.staged.files) + len(self.quarantine.staged.files)
         late = self._tombstoned_since(checked)  # forgotten between the last check and the commit: delete them now
         if len(late) and s.stored:

@@ -26,12 +26,14 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from pyiceberg.catalog import Catalog, load_catalog
 from pyiceberg.exceptions import CommitFailedException, NoSuchTableError
+from pyiceberg.expressions import And, BooleanExpression, GreaterThanOrEqual, LessThan
 from pyiceberg.io.pyarrow import pyarrow_to_schema
+from pyiceberg.manifest import ManifestContent
 from pyiceberg.partitioning import PartitionField, PartitionSpec
 from pyiceberg.schema import Schema
 from pyiceberg.table import Table
 from pyiceberg.table.name_mapping import MappedField, NameMapping
-from pyiceberg.table.snapshots import Snapshot
+from pyiceberg.table.snapshots import Operation, Snapshot
 from pyiceberg.transforms import MonthTransform
 
 from recommender.config import Settings
@@ -209,6 +211,59 @@ def scrub(table: Table, paths: tuple[str, ...], column: str, value: str) -> int:
     return removed
 
 
+def month_index(ts: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """Months since 1970-01 of each time, as the ``month`` partition counts them."""
+    return pc.add(pc.multiply(pc.subtract(pc.year(ts), 1970), 12), pc.subtract(pc.month(ts), 1)).to_numpy()
+
+
+def month_filter(column: str, month: int) -> BooleanExpression:
+    """A row filter selecting one month of ``column`` (pyiceberg prunes the other partitions' files with it)."""
+    start, end = (datetime(1970 + m // 12, m % 12 + 1, 1, tzinfo=UTC).isoformat() for m in (month, month + 1))
+    return And(GreaterThanOrEqual(column, start), LessThan(column, end))  # type: ignore[call-arg,arg-type]
+
+
+def month_batches(table: Table, columns: tuple[str, ...], column: str, month: int) -> Iterator[pa.RecordBatch]:
+    """Some columns of the rows in one month of ``column``, batch by batch: only that partition's files are read."""
+    yield from table.scan(row_filter=month_filter(column, month), selected_fields=columns).to_arrow_batch_reader()
+
+
+def appended_since(table: Table, base: int | None, newest_only: bool = False) -> list[int]:
+    """The appends (ingests) committed after snapshot ``base`` (every one back to the table's first when None;
+    with ``newest_only`` only the newest), newest first."""
+    found = []
+    snap = table.current_snapshot()
+    while snap is not None and snap.snapshot_id != base:
+        if snap.summary is not None and snap.summary.operation == Operation.APPEND:
+            found.append(int(snap.snapshot_id))
+            if newest_only:
+                break
+        snap = None if snap.parent_snapshot_id is None else table.snapshot_by_id(snap.parent_snapshot_id)
+    return found
+
+
+def added_files(table: Table, snapshot_ids: list[int]) -> list[str]:
+    """The data files those snapshots added that the current snapshot still holds (a forget may have rewritten
+    some since). Only manifests written since the oldest of them are read: a table's history is not."""
+    current = table.current_snapshot()
+    wanted = [s for i in snapshot_ids if (s := table.snapshot_by_id(i)) is not None]
+    if current is None or not wanted:
+        return []
+    oldest, ids = min(s.sequence_number or 0 for s in wanted), {s.snapshot_id for s in wanted}
+    return [
+        entry.data_file.file_path
+        for manifest in current.manifests(table.io)
+        if manifest.content == ManifestContent.DATA and (manifest.sequence_number or 0) >= oldest
+        for entry in manifest.fetch_manifest_entry(table.io, discard_deleted=True)
+        if entry.snapshot_id in ids
+    ]
+
+
+def read_columns(uri: str, columns: list[str]) -> pa.Table:
+    """Some columns of one data file."""
+    fs, path = _fs_path(uri)
+    return pq.read_table(path, columns=columns, filesystem=fs)
+
+
 class StagedFiles:
     """Data files written for one table ahead of one commit: Iceberg's write-then-commit.
 
@@ -249,9 +304,7 @@ class StagedFiles:
         self._pending = []
         groups: list[tuple[str, pa.Table]] = [("", rows)]
         if self.month_column is not None:
-            ts = rows.column(self.month_column)
-            month = pc.add(pc.multiply(pc.subtract(pc.year(ts), 1970), 12), pc.subtract(pc.month(ts), 1))
-            values = month.to_numpy()
+            values = month_index(rows.column(self.month_column))
             groups = [
                 (f"month={1970 + int(m) // 12:04d}-{int(m) % 12 + 1:02d}/", rows.filter(pa.array(values == m)))
                 for m in np.unique(values)

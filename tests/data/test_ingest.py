@@ -227,3 +227,39 @@ def test_a_catalog_of_ids_and_attributes_alone_is_stored(settings: Settings, tmp
     assert (summary.catalog_items, summary.catalog_quarantined) == (2, 0)
     rows = {r["item_id"]: r for r in Store(settings).read_items().to_pylist()}
     assert rows["i1"]["title"] is None and json.loads(rows["i1"]["attributes"]) == {"tags": "3 7 12"}
+
+
+def test_dedupe_reads_only_the_months_a_batch_touches_and_counts_reused_ids(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An event id names one event at one time, so a copy lands in the same month partition: a batch is checked
+    against its months' files only, plus what the newest append added (a resend whose time was corrected)."""
+    import recommender.data.ingest as ingest_module
+    from recommender.data.store import month_filter, month_index
+
+    months = [f"2024-{m:02d}-15T10:00:00Z" for m in range(1, 7)]
+    rows = "".join(f"e{m},u{m},i1,view,{at},,\n" for m, at in enumerate(months))
+    ingest_file(write(tmp_path / "history.csv", HEADER + rows), settings)
+    ingest_file(write(tmp_path / "newest.csv", HEADER + "n1,u9,i2,view,2024-06-20T10:00:00Z,,\n"), settings)
+    events = Store(settings).events()
+    march = int(month_index(pa.array([datetime(2024, 3, 1, tzinfo=UTC)]))[0])
+    planned = [task.file.file_path for task in events.scan(row_filter=month_filter("timestamp", march)).plan_files()]
+    assert planned and all("month=2024-03" in path for path in planned)  # pyiceberg pruned the other months
+
+    read: list[int] = []
+    scan = ingest_module.month_batches
+    monkeypatch.setattr(ingest_module, "month_batches", lambda *a: (read.append(a[-1]), scan(*a))[1])
+    batch = HEADER + (
+        "e2,u2,i1,view,2024-03-15T10:00:00Z,,\n"  # the same event again: a duplicate
+        "e2,u2,i1,view,2024-03-16T10:00:00Z,,\n"  # ... and again at another time within this file: a duplicate
+        "e3,u3,i3,purchase,2024-03-02T08:00:00Z,,\n"  # April's e3 reused in March: stored, uncounted (not read)
+        "n1,u9,i2,view,2024-03-20T10:00:00Z,,\n"  # the newest ingest's event, its time corrected: a duplicate
+        "f1,u1,i1,view,2024-03-21T10:00:00Z,,\n"  # new
+    )
+    summary = ingest_file(write(tmp_path / "march.csv", batch), settings)
+    assert read == [march]  # one month read, whatever the table holds
+    assert (summary.stored, summary.duplicates, summary.reused_ids, summary.reconciles) == (2, 3, 0, True)
+    may = HEADER + "e4,u3,i3,purchase,2024-05-02T08:00:00Z,,\n"  # e4 is May 15's (e{m}: month m + 1)
+    again = ingest_file(write(tmp_path / "may.csv", may), settings)
+    assert (again.stored, again.reused_ids) == (1, 1)  # same month, another time: the id was reused
+    assert ingest_file(write(tmp_path / "may2.csv", may), settings).duplicates == 1  # that copy is one now

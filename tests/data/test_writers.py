@@ -56,6 +56,25 @@ def test_two_ingests_of_overlapping_files_at_once_store_each_event_once(settings
     assert stored_ids(store) == sorted(f"e{k}" for k in range(60))
 
 
+def test_a_commit_checks_every_append_since_it_looked_whatever_their_months(settings: Settings, tmp_path: Path) -> None:
+    """Dedupe reads only the months a batch touches; what other writers appended meanwhile (two commits here,
+    over several months) is checked before the commit instead."""
+    store = Store(settings)
+    ingest_file(write(tmp_path / "old.csv", rows(10, start=500)), settings)
+
+    def spread(n: int, start: int) -> str:
+        return HEADER + "".join(
+            f"e{k},u{k % 7},i1,view,2024-{1 + k % 5:02d}-03T10:00:00Z\n" for k in range(start, start + n)
+        )
+
+    late = staged(settings, write(tmp_path / "late.csv", spread(40, 120)), store)  # e120..e159
+    ingest_file(write(tmp_path / "a.csv", spread(40, 100)), settings)  # e100..e139: 20 shared
+    ingest_file(write(tmp_path / "b.csv", spread(10, 150)), settings)  # e150..e159: 10 shared
+    summary = late.commit()
+    assert (summary.stored, summary.duplicates, summary.reconciles) == (10, 30, True)
+    assert stored_ids(store) == sorted({f"e{k}" for k in range(100, 160)} | {f"e{k}" for k in range(500, 510)})
+
+
 def test_a_purge_during_an_ingest_keeps_its_files_and_removes_only_old_orphans(
     settings: Settings, tmp_path: Path
 ) -> None:
