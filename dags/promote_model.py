@@ -6,7 +6,7 @@ from typing import Any
 
 from airflow.sdk import Param, dag, task
 from airflow.sdk.exceptions import AirflowSkipException
-from recsys_common import SERVICE_RETRIES, optional, settings
+from recsys_common import SERVICE_RETRIES, optional, refresh_audiences_task, settings
 
 DOC = """
 ### Promote or roll back a model version
@@ -79,7 +79,7 @@ def promote_model() -> None:
 
         return smoke_check(settings(), str(published["model_version"]))
 
-    smoke_check(publish(decide()))
+    refresh_audiences_task()(smoke_check(publish(decide())))
 
 
 promote_model()

@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import Asset, Param
+from airflow.sdk import Asset, Param, task
 
 from recommender.config import WRITER_POOL
 
@@ -41,3 +41,16 @@ def settings() -> Settings:
 def optional(kind: str, title: str, description: str, **schema: Any) -> Param:
     """A form field that may stay empty (null: the default the description names)."""
     return Param(None, type=["null", kind], title=title, description=description, **schema)
+
+
+def refresh_audiences_task() -> Any:
+    """The task that computes the audiences ``GET /v1/audiences`` keeps for the version just published."""
+
+    @task(task_id="audiences")
+    def audiences(checked: dict[str, Any]) -> dict[str, Any]:
+        """The audiences GET /v1/audiences keeps, computed for the version just published."""
+        from recommender.ops.pipeline import refresh_served_audiences
+
+        return refresh_served_audiences(settings())
+
+    return audiences

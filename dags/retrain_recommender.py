@@ -7,7 +7,7 @@ from typing import Any
 
 from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, task
 from airflow.sdk.exceptions import AirflowSkipException
-from recsys_common import INTERACTIONS, SERVICE_RETRIES, WRITERS, optional, settings
+from recsys_common import INTERACTIONS, SERVICE_RETRIES, WRITERS, optional, refresh_audiences_task, settings
 
 log = logging.getLogger(__name__)
 
@@ -218,18 +218,11 @@ def retrain_recommender() -> None:
 
         return export_served(settings())  # {"skipped": ...} when no export is asked for
 
-    @task
-    def audiences(checked: dict[str, Any]) -> dict[str, Any]:
-        """The audiences GET /v1/audiences keeps, computed for the version just published."""
-        from recommender.ops.pipeline import refresh_served_audiences
-
-        return refresh_served_audiences(settings())
-
     trained = train_and_evaluate(pick_snapshot())
     parts = publish_shard.expand(part=publish(gate_and_promote(stage(trained))))
     checked = smoke_check(flip_version(parts))
     export(checked)
-    audiences(checked)
+    refresh_audiences_task()(checked)
 
 
 retrain_recommender()

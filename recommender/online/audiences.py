@@ -82,10 +82,16 @@ class Stored:
     items: int
     computed_at: float
     error: str | None = None
+    checked: bool = False
+    """Checked against the users forgotten while it was computed (not yet: pending to the API)."""
 
     def covers(self, top: int) -> bool:
         """Whether it answers a request for ``top`` users (an error answers every size)."""
         return self.error is not None or self.top >= top or self.users < self.top
+
+    def encoded(self) -> bytes:
+        """The stored JSON."""
+        return orjson.dumps(self.__dict__)
 
     @classmethod
     def of(cls, value: str | bytes | None) -> Stored | None:
@@ -124,20 +130,28 @@ def store_audience(
     pipe.delete(keys.audience(version, label))
     if users:
         pipe.zadd(keys.audience(version, label), dict(zip(users, scores, strict=True)))
-    pipe.hset(keys.audiences(version), label, orjson.dumps(status.__dict__))
+    pipe.hset(keys.audiences(version), label, status.encoded())
     pipe.execute()
 
 
 def forget_in_audiences(r: redis.Redis, keys: Keys, versions: Iterable[str], users: Iterable[str]) -> int:
     """Remove pseudonyms from every stored audience of ``versions``; returns how many memberships went."""
-    names = list(users)
+    names = sorted(users)
     if not names:
         return 0
     pipe = r.pipeline(transaction=False)
     for version in versions:
         for label in r.hkeys(keys.audiences(version)):
-            pipe.zrem(keys.audience(version, str(label)), *names)
+            for lo in range(0, len(names), 1000):
+                pipe.zrem(keys.audience(version, str(label)), *names[lo : lo + 1000])
     return sum(int(n) for n in pipe.execute())
+
+
+def mark_checked(r: redis.Redis, keys: Keys, version: str, statuses: Mapping[str, Stored]) -> None:
+    """Record that these audiences hold nobody forgotten (the API serves them from now on)."""
+    if statuses:
+        fields = {label: Stored(**{**s.__dict__, "checked": True}).encoded() for label, s in statuses.items()}
+        r.hset(keys.audiences(version), mapping=fields)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
@@ -171,7 +185,7 @@ async def ask(r: AsyncRedis, keys: Keys, version: str | None, target: Target, to
     entry = {"top": top, "asked_at": now} if bigger or asked is None else {**asked}
     await r.hset(keys.audiences_wanted, label, orjson.dumps({**entry, "read_at": now}))
     stored = None if version is None else Stored.of(await r.hget(keys.audiences(version), label))
-    if version is None or stored is None or not stored.covers(top):
+    if version is None or stored is None or not stored.covers(top) or not stored.checked:
         return Answer(label, "pending", stored)
     if stored.error is not None:
         return Answer(label, "failed", stored)

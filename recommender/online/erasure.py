@@ -70,7 +70,10 @@ def forget_in_redis(r: redis.Redis, keys: Keys, user: str) -> tuple[int, int]:
 
 
 def request_forget(r: redis.Redis, keys: Keys, user: str) -> ForgetReport:
-    """The API's part: Redis now, the store later (queued for the ``forget_user`` DAG)."""
-    lists, entries = forget_in_redis(r, keys, user)
+    """The API's part: Redis now, the store later (queued for the ``forget_user`` DAG).
+
+    Queued first: a job that writes users' data (a publish, the audience job) and reads the queue after
+    writing then sees the user, whichever of the two it writes before or after this deletion."""
     r.sadd(keys.forget_pending, user)
+    lists, entries = forget_in_redis(r, keys, user)
     return ForgetReport(user, lists, entries)

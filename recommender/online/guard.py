@@ -12,10 +12,12 @@ import time
 from collections.abc import Awaitable
 from typing import TypeVar
 
+import redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisClusterException, RedisError, ResponseError
 
 T = TypeVar("T")
+REDIS_PACKAGE = os.path.dirname(redis.__file__)
 
 
 class RedisUnavailableError(Exception):
@@ -67,8 +69,13 @@ def _pool_exhausted(exc: BaseException) -> bool:
 
 
 def _raised_in_the_client(exc: BaseException) -> bool:
-    """Whether ``exc`` was raised inside the ``redis`` package (its innermost frame is one of its files)."""
+    """Whether ``exc`` is the redis client tripping on a connection object torn down under it: a ``NoneType``
+    error raised in the ``redis`` package itself (its innermost frame one of its files)."""
     tb = exc.__traceback__
     while tb is not None and tb.tb_next is not None:
         tb = tb.tb_next
-    return tb is not None and f"{os.sep}redis{os.sep}" in tb.tb_frame.f_code.co_filename
+    return (
+        tb is not None
+        and "'NoneType' object" in str(exc)
+        and tb.tb_frame.f_code.co_filename.startswith(REDIS_PACKAGE + os.sep)
+    )

@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import redis
 
 from recommender.config import Settings
 from recommender.data.store import Store
@@ -29,6 +30,7 @@ from recommender.online.audiences import (
     Target,
     drop_stale,
     forget_in_audiences,
+    mark_checked,
     store_audience,
     wanted,
 )
@@ -133,45 +135,72 @@ def audience(
 def refresh_audiences(settings: Settings, progress: ProgressFn = no_progress) -> dict[str, object]:
     """Compute, for the served version, every audience ``GET /v1/audiences`` keeps that it lacks (or lacks at
     the size asked), and store it in Redis for the API; drop the targets nobody asked for in
-    ``RECSYS_AUDIENCE_KEEP_DAYS``. Users forgotten while it ran are removed from what it stored."""
+    ``RECSYS_AUDIENCE_KEEP_DAYS``.
+
+    The version is leased while this runs, so a publish's cleanup leaves it alone. An audience is served only
+    once checked against the users forgotten while it was computed: at the end of the run, whatever ended it,
+    or, for a run killed before that, by the next one (which removes every forgotten user from it first)."""
     keys = Keys(settings.redis_prefix)
     with connect(settings) as r:
         active = r.get(keys.active)
         if active is None:
             return {"skipped": "nothing is published yet"}
         version = str(active)
-        model_version = str(r.hget(keys.meta(version), "model_version"))
-        targets = wanted(r, keys)
-        dropped = drop_stale(r, keys, targets, settings.audience_keep_days * 86_400)
-        done = {str(k): Stored.of(v) for k, v in r.hgetall(keys.audiences(version)).items()}
-        todo = {
-            label: top
-            for label, (top, _) in sorted(targets.items())
-            if label not in dropped and not ((s := done.get(label)) and s.covers(top))
-        }
-        kept = len(targets) - len(dropped)
-        out: dict[str, object] = {"version": version, "model_version": model_version, "kept": kept}
-        if not todo:
-            return {**out, "computed": [], "failed": {}, "dropped": dropped}
-        bundle, _ = load_bundle(settings, None, model_version)
-        catalog = Store(settings).read_items()
-        gone = set(forgotten(r, keys, settings))
-        computed, failed = [], {}
+        r.set(keys.lease(version), "audiences", ex=settings.publish_lease_seconds)
+        try:
+            if not r.sismember(keys.started, version):  # cleaned up between the two reads: nothing to write to
+                return {"skipped": f"version {version} was replaced meanwhile"}
+            return _refresh(r, keys, settings, version, progress)
+        finally:
+            r.delete(keys.lease(version))
+
+
+def _refresh(r: redis.Redis, keys: Keys, settings: Settings, version: str, progress: ProgressFn) -> dict[str, object]:
+    model_version = str(r.hget(keys.meta(version), "model_version"))
+    targets = wanted(r, keys)
+    dropped = drop_stale(r, keys, targets, settings.audience_keep_days * 86_400)
+    statuses = {str(k): st for k, v in r.hgetall(keys.audiences(version)).items() if (st := Stored.of(v))}
+    todo = {
+        label: top
+        for label, (top, _) in sorted(targets.items())
+        if label not in dropped and not ((held := statuses.get(label)) and held.covers(top))
+    }
+    unchecked = {label: s for label, s in statuses.items() if not s.checked and label not in todo}
+    out: dict[str, object] = {"version": version, "model_version": model_version, "kept": len(targets) - len(dropped)}
+    out |= {"computed": [], "failed": {}, "dropped": dropped, "swept": len(unchecked), "late_forgotten": 0}
+    if not todo and not unchecked:
+        return out
+    gone = set(forgotten(r, keys, settings))
+    for label in unchecked:  # stored by a run that ended before its check: remove whoever is forgotten now
+        members = r.zrange(keys.audience(version, label), 0, -1)
+        if held_gone := [m for m in members if m in gone]:
+            r.zrem(keys.audience(version, label), *held_gone)
+    mark_checked(r, keys, version, unchecked)
+    if not todo:
+        return out
+    bundle, _ = load_bundle(settings, None, model_version)
+    catalog = Store(settings).read_items()
+    written: dict[str, Stored] = {}
+    try:
         for k, (label, top) in enumerate(todo.items()):
             progress("audiences", k, len(todo))
+            r.expire(keys.lease(version), settings.publish_lease_seconds)
             try:
                 found = ranked(bundle, model_version, catalog, Target.parse(label), top, False, gone)
             except AudienceError as exc:
-                failed[label] = str(exc)
+                out["failed"][label] = str(exc)  # type: ignore[index]
                 status = Stored(top, 0, model_version, bundle.model.family, 0, time.time(), str(exc))
                 store_audience(r, keys, version, label, status, [], [])
-                continue
-            status = Stored(top, len(found.users), model_version, found.family, found.items, time.time())
-            store_audience(r, keys, version, label, status, found.users, found.scores)
-            computed.append(label)
+            else:
+                status = Stored(top, len(found.users), model_version, found.family, found.items, time.time())
+                store_audience(r, keys, version, label, status, found.users, found.scores)
+                out["computed"].append(label)  # type: ignore[attr-defined]
+            written[label] = status
         progress("audiences", len(todo), len(todo))
-        # a forget that came while this ran is in the pending set now, or it ran after the statuses were
-        # written and removed its user from every stored audience itself
+    finally:
+        # a forget that came while this ran is queued or tombstoned now (it is queued before its own removal
+        # runs), or it came after the statuses were written and removed its user from them itself
         late = set(forgotten(r, keys, settings)) - gone
-        removed = forget_in_audiences(r, keys, [version], late)
-    return {**out, "computed": computed, "failed": failed, "dropped": dropped, "late_forgotten": removed}
+        out["late_forgotten"] = forget_in_audiences(r, keys, [version], late)
+        mark_checked(r, keys, version, written)
+    return out

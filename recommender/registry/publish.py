@@ -35,6 +35,7 @@ from recommender.data.catalog import DETAIL_FIELDS, details_of
 from recommender.data.store import Store
 from recommender.modeling.bundle import Bundle
 from recommender.modeling.sequential import export_bytes
+from recommender.online.audiences import forget_in_audiences
 from recommender.online.experiments import start_experiment
 from recommender.online.keys import Keys, encode
 from recommender.online.live import CLOCK_MARGIN_SECONDS, Overrides, compact_live, newer_than, read_live
@@ -214,7 +215,8 @@ def forgotten(r: redis.Redis, keys: Keys, settings: Settings) -> frozenset[str]:
 
 
 def withhold(r: redis.Redis, keys: Keys, version: str, users: Collection[str]) -> int:
-    """Delete ``users``' lists (recommended, bought, sequence) in ``version``; returns how many users had any."""
+    """Delete ``users``' lists (recommended, bought, sequence) and audience places in ``version``; returns how many
+    users had any list."""
     held = 0
     names = sorted(users)
     for lo in range(0, len(names), 1000):
@@ -222,6 +224,7 @@ def withhold(r: redis.Redis, keys: Keys, version: str, users: Collection[str]) -
         for u in names[lo : lo + 1000]:
             pipe.unlink(*keys.personal(version, u))
         held += sum(1 for gone in pipe.execute() if int(gone))
+    forget_in_audiences(r, keys, [version], names)  # a kept copy's audiences too, before it is served again
     return held
 
 

@@ -141,3 +141,56 @@ def test_a_user_forgotten_while_the_job_runs_is_not_in_what_it_stored(keyed: Set
     assert done["late_forgotten"] == 1
     stored = r.zrange(KEYS.audience(str(r.get(KEYS.active)), target.label), 0, -1)
     assert best not in stored and len(stored) == 4
+
+
+def test_a_run_killed_before_its_check_serves_nothing_until_the_next_run_sweeps_it(
+    keyed: Settings, r: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The forget lands while the job computes, and forget_user completes it (tombstoned, the queue emptied)
+    before the job dies: what the job stored still holds the user, so it must not be served, and the next
+    run removes the user before serving it."""
+    import recommender.registry.audience as module
+    from recommender.data.store import Store
+
+    item = popular_item(keyed)
+    best = audience(keyed, Target(item=item), top=5).users[0]
+    with TestClient(create_app(keyed)) as c:
+        c.get("/v1/audiences", params={"item": item, "top": 5}, headers=WRITE)
+
+        def forget_and_complete(stage: str, done: int, total: int | None) -> None:
+            if done == 0:
+                request_forget(r, KEYS, best)
+                Store(keyed).add_tombstone(best)
+                r.srem(KEYS.forget_pending, best)
+                assert r.get(KEYS.lease(str(r.get(KEYS.active)))) == "audiences"  # cleanups leave it alone
+
+        def killed(*args: object) -> int:
+            raise SystemExit("killed before the check")
+
+        monkeypatch.setattr(module, "forget_in_audiences", killed)
+        with pytest.raises(SystemExit):
+            refresh_audiences(keyed, forget_and_complete)
+        version = str(r.get(KEYS.active))
+        assert best in r.zrange(KEYS.audience(version, f"item:{item}"), 0, -1)  # stored, unchecked
+        assert c.get("/v1/audiences", params={"item": item, "top": 5}, headers=WRITE).status_code == 202
+        monkeypatch.undo()
+        assert refresh_audiences(keyed)["swept"] == 1
+        ready = c.get("/v1/audiences", params={"item": item, "top": 5}, headers=WRITE).json()
+        assert ready["status"] == "ready" and best not in {u["user_id"] for u in ready["users"]}
+        assert len(ready["users"]) == 4 and not r.exists(KEYS.lease(version))
+
+
+def test_a_forget_is_queued_before_redis_is_cleared(r: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+    """So a job that writes a user's data and then reads the queue always sees a deletion that overlapped it."""
+    from recommender.online import erasure
+
+    seen: list[bool] = []
+    real = erasure.forget_in_redis
+
+    def spy(client: redis.Redis, keys: Keys, user: str) -> tuple[int, int]:
+        seen.append(bool(client.sismember(keys.forget_pending, user)))
+        return real(client, keys, user)
+
+    monkeypatch.setattr(erasure, "forget_in_redis", spy)
+    request_forget(r, KEYS, "z" * 32)
+    assert seen == [True]

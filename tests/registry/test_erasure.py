@@ -198,11 +198,14 @@ def test_forgetting_in_redis_leaves_the_pseudonym_nowhere(redis_settings: Settin
     assert running is not None
     r.sadd(KEYS.exposed(running.id, "2"), user, other)
     status = Stored(10, 2, "2", "als", 1, 0.0)
-    store_audience(r, KEYS, "m2-v", "item:i1", status, [user, other], [0.9, 0.5])
+    r.sadd(KEYS.started, "m1-v")  # a version being replaced still holds its audiences
+    for version, label in (("m2-v", "item:i1"), ("m2-v", "category:c01"), ("m1-v", "item:i1")):
+        store_audience(r, KEYS, version, label, status, [user, other], [0.9, 0.5])
     forget_in_redis(r, KEYS, user)
     assert not r.exists(KEYS.cursors_of(user)) and not r.exists(KEYS.cursor("tok1"))
     assert r.smembers(KEYS.exposed(running.id, "2")) == {other}
-    assert r.zrange(KEYS.audience("m2-v", "item:i1"), 0, -1) == [other]
+    for version, label in (("m2-v", "item:i1"), ("m2-v", "category:c01"), ("m1-v", "item:i1")):
+        assert r.zrange(KEYS.audience(version, label), 0, -1) == [other]
     readers = {"string": r.get, "hash": r.hgetall, "set": r.smembers, "zset": lambda k: r.zrange(k, 0, -1)}
     readers |= {"list": lambda k: r.lrange(k, 0, -1), "stream": r.xrange}
     for key in r.scan_iter(count=1000):  # nowhere: no key's name, no value
