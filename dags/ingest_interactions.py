@@ -17,11 +17,17 @@ Hourly, or on demand (**Trigger**):
    pseudonymized by the API) are read from the Redis stream as a consumer group, stored in the
    Iceberg `events` table in one commit, and only then acknowledged. A retried or crashed run
    stores nothing twice and loses nothing.
-2. **ingest_landing_files**: every file dropped in the landing folder (`RECSYS_LANDING_DIR`,
-   default `$RECSYS_HOME/landing`; events in CSV/Parquet/Amazon/session-rec format, or an item
-   catalog CSV) is ingested once and moved to `processed/`; unreadable files go to `failed/`
-   with a `.error` note. Bad rows are quarantined with their reason.
-3. **announce_interactions**: when this run stored anything new (counted from the table's
+2. **plan_landing_files**: the item catalogs (CSV) dropped in the landing folder (`RECSYS_LANDING_DIR`,
+   default `$RECSYS_HOME/landing`) are upserted and moved to `processed/`; the event files (CSV,
+   Parquet, Amazon or session-rec format) are listed.
+3. **stage_landing_file**, one mapped task per event file (on Celery or Kubernetes workers they spread
+   over the machines; the warehouse must then be shared storage): validated, deduplicated against the
+   table and written as data files, not committed. Unreadable files go to `failed/` with a `.error`
+   note. Bad rows are quarantined with their reason.
+4. **commit_landing_files**: every staged file in ONE snapshot (nothing of the pass is visible before
+   it; a row two files hold is stored once), then the files move to `processed/`. A retry finds its
+   snapshot and commits nothing twice.
+5. **announce_interactions**: when this run stored anything new (counted from the table's
    snapshots, so a retried attempt's commit counts too), updates the `interactions` Asset,
    which starts `retrain_recommender`. Skipped when nothing was new.
 """
@@ -52,12 +58,38 @@ def ingest_interactions() -> None:
 
         return drain_events(settings())
 
-    @task(**WRITERS)
-    def ingest_landing_files() -> dict[str, Any]:
-        """Ingest each waiting file once and move it aside."""
-        from recommender.ops.pipeline import ingest_landed_files
+    @task
+    def plan_landing_files() -> list[str]:
+        """Upsert the waiting catalogs; list the waiting event files (the whole plan: XCom ``plan``)."""
+        from airflow.sdk import get_current_context
 
-        return ingest_landed_files(settings())
+        from recommender.ops.pipeline import plan_landed_files
+
+        plan = plan_landed_files(settings())
+        get_current_context()["ti"].xcom_push("plan", plan)
+        return list(plan["files"])  # type: ignore[call-overload]
+
+    @task(map_index_template="{{ file_label }}")
+    def stage_landing_file(path: str) -> dict[str, Any]:
+        """Validate, deduplicate and stage one event file, uncommitted."""
+        from pathlib import Path
+
+        from airflow.sdk import get_current_context
+
+        from recommender.ops.pipeline import stage_landed_file
+
+        get_current_context()["file_label"] = Path(path).name  # type: ignore[typeddict-unknown-key]
+        return stage_landed_file(settings(), path)
+
+    @task(**WRITERS, trigger_rule="none_failed")
+    def commit_landing_files(staged: list[dict[str, Any]] | None) -> dict[str, Any]:
+        """Every staged file in one snapshot; then move the files aside."""
+        from airflow.sdk import get_current_context
+
+        from recommender.ops.pipeline import commit_landed_files
+
+        plan = get_current_context()["ti"].xcom_pull(task_ids="plan_landing_files", key="plan")
+        return commit_landed_files(settings(), plan, list(staged or []))
 
     @task(outlets=[INTERACTIONS])
     def announce_interactions(mark: int | None, outlet_events: Any = None) -> int:
@@ -71,9 +103,10 @@ def ingest_interactions() -> None:
         return stored
 
     mark = mark_snapshot()
-    drained, landed = drain_event_stream(), ingest_landing_files()
-    mark >> drained >> landed  # one Iceberg writer at a time
-    landed >> announce_interactions(mark)
+    drained, plan = drain_event_stream(), plan_landing_files()
+    mark >> drained >> plan  # one Iceberg writer at a time (the staging commits nothing)
+    landed = commit_landing_files(stage_landing_file.expand(path=plan))
+    landed >> announce_interactions.override(trigger_rule="none_failed")(mark)
 
 
 ingest_interactions()

@@ -80,6 +80,26 @@ def ingest(
 
 
 @app.command()
+def land(as_json: JsonOpt = False) -> None:
+    """Ingest the files waiting in the landing folder: catalogs first, the event files in one snapshot."""
+    from recommender.data.landing import ingest_landing
+
+    cfg = settings()
+    with progress_bar(as_json) as update:
+        summary = ingest_landing(cfg, progress=update)  # type: ignore[arg-type]
+    if as_json:
+        echo_json(summary.to_dict())
+        return
+    committed = summary.ingest or {}
+    typer.echo(
+        f"{len(summary.files):,} files from {summary.folder}: stored {summary.stored:,} events in snapshot "
+        f"{committed.get('snapshot_id')}, {len(summary.failed):,} unreadable (moved to failed/)"
+    )
+    for f in summary.files:
+        typer.echo(f"  {Path(f.file).name}: {f.error or f'{f.kind}, {f.stored or f.items:,} stored'}")
+
+
+@app.command()
 def drain(as_json: JsonOpt = False) -> None:
     """Store the events the API accepted (the Redis stream) as one snapshot, and the live catalog changes."""
     from recommender.online.redis_conn import connect

@@ -28,6 +28,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -194,8 +195,8 @@ class _Keyed:
     @property
     def recent(self) -> KeySet:
         """Digests of the keys the newest append added, whatever their month."""
-        if self._recent is None:
-            self._recent = self._keys_of(appended_since(self.staged.table, None, newest_only=True))
+        if self._recent is None:  # after a forget expired the history: none (the months' check remains)
+            self._recent = self._keys_of(appended_since(self.staged.table, None, newest_only=True) or [])
         return self._recent
 
     def _keys_of(self, snapshots: list[int]) -> KeySet:
@@ -250,12 +251,11 @@ class _Keyed:
         table = self.staged.table = self.staged.table.refresh()
         duplicates = 0
         if self.staged.files_or_pending and _head(table) != self.base:  # someone committed since the keys were read
-            if self.time_column is None:
-                self._stored = self.store.keys(table, self.key, self.seed)
-                meanwhile = self._stored
+            since = None if self.time_column is None else appended_since(table, self.base)
+            if since is None:  # no time column, or a forget expired the history meanwhile: every key
+                self._stored = meanwhile = self.store.keys(table, self.key, self.seed)
             else:  # only what was appended since: the months read before are checked against it too
-                meanwhile = self._keys_of(appended_since(table, self.base))
-                self.recent.add_set(meanwhile)
+                meanwhile = self._keys_of(since)
             self.base = _head(table)
             duplicates = self.staged.drop(lambda rows: meanwhile.contains(digests(rows.column(self.key), self.seed)))
         gone = 0
@@ -285,6 +285,8 @@ class Ingest:
         self.events = _Keyed(store.staged_events(), "event_id", store, seed, "timestamp")
         self.quarantine = _Keyed(store.staged_quarantine(), "quarantine_id", store, seed)
         summary.previous_snapshot_id = self.events.base
+        self.properties: dict[str, str] = {}
+        """More ``recsys.`` properties for the events snapshot."""
 
     def add(self, good: pa.Table, bad: pd.DataFrame) -> None:
         """Deduplicate and stage one validated batch (good rows in the events schema, bad rows to quarantine)."""
@@ -363,7 +365,7 @@ class Ingest:
         s = self.summary
         props = {"ingest_id": s.ingest_id, "source": s.source, "read": str(s.read), "stored": str(s.stored)}
         props |= {"duplicates": str(s.duplicates), "quarantined": str(s.quarantined), "forgotten": str(s.forgotten)}
-        return {f"recsys.{k}": v for k, v in props.items()}
+        return {f"recsys.{k}": v for k, v in {**props, **self.properties}.items()}
 
     def discard(self) -> None:
         """Delete everything staged (the ingest failed before its commit)."""
@@ -397,6 +399,19 @@ def _stamped(good: pa.Table, source: str, ingest_id: str) -> pa.Table:
     return good
 
 
+def _feed(current: Ingest, batches: Iterable[RawBatch], settings: Settings, now: datetime | None) -> None:
+    """Validate, deduplicate and stage raw batches as they are read."""
+    secret = settings.hmac_secret.get_secret_value()
+    for batch in batches:
+        checked = validate_events(batch.frame, settings, now)
+        bad = checked.bad
+        if batch.malformed:
+            bad = pd.concat([bad, _malformed_frame(batch.malformed, secret)], ignore_index=True)
+        current.summary.read += batch.count
+        current.add(checked.good, bad)
+        current.progress("validate", current.summary.read, None)
+
+
 def ingest_batches(
     batches: Iterable[RawBatch],
     source: str,
@@ -407,17 +422,130 @@ def ingest_batches(
     now: datetime | None = None,
 ) -> IngestSummary:
     """Validate, deduplicate and stage raw batches as they are read; commit them as one ingest (one snapshot)."""
-    secret = settings.hmac_secret.get_secret_value()
     with ingest(source, settings, store, progress) as current:
-        for batch in batches:
-            checked = validate_events(batch.frame, settings, now)
-            bad = checked.bad
-            if batch.malformed:
-                bad = pd.concat([bad, _malformed_frame(batch.malformed, secret)], ignore_index=True)
-            current.summary.read += batch.count
-            current.add(checked.good, bad)
-            progress("validate", current.summary.read, None)
+        _feed(current, batches, settings, now)
         return current.commit()
+
+
+@dataclass(frozen=True)
+class StagedPart:
+    """One file validated, deduplicated against the table and staged as data files, not committed: what one
+    mapped task hands to the task that commits every part in one snapshot (:func:`commit_parts`)."""
+
+    source: str
+    started_at: float
+    """Unix time its staging began: users tombstoned since are dropped at the commit."""
+    bases: tuple[int | None, int | None]
+    """The events and quarantine tables' snapshots it was checked against."""
+    events: tuple[str, ...]
+    quarantine: tuple[str, ...]
+    summary: dict[str, Any]
+    """Its :class:`IngestSummary` as staged."""
+
+    def to_dict(self) -> dict[str, object]:
+        """Plain fields (for an XCom)."""
+        return asdict(self)
+
+    @classmethod
+    def of(cls, data: dict[str, Any]) -> StagedPart:
+        """Inverse of :meth:`to_dict`."""
+        fields = {**data, "bases": tuple(data["bases"]), "events": tuple(data["events"])}
+        return cls(**{**fields, "quarantine": tuple(data["quarantine"])})
+
+
+def stage_file(
+    path: Path, settings: Settings, fmt: str = "auto", *, store: Store | None = None, progress: ProgressFn = no_progress
+) -> StagedPart:
+    """Validate, deduplicate and stage one file's rows without committing them (deleted again on failure)."""
+    started = time.time()
+    with ingest(str(path), settings, store, progress) as current:
+        _feed(current, read_events(path, fmt), settings, None)
+        for side in (current.events, current.quarantine):
+            side.staged.flush()
+        current.summary.reused_ids = current.events.reused
+        return StagedPart(
+            str(path),
+            started,
+            (current.events.base, current.quarantine.base),
+            tuple(current.events.staged.files),
+            tuple(current.quarantine.staged.files),
+            current.summary.to_dict(),
+        )
+
+
+COUNTS = ("read", "stored", "duplicates", "quarantined", "forgotten", "quarantine_new", "reused_ids")
+TOMBSTONE_MARGIN_SECONDS = 300.0
+"""Clocks differ between machines: users tombstoned this long before a part began are checked again too."""
+
+
+def commit_parts(
+    parts: list[StagedPart], settings: Settings, ingest_id: str, *, store: Store | None = None
+) -> tuple[IngestSummary, list[dict[str, int]]]:
+    """Commit staged parts in ONE snapshot of each table, as one ingest; returns its summary and each part's
+    counts (``stored``, ``duplicates``, ``quarantined``).
+
+    A row staged by two parts is kept in the first; rows another writer stored since the parts looked and rows of
+    users tombstoned since are dropped, as a single ingest's commit does. Idempotent: a retry after the snapshot
+    landed commits nothing again (the snapshot names ``ingest_id``)."""
+    store = store or Store(settings)
+    summary = IngestSummary(ingest_id=ingest_id, source=", ".join(p.source for p in parts))
+    counts = [{k: int(p.summary[k]) for k in ("stored", "duplicates", "quarantined")} for p in parts]
+    for part in parts:
+        for k in COUNTS:
+            setattr(summary, k, getattr(summary, k) + int(part.summary.get(k) or 0))
+        summary.reasons = dict(Counter(summary.reasons) + Counter(part.summary["reasons"]))
+    done = store.snapshot_of(ingest_id)
+    if done is not None:  # a retry after the commit landed: what it recorded
+        summary.snapshot_id, props = done
+        for k in ("stored", "duplicates", "quarantined", "forgotten"):
+            setattr(summary, k, int(props[k]))
+        return summary, json.loads(props["parts"])
+    if not parts:
+        return summary, counts
+    current = Ingest(summary, settings, store)
+    oldest = min(p.started_at for p in parts) - TOMBSTONE_MARGIN_SECONDS
+    current.forgotten = pa.array([u for u, at in store.tombstone_times().items() if at < oldest], pa.large_string())
+    events = _drop_repeats(current.events, "event_id", [p.events for p in parts], [p.bases[0] for p in parts])
+    quarantine = _drop_repeats(
+        current.quarantine, "quarantine_id", [p.quarantine for p in parts], [p.bases[1] for p in parts]
+    )
+    for count, dropped in zip(counts, events, strict=True):
+        count["stored"] -= dropped
+        count["duplicates"] += dropped
+    summary.stored -= sum(events)
+    summary.duplicates += sum(events)
+    summary.quarantine_new -= sum(quarantine)
+    current.properties["parts"] = json.dumps(counts)  # for a retry that finds the snapshot
+    return current.commit(), counts
+
+
+def _drop_repeats(side: _Keyed, key: str, files: list[tuple[str, ...]], bases: list[int | None]) -> list[int]:
+    """Adopt the parts' staged files, without the rows an earlier part staged too; returns each part's drops."""
+    side.base = _oldest(bases, side.staged.table)
+    seen, kept, dropped = KeySet(), [], []
+
+    def again(rows: pa.Table) -> np.ndarray:
+        d = digests(rows.column(key), side.seed)
+        found = seen.contains(d) if len(seen) else np.zeros(len(d), dtype=bool)
+        seen.add(d[~found])
+        return found
+
+    for part in files:  # a row two parts staged: kept in the first
+        side.staged.files = list(part)
+        dropped.append(side.staged.drop(again))
+        kept += side.staged.files
+    side.staged.files = kept
+    return dropped
+
+
+def _oldest(bases: list[int | None], table: Table) -> int | None:
+    """The earliest of the snapshots the parts looked at (None: the table was empty for one of them)."""
+    if any(b is None for b in bases):
+        return None
+    found = [s for b in bases if (s := table.snapshot_by_id(int(b))) is not None]  # type: ignore[arg-type]
+    if len(found) < len(bases):  # one was expired since: a snapshot nobody can reach, so the commit reads every key
+        return -1
+    return int(min(found, key=lambda s: s.sequence_number or 0).snapshot_id)
 
 
 def _store_catalog(

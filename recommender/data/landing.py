@@ -2,12 +2,16 @@
 
 ``RECSYS_LANDING_DIR`` (default ``RECSYS_HOME/landing``) takes event files in any format
 ``recsys ingest`` reads and item catalogs (a CSV whose header has ``item_id`` but no
-``user_id``). Each file becomes one ingest (catalogs first, then events, oldest first) and is
-then moved to ``processed/``; a file that cannot be read at all goes to ``failed/`` with a
-``.error`` note beside it. Bad rows inside a readable file are quarantined as usual.
+``user_id``). Catalogs are upserted first, one by one; then every event file is validated and staged
+on its own (:func:`stage_landed`: one mapped Airflow task per file, spread over the workers) and all of
+them are committed in ONE snapshot (:func:`commit_landed`), so a pass is atomic: nothing of it is
+visible before that commit. Then the files move to ``processed/``; a file that cannot be read at all
+goes to ``failed/`` with a ``.error`` note beside it. Bad rows inside a readable file are quarantined
+as usual.
 
-A crash between an ingest's commit and the move leaves the file in place; the next run
-ingests it again and deduplication stores none of it twice.
+A crash between the commit and the moves leaves the files in place; the next run ingests them
+again and deduplication stores none of them twice (a retried commit task finds its snapshot and
+commits nothing again).
 """
 
 from __future__ import annotations
@@ -17,9 +21,10 @@ import shutil
 import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from recommender.config import Settings
-from recommender.data.ingest import ingest_catalog, ingest_file
+from recommender.data.ingest import StagedPart, commit_parts, ingest_catalog, stage_file
 from recommender.data.readers import FormatError
 from recommender.data.store import Store
 from recommender.progress import ProgressFn, no_progress
@@ -49,11 +54,13 @@ class LandingSummary:
 
     folder: str
     files: list[LandedFile] = field(default_factory=list)
+    ingest: dict[str, object] | None = None
+    """The one ingest of the pass's event files (its :class:`IngestSummary`), when there were any."""
 
     @property
     def stored(self) -> int:
         """Events stored by this pass."""
-        return sum(f.stored for f in self.files)
+        return int(self.ingest["stored"]) if self.ingest else 0  # type: ignore[call-overload]
 
     @property
     def failed(self) -> list[LandedFile]:
@@ -113,41 +120,81 @@ def _move(path: Path, folder: Path, tag: str) -> Path:
     return target
 
 
+@dataclass
+class LandingPlan:
+    """The event files one pass ingests together, and what the pass did already (catalogs, refused files)."""
+
+    ingest_id: str
+    files: list[str]
+    done: list[LandedFile] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, object]:
+        """Plain fields (for an XCom)."""
+        return asdict(self)
+
+
+def plan_landing(settings: Settings, *, store: Store | None = None, ingest_id: str | None = None) -> LandingPlan:
+    """Ingest the catalogs waiting in the landing folder (each upserted, then moved) and refuse links that lead
+    out of it; returns the event files, oldest first, for :func:`stage_landed` and :func:`commit_landed`."""
+    folder = settings.landing
+    store = store or Store(settings)
+    plan = LandingPlan(ingest_id or uuid.uuid4().hex, [])
+    for path in pending_files(folder):
+        if escapes(path, folder):
+            plan.done.append(_refuse(path, folder, "events", f"{path.name} links outside the landing folder"))
+        elif is_catalog(path):
+            try:
+                items, quarantined = ingest_catalog(path, settings, store=store)
+            except FormatError as exc:
+                plan.done.append(_refuse(path, folder, "catalog", str(exc)))
+                continue
+            done = LandedFile(str(path), "catalog", "", items=items, quarantined=quarantined)
+            done.moved_to = str(_move(path, folder / PROCESSED, uuid.uuid4().hex[:12]))
+            plan.done.append(done)
+        else:
+            plan.files.append(str(path))
+    return plan
+
+
+def stage_landed(
+    settings: Settings, path: str, *, store: Store | None = None, progress: ProgressFn = no_progress
+) -> dict[str, object]:
+    """Stage one event file of a plan (one mapped task): its :class:`StagedPart`, or, for a file that cannot be
+    read at all, its outcome (moved to ``failed/``)."""
+    try:
+        return stage_file(Path(path), settings, store=store, progress=progress).to_dict()
+    except FormatError as exc:
+        return asdict(_refuse(Path(path), settings.landing, "events", str(exc)))
+
+
+def commit_landed(
+    settings: Settings, plan: LandingPlan, staged: list[dict[str, Any]], *, store: Store | None = None
+) -> LandingSummary:
+    """Commit every staged file of a plan in one snapshot, then move the files to ``processed/``."""
+    folder = settings.landing
+    summary = LandingSummary(folder=str(folder), files=list(plan.done))
+    parts = [StagedPart.of(s) for s in staged if "events" in s]
+    summary.files += [LandedFile(**s) for s in staged if "events" not in s]
+    committed, counts = commit_parts(parts, settings, plan.ingest_id, store=store)
+    for part, count in zip(parts, counts, strict=True):
+        done = LandedFile(part.source, "events", "", count["stored"], count["duplicates"], count["quarantined"])
+        done.snapshot_id = committed.snapshot_id
+        if Path(part.source).exists():  # a retried commit: moved by the attempt before
+            done.moved_to = str(_move(Path(part.source), folder / PROCESSED, plan.ingest_id[:12]))
+        summary.files.append(done)
+    summary.ingest = committed.to_dict() if parts else None
+    return summary
+
+
 def ingest_landing(
     settings: Settings, *, store: Store | None = None, progress: ProgressFn = no_progress
 ) -> LandingSummary:
-    """Ingest every file waiting in the landing folder, each as its own snapshot."""
-    folder = settings.landing
+    """Ingest every file waiting in the landing folder: catalogs one by one, the event files together in one
+    snapshot (what the ``ingest_interactions`` DAG does with one mapped task per file)."""
     store = store or Store(settings)
-    summary = LandingSummary(folder=str(folder))
-    waiting = pending_files(folder)
-    kinds = {path: "catalog" if is_catalog(path) else "events" for path in waiting if not escapes(path, folder)}
-    for path in waiting:
-        if path not in kinds:
-            summary.files.append(_refuse(path, folder, "events", f"{path.name} links outside the landing folder"))
-    for path, kind in sorted(kinds.items(), key=lambda pk: pk[1] != "catalog"):  # stable: catalogs first, by age
-        try:
-            if kind == "catalog":
-                items, quarantined = ingest_catalog(path, settings, store=store)
-                done = LandedFile(str(path), kind, "", items=items, quarantined=quarantined)
-                tag = uuid.uuid4().hex[:12]
-            else:
-                ingested = ingest_file(path, settings, store=store, progress=progress)
-                done = LandedFile(
-                    str(path),
-                    kind,
-                    "",
-                    stored=ingested.stored,
-                    duplicates=ingested.duplicates,
-                    quarantined=ingested.quarantined,
-                    snapshot_id=ingested.snapshot_id,
-                )
-                tag = ingested.ingest_id[:12]
-            done.moved_to = str(_move(path, folder / PROCESSED, tag))
-        except FormatError as exc:
-            done = _refuse(path, folder, kind, str(exc))
-        summary.files.append(done)
-    return summary
+    plan = plan_landing(settings, store=store)
+    staged = [stage_landed(settings, path, store=store, progress=progress) for path in plan.files]
+    return commit_landed(settings, plan, staged, store=store)
 
 
 def _refuse(path: Path, folder: Path, kind: str, error: str) -> LandedFile:

@@ -227,18 +227,19 @@ def month_batches(table: Table, columns: tuple[str, ...], column: str, month: in
     yield from table.scan(row_filter=month_filter(column, month), selected_fields=columns).to_arrow_batch_reader()
 
 
-def appended_since(table: Table, base: int | None, newest_only: bool = False) -> list[int]:
+def appended_since(table: Table, base: int | None, newest_only: bool = False) -> list[int] | None:
     """The appends (ingests) committed after snapshot ``base`` (every one back to the table's first when None;
-    with ``newest_only`` only the newest), newest first."""
+    with ``newest_only`` only the newest), newest first; None when ``base`` is no longer in the history (a
+    forget expired it meanwhile: what was appended since cannot be told)."""
     found = []
     snap = table.current_snapshot()
     while snap is not None and snap.snapshot_id != base:
         if snap.summary is not None and snap.summary.operation == Operation.APPEND:
             found.append(int(snap.snapshot_id))
             if newest_only:
-                break
+                return found
         snap = None if snap.parent_snapshot_id is None else table.snapshot_by_id(snap.parent_snapshot_id)
-    return found
+    return None if snap is None and base is not None else found
 
 
 def added_files(table: Table, snapshot_ids: list[int]) -> list[str]:
@@ -280,6 +281,8 @@ class StagedFiles:
         self.month_column = month_column
         self.write_id = uuid.uuid4().hex
         self.files: list[str] = []
+        self.replaced: list[str] = []
+        """Files :meth:`drop` rewrote: deleted once the commit landed (a retried commit may still read them)."""
         self.file_rows = file_rows
         self._pending: list[pa.Table] = []
         self._fs, _ = _fs_path(table.location())
@@ -329,7 +332,7 @@ class StagedFiles:
                 kept.append(uri)
                 continue
             dropped += int(mask.sum())
-            self._fs.delete_file(path)
+            self.replaced.append(uri)
             if (~mask).any():
                 rest = rows.filter(pa.array(~mask))
                 new_uri = uri.replace(".parquet", f"-r{uuid.uuid4().hex[:6]}.parquet")
@@ -349,15 +352,20 @@ class StagedFiles:
         self.flush()
         if self.files:
             self.table.add_files(self.files, snapshot_properties=properties, check_duplicate_files=False)
+        self._delete(self.replaced)
         return self.table
 
     def discard(self) -> None:
         """Delete the staged files (an ingest that failed before its commit)."""
         self._pending = []
-        for uri in self.files:
+        self._delete(self.files + self.replaced)
+        self.files = []
+
+    def _delete(self, uris: list[str]) -> None:
+        for uri in uris:
             with contextlib.suppress(FileNotFoundError):
                 self._fs.delete_file(_fs_path(uri)[1])
-        self.files = []
+        self.replaced = [u for u in self.replaced if u not in set(uris)]
 
 
 def _items(table: pa.Table) -> pa.Table:
@@ -489,6 +497,16 @@ class Store:
         ids = [s.snapshot_id for s in snaps]
         later = snaps[ids.index(snapshot_id) + 1 :] if snapshot_id in ids else snaps
         return sum(int(s.properties.get(f"{PROP_PREFIX}stored", 0)) for s in later)
+
+    def snapshot_of(self, ingest_id: str) -> tuple[int, dict[str, str]] | None:
+        """The events snapshot an ingest committed, with its ``recsys.`` properties (None: not committed, or
+        expired since)."""
+        for snap in self.events().snapshots():
+            props = snap.summary.additional_properties if snap.summary is not None else {}
+            if props.get(PROP_PREFIX + "ingest_id") == ingest_id:
+                mine = {k.removeprefix(PROP_PREFIX): v for k, v in props.items() if k.startswith(PROP_PREFIX)}
+                return int(snap.snapshot_id), mine
+        return None
 
     def current_snapshot_id(self) -> int | None:
         """Id of the events table's current snapshot (None while empty)."""

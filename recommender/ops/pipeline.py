@@ -15,7 +15,14 @@ from typing import Any
 import httpx
 
 from recommender.config import Settings
-from recommender.data.landing import ingest_landing
+from recommender.data.landing import (
+    LandedFile,
+    LandingPlan,
+    commit_landed,
+    ingest_landing,
+    plan_landing,
+    stage_landed,
+)
 from recommender.data.profile import Profile, profile_of
 from recommender.data.store import Store
 from recommender.modeling.families import MODELS
@@ -63,6 +70,22 @@ def drain_events(settings: Settings) -> dict[str, object]:
 def ingest_landed_files(settings: Settings) -> dict[str, object]:
     """Ingest the files waiting in the landing folder; returns per-file outcomes and totals."""
     return ingest_landing(settings).to_dict()
+
+
+def plan_landed_files(settings: Settings) -> dict[str, object]:
+    """Upsert the waiting catalogs and list the waiting event files (the landing pass's first task)."""
+    return plan_landing(settings).to_dict()
+
+
+def stage_landed_file(settings: Settings, path: str) -> dict[str, object]:
+    """Validate, deduplicate and stage one landed event file, uncommitted (one mapped task)."""
+    return stage_landed(settings, path)
+
+
+def commit_landed_files(settings: Settings, plan: dict[str, Any], staged: list[dict[str, Any]]) -> dict[str, object]:
+    """Commit every staged file of the pass in one snapshot and move the files aside."""
+    done = [LandedFile(**f) for f in plan["done"]]
+    return commit_landed(settings, LandingPlan(plan["ingest_id"], plan["files"], done), list(staged)).to_dict()
 
 
 def snapshot_mark(settings: Settings) -> int | None:

@@ -47,18 +47,29 @@ def test_ingest_stores_stream_and_landing_files_once_and_updates_the_asset(dag_e
     with TestClient(create_app(settings)) as api:
         assert api.post("/v1/events", json=[EVENT, EVENT | {"item_id": "i2"}]).status_code == 202
     land_shop(settings)
+    shop = (settings.landing / "events.csv").read_text().splitlines(keepends=True)
+    write(settings.landing / "part2.csv", "".join(shop[:1] + shop[1:101]))  # 100 rows events.csv holds too
+    write(
+        settings.landing / "part3.csv",
+        "event_id,user_id,item_id,event_type,timestamp\ne-new,bob,i3,view,2025-01-02T00:00:00Z\n",
+    )
     write(settings.landing / "notes.txt", "not an event file\n")
-    before = asset_events()
+    before, snapshots = asset_events(), len(Store(settings).events().snapshots())
 
     run = run_dag("ingest_interactions")
 
-    assert run.state == "success" and task_states(run)["announce_interactions"] == "success"
+    states = task_states(run)
+    assert run.state == "success" and states["announce_interactions"] == "success"
+    assert {t for t in states if t.startswith("stage_landing_file")} == {f"stage_landing_file[{i}]" for i in range(4)}
     assert asset_events() == before + 1
     rows = Store(settings).read_events().num_rows
-    assert rows > 10_000  # the shop's events plus the two posted ones
+    assert rows == len(shop) - 1 + 2 + 1  # the shop's events once, the two posted ones, part3's new one
+    events = Store(settings).events()
+    assert len(events.snapshots()) == snapshots + 2  # the drain's commit, and ONE for the landing files
+    assert events.current_snapshot().summary["recsys.stored"] == str(len(shop) - 1 + 1)
     assert {p.name for p in settings.landing.iterdir() if p.is_file()} == set()
     processed = sorted(p.name for p in (settings.landing / "processed").iterdir())
-    assert len(processed) == 2 and any(n.endswith("catalog.csv") for n in processed)
+    assert len(processed) == 4 and any(n.endswith("catalog.csv") for n in processed)
     assert any(p.name.endswith("notes.txt.error") for p in (settings.landing / "failed").iterdir())
     assert len(Store(settings).read_items()) == SMALL_SHOP_ARGS["items"]
 

@@ -96,3 +96,34 @@ def test_train_config_from_a_trigger_form_keeps_only_the_family_parameters(setti
     form = {"model": "sequential", "hidden": 32, "blocks": 1, "dropout": 0.5, "learning_rate": 0.001, "K": 5}
     sequential = train_config(settings, form)
     assert sequential.params == {"hidden": 32, "blocks": 1, "dropout": 0.5, "learning_rate": 0.001}
+
+
+def test_many_files_are_one_snapshot_a_row_two_hold_is_stored_once_and_a_retried_commit_commits_nothing(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the ingest DAG's mapped tasks do: each file staged on its own, then one commit of them all."""
+    from recommender.data.landing import commit_landed, plan_landing, stage_landed
+
+    settings.landing.mkdir(parents=True)
+    header = "event_id,user_id,item_id,event_type,timestamp\n"
+    rows = [f"e{k},u{k % 5},i{k % 7},view,2024-0{1 + k % 3}-02T10:00:00Z\n" for k in range(30)]
+    write(settings.landing / "a.csv", header + "".join(rows[:20]))
+    write(settings.landing / "b.csv", header + "".join(rows[10:]))  # e10..e19 in both
+    plan = plan_landing(settings)
+    staged = [stage_landed(settings, path) for path in plan.files]
+    assert Store(settings).current_snapshot_id() is None  # staged: nothing visible yet
+    real_move = landing._move
+
+    def crash(*args: object) -> None:
+        raise OSError("the worker died after the commit")
+
+    monkeypatch.setattr(landing, "_move", crash)
+    with pytest.raises(OSError):
+        commit_landed(settings, plan, staged)
+    events = Store(settings).events()
+    assert len(events.snapshots()) == 1 and Store(settings).read_events().num_rows == 30
+    monkeypatch.setattr(landing, "_move", real_move)
+    again = commit_landed(settings, plan, staged)  # Airflow retries the commit task with the same plan
+    assert len(Store(settings).events().snapshots()) == 1 and Store(settings).read_events().num_rows == 30
+    assert [(Path(f.file).name, f.stored, f.duplicates) for f in again.files] == [("a.csv", 20, 0), ("b.csv", 10, 10)]
+    assert again.stored == 30 and pending_files(settings.landing) == []

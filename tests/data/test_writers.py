@@ -75,6 +75,26 @@ def test_a_commit_checks_every_append_since_it_looked_whatever_their_months(sett
     assert stored_ids(store) == sorted({f"e{k}" for k in range(100, 160)} | {f"e{k}" for k in range(500, 510)})
 
 
+def test_a_forget_that_expires_the_history_meanwhile_still_leaves_no_duplicate(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """The appends since the ingest looked cannot be told once a forget expired every older snapshot: the
+    commit then checks against every stored key."""
+    store = Store(settings)
+    ingest_file(write(tmp_path / "old.csv", rows(10, start=500)), settings)
+    late = staged(settings, write(tmp_path / "late.csv", rows(40, start=120)), store)  # e120..e159
+    ingest_file(write(tmp_path / "a.csv", rows(40, start=100)), settings)  # e100..e139: 20 shared
+    store.add_tombstone(gone := pseudonymize("u0", "test-secret"))  # what a forget runs, meanwhile
+    store.delete_user(gone)
+    expire_and_purge(store.events(), store.orphan_min_age)
+    assert len(store.events().snapshots()) == 1  # the appends since the ingest looked are gone from the history
+    summary = late.commit()
+    # u0 holds e126, e133 (shared) and e140, e147, e154: 5 forgotten; the 18 other shared rows are duplicates
+    assert (summary.stored, summary.duplicates, summary.forgotten, summary.reconciles) == (17, 18, 5, True)
+    ids = stored_ids(store)
+    assert len(ids) == len(set(ids)) == 9 + 35 + 17  # old, a and late, each without its rows of u0
+
+
 def test_a_purge_during_an_ingest_keeps_its_files_and_removes_only_old_orphans(
     settings: Settings, tmp_path: Path
 ) -> None:
