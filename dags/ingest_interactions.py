@@ -58,7 +58,7 @@ def ingest_interactions() -> None:
 
         return drain_events(settings())
 
-    @task
+    @task(**WRITERS)
     def plan_landing_files() -> list[str]:
         """Upsert the waiting catalogs; list the waiting event files (the whole plan: XCom ``plan``)."""
         from airflow.sdk import get_current_context

@@ -77,15 +77,19 @@ class KeySet:
         """Add digests (duplicates of members are harmless)."""
         if len(d):
             self._parts.append(_by_high(d[:, 0], d[:, 1]))
-        if len(self._parts) > MERGE_AFTER:  # the parts are sorted runs: a stable sort merges them in linear time
-            self._parts = [
-                _by_high(np.concatenate([h for h, _ in self._parts]), np.concatenate([lo for _, lo in self._parts]))
-            ]
+        if len(self._parts) > MERGE_AFTER:  # the small parts sorted together, then merged into the largest in place
+            self._parts.sort(key=lambda part: len(part[0]))
+            largest = self._parts.pop()
+            small = _by_high(np.concatenate([h for h, _ in self._parts]), np.concatenate([lo for _, lo in self._parts]))
+            self._parts = [_merged(largest, small)]
 
-    def add_set(self, other: KeySet) -> None:
-        """Add every member of ``other``."""
-        for high, low in other._parts:
-            self.add(np.column_stack([high, low]))
+    def contains_high(self, d: np.ndarray) -> np.ndarray:
+        """Boolean mask: which of ``d`` share a member's high word (for :func:`recommender.data.ingest.exact`
+        digests: the same key, at any time; two keys share 64 bits with a probability near 2^-64)."""
+        found = np.zeros(len(d), dtype=bool)
+        for high, _ in self._parts:  # never empty: add() keeps no empty part
+            found |= high[np.minimum(np.searchsorted(high, d[:, 0]), len(high) - 1)] == d[:, 0]
+        return found
 
     def contains(self, d: np.ndarray) -> np.ndarray:
         """Boolean mask: which of ``d`` are members."""
@@ -102,6 +106,18 @@ class KeySet:
         out = np.empty(len(d), dtype=bool)
         out[order] = found
         return out
+
+
+def _merged(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Two parts sorted by high word as one, without sorting again: each of ``b`` goes where it belongs in ``a``
+    (what the merge holds at its peak: both parts and the result, 32 bytes a key, and no sort index)."""
+    at = np.searchsorted(a[0], b[0], side="right") + np.arange(len(b[0]))
+    keep = np.ones(len(a[0]) + len(b[0]), dtype=bool)
+    keep[at] = False
+    high, low = np.empty(len(keep), dtype=np.uint64), np.empty(len(keep), dtype=np.uint64)
+    high[at], low[at] = b
+    high[keep], low[keep] = a
+    return high, low
 
 
 def _by_high(high: np.ndarray, low: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -24,6 +24,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -155,12 +156,13 @@ def _malformed_frame(rows: list[Malformed], secret: str) -> pd.DataFrame:
 
 
 def exact(d: np.ndarray, micros: np.ndarray) -> np.ndarray:
-    """Digests of (key, time): the key's digest with its high word mixed with the time (a splitmix64 finalizer)."""
+    """Digests of (key, time): the key's high word kept, its low word mixed with the time (a splitmix64
+    finalizer). The same key at another time shares the high word only: :meth:`KeySet.contains_high`."""
     z = micros.astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15)
     z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
     z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
     out = d.copy()
-    out[:, 0] ^= z ^ (z >> np.uint64(31))
+    out[:, 1] ^= z ^ (z >> np.uint64(31))
     return out
 
 
@@ -181,7 +183,8 @@ class _Keyed:
         self._stored: KeySet | None = None  # read on the first row to stage: an empty drain reads nothing
         self.mine = KeySet()
         self.months: set[int] = set()
-        self.ids, self.exact = KeySet(), KeySet()
+        self.exact = KeySet()
+        """Digests of (key, time) of the months read (:func:`exact`)."""
         self._recent: KeySet | None = None
         self.reused = 0
 
@@ -210,17 +213,12 @@ class _Keyed:
         columns = (self.key, str(self.time_column))
         for month in sorted(months - self.months):
 
-            def scan(month: int = month) -> tuple[KeySet, KeySet]:
-                ids, times = KeySet(), KeySet()
+            def scan(month: int = month) -> None:  # straight into the set: a retried scan adds members again, harmless
                 for batch in month_batches(self.staged.table.refresh(), columns, str(self.time_column), month):
                     d = digests(batch.column(self.key), self.seed)
-                    ids.add(d)
-                    times.add(exact(d, _micros(batch.column(str(self.time_column)))))
-                return ids, times
+                    self.exact.add(exact(d, _micros(batch.column(str(self.time_column)))))
 
-            ids, times = retrying(scan)
-            self.ids.add_set(ids)
-            self.exact.add_set(times)
+            retrying(scan)
             self.months.add(month)
 
     def add(self, rows: pa.Table) -> int:
@@ -236,8 +234,11 @@ class _Keyed:
         else:
             times = rows.column(self.time_column).take(pa.array(first))
             self._load(set(np.unique(month_index(times)).tolist()))
-            seen = self.exact.contains(exact(d[first], _micros(times))) | self.recent.contains(d[first])
-            self.reused += int((~seen & self.ids.contains(d[first]) & ~self.mine.contains(d[first])).sum())
+            keyed = exact(d[first], _micros(times))
+            seen = self.exact.contains(keyed)
+            if not seen.all():  # the newest append's keys are read only when a row is not found where it falls
+                seen[~seen] = self.recent.contains(d[first][~seen])
+            self.reused += int((~seen & self.exact.contains_high(keyed) & ~self.mine.contains(d[first])).sum())
         new = first[~seen & ~self.mine.contains(d[first])]
         self.mine.add(d[new])
         self.staged.write(rows.take(pa.array(new)))
@@ -287,6 +288,8 @@ class Ingest:
         summary.previous_snapshot_id = self.events.base
         self.properties: dict[str, str] = {}
         """More ``recsys.`` properties for the events snapshot."""
+        self.pseudonyms: dict[str, str] = {}
+        """Raw id -> pseudonym, for this ingest's batches (each distinct id hashed once)."""
 
     def add(self, good: pa.Table, bad: pd.DataFrame) -> None:
         """Deduplicate and stage one validated batch (good rows in the events schema, bad rows to quarantine)."""
@@ -337,7 +340,7 @@ class Ingest:
 
         retrying(commit_quarantine)
         retrying(commit_events)
-        s.reused_ids = self.events.reused
+        s.reused_ids += self.events.reused
         s.data_files = len(self.events.staged.files) + len(self.quarantine.staged.files)
         late = self._tombstoned_since(checked)  # forgotten between the last check and the commit: delete them now
         if len(late) and s.stored:
@@ -400,16 +403,30 @@ def _stamped(good: pa.Table, source: str, ingest_id: str) -> pa.Table:
 
 
 def _feed(current: Ingest, batches: Iterable[RawBatch], settings: Settings, now: datetime | None) -> None:
-    """Validate, deduplicate and stage raw batches as they are read."""
+    """Validate, deduplicate and stage raw batches as they are read: the next batch is read and validated in a
+    second thread while this one deduplicates and writes the current one (most of both runs in Arrow, outside
+    the GIL); one batch ahead at most, so memory stays bounded."""
     secret = settings.hmac_secret.get_secret_value()
-    for batch in batches:
-        checked = validate_events(batch.frame, settings, now)
+    source = iter(batches)
+
+    def read_and_validate() -> tuple[int, pa.Table, pd.DataFrame] | None:
+        batch = next(source, None)
+        if batch is None:
+            return None
+        checked = validate_events(batch.frame, settings, now, current.pseudonyms)
         bad = checked.bad
         if batch.malformed:
             bad = pd.concat([bad, _malformed_frame(batch.malformed, secret)], ignore_index=True)
-        current.summary.read += batch.count
-        current.add(checked.good, bad)
-        current.progress("validate", current.summary.read, None)
+        return batch.count, checked.good, bad
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-validate") as ahead:
+        upcoming = ahead.submit(read_and_validate)
+        while (done := upcoming.result()) is not None:
+            upcoming = ahead.submit(read_and_validate)
+            count, good, bad = done
+            current.summary.read += count
+            current.add(good, bad)
+            current.progress("validate", current.summary.read, None)
 
 
 def ingest_batches(

@@ -238,8 +238,10 @@ def appended_since(table: Table, base: int | None, newest_only: bool = False) ->
             found.append(int(snap.snapshot_id))
             if newest_only:
                 return found
-        snap = None if snap.parent_snapshot_id is None else table.snapshot_by_id(snap.parent_snapshot_id)
-    return None if snap is None and base is not None else found
+        if snap.parent_snapshot_id is None:
+            return found if base is None else None  # the table's first snapshot: everything was walked
+        snap = table.snapshot_by_id(snap.parent_snapshot_id)
+    return None if snap is None else found  # a parent expired by a forget: what came since cannot be told
 
 
 def added_files(table: Table, snapshot_ids: list[int]) -> list[str]:
@@ -265,6 +267,10 @@ def read_columns(uri: str, columns: list[str]) -> pa.Table:
     return pq.read_table(path, columns=columns, filesystem=fs)
 
 
+class StagedFileGoneError(RuntimeError):
+    """A file staged for a commit no longer exists (a retried commit long after, or after a forget)."""
+
+
 class StagedFiles:
     """Data files written for one table ahead of one commit: Iceberg's write-then-commit.
 
@@ -281,8 +287,8 @@ class StagedFiles:
         self.month_column = month_column
         self.write_id = uuid.uuid4().hex
         self.files: list[str] = []
-        self.replaced: list[str] = []
-        """Files :meth:`drop` rewrote: deleted once the commit landed (a retried commit may still read them)."""
+        self.committed = False
+        """Whether :meth:`commit` added the files (from then on nothing here deletes them)."""
         self.file_rows = file_rows
         self._pending: list[pa.Table] = []
         self._fs, _ = _fs_path(table.location())
@@ -326,13 +332,20 @@ class StagedFiles:
         dropped = 0
         for uri in self.files:
             _, path = _fs_path(uri)
-            rows = pq.read_table(path, filesystem=self._fs)
+            try:
+                rows = pq.read_table(path, filesystem=self._fs)
+            except FileNotFoundError as exc:
+                raise StagedFileGoneError(
+                    f"a staged data file is gone ({uri}): it was committed and then rewritten by a forget, or it "
+                    "outlived RECSYS_ORPHAN_MIN_AGE_HOURS; nothing was committed now, and the next ingest run "
+                    "stages the files again (deduplication keeps what is stored already)"
+                ) from exc
             mask = remove(rows)
             if not mask.any():
                 kept.append(uri)
                 continue
-            dropped += int(mask.sum())
-            self.replaced.append(uri)
+            dropped += int(mask.sum())  # the original stays: it may be live already (a commit that landed
+            # but raised, a retried task), and an unreferenced one is the orphan purge's
             if (~mask).any():
                 rest = rows.filter(pa.array(~mask))
                 new_uri = uri.replace(".parquet", f"-r{uuid.uuid4().hex[:6]}.parquet")
@@ -352,20 +365,18 @@ class StagedFiles:
         self.flush()
         if self.files:
             self.table.add_files(self.files, snapshot_properties=properties, check_duplicate_files=False)
-        self._delete(self.replaced)
+            self.committed = True
         return self.table
 
     def discard(self) -> None:
         """Delete the staged files (an ingest that failed before its commit)."""
         self._pending = []
-        self._delete(self.files + self.replaced)
-        self.files = []
-
-    def _delete(self, uris: list[str]) -> None:
-        for uri in uris:
+        if self.committed:  # a failure after the commit: the files are the table's now
+            return
+        for uri in self.files:
             with contextlib.suppress(FileNotFoundError):
                 self._fs.delete_file(_fs_path(uri)[1])
-        self.replaced = [u for u in self.replaced if u not in set(uris)]
+        self.files = []
 
 
 def _items(table: pa.Table) -> pa.Table:

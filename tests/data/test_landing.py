@@ -9,6 +9,7 @@ import pytest
 from recommender.config import Settings
 from recommender.data import landing
 from recommender.data.landing import ingest_landing, is_catalog, pending_files
+from recommender.data.privacy import pseudonymize
 from recommender.data.store import Store
 from recommender.data.synthetic import ShopSpec, generate, write_shop
 from recommender.ops.pipeline import train_config
@@ -127,3 +128,52 @@ def test_many_files_are_one_snapshot_a_row_two_hold_is_stored_once_and_a_retried
     assert len(Store(settings).events().snapshots()) == 1 and Store(settings).read_events().num_rows == 30
     assert [(Path(f.file).name, f.stored, f.duplicates) for f in again.files] == [("a.csv", 20, 0), ("b.csv", 10, 10)]
     assert again.stored == 30 and pending_files(settings.landing) == []
+
+
+@pytest.mark.parametrize("dies", ["between_the_two_commits", "after_both_then_a_forget_expires_the_history"])
+def test_a_retried_landing_commit_never_deletes_what_a_commit_before_it_stored(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, dies: str
+) -> None:
+    """The task dies after the quarantine's commit (or after both, and a forget then expires the snapshot that
+    names the ingest); Airflow retries it with the same staged parts: every row stays readable, stored once."""
+    from recommender.data import store as store_module
+    from recommender.data.landing import commit_landed, plan_landing, stage_landed
+    from recommender.data.store import StagedFileGoneError, expire_and_purge
+
+    settings.landing.mkdir(parents=True)
+    header = "event_id,user_id,item_id,event_type,timestamp\n"
+    write(settings.landing / "a.csv", header + "e1,u1,i1,view,2024-01-02T10:00:00Z\ne2,u2,i1,click,nope\n")
+    write(settings.landing / "b.csv", header + "e3,u3,i2,view,2024-02-02T10:00:00Z\n")
+    plan = plan_landing(settings)
+    staged = [stage_landed(settings, path) for path in plan.files]
+    real = store_module.StagedFiles.commit
+
+    def die_at_the_events(self: store_module.StagedFiles, properties: dict[str, str]) -> object:
+        if self.table.name()[-1] == "events":
+            raise SystemExit("killed")
+        return real(self, properties)
+
+    def die_after(*args: object) -> None:
+        raise SystemExit("killed after the commits")
+
+    if dies == "between_the_two_commits":
+        monkeypatch.setattr(store_module.StagedFiles, "commit", die_at_the_events)
+    else:
+        monkeypatch.setattr(landing, "_move", die_after)
+    with pytest.raises(SystemExit):
+        commit_landed(settings, plan, staged)
+    monkeypatch.undo()
+    store = Store(settings)
+    if dies == "between_the_two_commits":
+        commit_landed(settings, plan, staged)
+        assert sorted(store.read_events().column("event_id").to_pylist()) == ["e1", "e3"]
+    else:
+        store.add_tombstone(gone := pseudonymize("u3", "test-secret"))  # the forget_user DAG meanwhile
+        store.delete_user(gone)
+        expire_and_purge(store.events(), store.orphan_min_age)
+        assert store.snapshot_of(plan.ingest_id) is None  # the retry cannot find its snapshot any more
+        with pytest.raises(StagedFileGoneError, match="next ingest run stages the files again"):
+            commit_landed(settings, plan, staged)  # e3's file went with the forget: nothing committed now
+        again = ingest_landing(settings)  # the next run: the files are still in the landing folder
+        assert again.stored == 0 and sorted(store.read_events().column("event_id").to_pylist()) == ["e1"]
+    assert store.quarantine().scan().to_arrow().num_rows == 1  # readable: none of its files was deleted
