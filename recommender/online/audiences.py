@@ -31,9 +31,6 @@ class TooManyAudiencesError(RuntimeError):
     """``RECSYS_AUDIENCE_MAX_TARGETS`` targets are kept already."""
 
 
-KINDS = ("item", "category", "attribute")
-
-
 @dataclass(frozen=True)
 class Target:
     """What an audience is for: one of an item, a category or an attribute ``key=value``."""
