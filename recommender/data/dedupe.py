@@ -19,6 +19,9 @@ import pyarrow as pa
 
 MERGE_AFTER = 8
 """Sorted parts kept apart before they are merged into one (a lookup searches every part)."""
+SEALED_KEYS = 1 << 23
+"""A part this large (8M keys, 128 MB) is merged no more: a merge's peak (both parts and the result) stays
+under ~0.5 GB however many keys the set holds, for a few more parts to search."""
 
 
 def seed_of(secret: str) -> int:
@@ -77,11 +80,12 @@ class KeySet:
         """Add digests (duplicates of members are harmless)."""
         if len(d):
             self._parts.append(_by_high(d[:, 0], d[:, 1]))
-        if len(self._parts) > MERGE_AFTER:  # the small parts sorted together, then merged into the largest in place
-            self._parts.sort(key=lambda part: len(part[0]))
-            largest = self._parts.pop()
-            small = _by_high(np.concatenate([h for h, _ in self._parts]), np.concatenate([lo for _, lo in self._parts]))
-            self._parts = [_merged(largest, small)]
+        sealed = [p for p in self._parts if len(p[0]) >= SEALED_KEYS]
+        open_ = sorted((p for p in self._parts if len(p[0]) < SEALED_KEYS), key=lambda part: len(part[0]))
+        if len(open_) > MERGE_AFTER:  # the small parts sorted together, then merged into the largest open one
+            largest = open_.pop()
+            small = _by_high(np.concatenate([h for h, _ in open_]), np.concatenate([lo for _, lo in open_]))
+            self._parts = [*sealed, _merged(largest, small)]
 
     def contains_high(self, d: np.ndarray) -> np.ndarray:
         """Boolean mask: which of ``d`` share a member's high word (for :func:`recommender.data.ingest.exact`

@@ -130,14 +130,26 @@ def parse_timestamps(raw: pd.Series) -> pd.Series:
     return out
 
 
+_DECIMAL_FAST = r"^[0-9]{1,15}(\.[0-9]{1,15})?$"
+"""Plain decimals, which Arrow's cast and pandas' ``to_numeric`` read as the same float."""
+
+
 def _number(raw: pd.Series, missing: np.ndarray | None = None) -> tuple[pd.Series, pd.Series]:
-    """Parse optional numbers; returns (values, bad-mask). Missing is not bad."""
-    blanks = blank(raw) if missing is None else pd.Series(missing, index=raw.index)
+    """Parse optional numbers; returns (values, bad-mask). Missing is not bad. Plain decimals are cast by
+    Arrow; any other form goes through pandas' ``to_numeric``, for those rows alone."""
+    blanks = blank(raw).to_numpy() if missing is None else missing
+    values = np.full(len(raw), np.nan)
     if blanks.all():  # the usual optional column: nothing to parse
-        return pd.Series(np.nan, index=raw.index, dtype="float64"), pd.Series(False, index=raw.index)
-    values = pd.to_numeric(raw.astype("string").str.strip().where(~blanks), errors="coerce")
-    bad = ~blanks & (values.isna() | ~np.isfinite(values.astype("float64").fillna(0.0)))
-    return values.astype("float64"), bad
+        return pd.Series(values, index=raw.index), pd.Series(False, index=raw.index)
+    text = pc.utf8_trim_whitespace(_strings(raw))
+    plain = _mask(pc.match_substring_regex(text, _DECIMAL_FAST))
+    if plain.any():
+        values[plain] = pc.cast(text.filter(pa.array(plain)), pa.float64()).to_numpy(zero_copy_only=False)
+    other = ~blanks & ~plain
+    if other.any():
+        values[other] = pd.to_numeric(pd.Series(text.filter(pa.array(other)).to_pylist()), errors="coerce")
+    bad = ~blanks & (np.isnan(values) | ~np.isfinite(np.nan_to_num(values, nan=0.0)))
+    return pd.Series(values, index=raw.index), pd.Series(bad, index=raw.index)
 
 
 def _content_text(col: pd.Series) -> pd.Series:

@@ -241,7 +241,7 @@ class _Keyed:
             self.reused += int((~seen & self.exact.contains_high(keyed) & ~self.mine.contains(d[first])).sum())
         new = first[~seen & ~self.mine.contains(d[first])]
         self.mine.add(d[new])
-        self.staged.write(rows.take(pa.array(new)))
+        self.staged.write(rows if len(new) == rows.num_rows else rows.take(pa.array(new)))  # all new: no copy
         return len(new)
 
     def reconcile(self, forgotten: pa.Array) -> tuple[int, int]:
