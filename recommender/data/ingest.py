@@ -197,9 +197,11 @@ class _Keyed:
 
     @property
     def recent(self) -> KeySet:
-        """Digests of the keys the newest append added, whatever their month."""
-        if self._recent is None:  # after a forget expired the history: none (the months' check remains)
-            self._recent = self._keys_of(appended_since(self.staged.table, None, newest_only=True) or [])
+        """Digests of the keys the newest append (when this ingest first looked) added, whatever their month."""
+        if self._recent is None:  # the newest when this ingest looked (later ones: the reconcile's); after a
+            # forget expired the history, none (the months' check remains)
+            newest = appended_since(self.staged.table, None, newest_only=True, start=self.base)
+            self._recent = self._keys_of(newest or [])
         return self._recent
 
     def _keys_of(self, snapshots: list[int]) -> KeySet:

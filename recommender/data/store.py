@@ -227,12 +227,14 @@ def month_batches(table: Table, columns: tuple[str, ...], column: str, month: in
     yield from table.scan(row_filter=month_filter(column, month), selected_fields=columns).to_arrow_batch_reader()
 
 
-def appended_since(table: Table, base: int | None, newest_only: bool = False) -> list[int] | None:
-    """The appends (ingests) committed after snapshot ``base`` (every one back to the table's first when None;
-    with ``newest_only`` only the newest), newest first; None when ``base`` is no longer in the history (a
-    forget expired it meanwhile: what was appended since cannot be told)."""
+def appended_since(
+    table: Table, base: int | None, newest_only: bool = False, start: int | None = None
+) -> list[int] | None:
+    """The appends (ingests) committed after snapshot ``base`` up to the current one (or ``start``; every one
+    back to the table's first when ``base`` is None; with ``newest_only`` only the newest), newest first; None
+    when ``base`` is no longer in the history (a forget expired it meanwhile: what came since cannot be told)."""
     found = []
-    snap = table.current_snapshot()
+    snap = table.current_snapshot() if start is None else table.snapshot_by_id(start)
     while snap is not None and snap.snapshot_id != base:
         if snap.summary is not None and snap.summary.operation == Operation.APPEND:
             found.append(int(snap.snapshot_id))

@@ -95,6 +95,23 @@ def test_a_forget_that_expires_the_history_meanwhile_still_leaves_no_duplicate(
     assert len(ids) == len(set(ids)) == 9 + 35 + 17  # old, a and late, each without its rows of u0
 
 
+def test_the_newest_append_checked_is_the_one_when_the_ingest_looked(settings: Settings, tmp_path: Path) -> None:
+    """A resend of the newest ingest's event with its time corrected into another month is a duplicate, also
+    when another writer commits between the moment the ingest looks and its first batch."""
+    store = Store(settings)
+    ingest_file(write(tmp_path / "old.csv", HEADER + "e0,u0,i1,view,2024-01-05T10:00:00Z\n"), settings)
+    ingest_file(write(tmp_path / "newest.csv", HEADER + "n1,u1,i1,view,2024-01-20T10:00:00Z\n"), settings)
+    late = Ingest(IngestSummary(ingest_id="test-late", source="late"), settings, store)
+    ingest_file(write(tmp_path / "other.csv", HEADER + "o1,u2,i2,view,2024-03-01T10:00:00Z\n"), settings)
+    for batch in read_events(write(tmp_path / "late.csv", HEADER + "n1,u1,i1,view,2024-02-20T10:00:00Z\n")):
+        checked = validate_events(batch.frame, settings)
+        late.summary.read += batch.count
+        late.add(checked.good, checked.bad)
+    summary = late.commit()
+    assert (summary.stored, summary.duplicates) == (0, 1)  # February holds nothing; the newest append then did
+    assert stored_ids(store) == ["e0", "n1", "o1"]
+
+
 def test_a_purge_during_an_ingest_keeps_its_files_and_removes_only_old_orphans(
     settings: Settings, tmp_path: Path
 ) -> None:
