@@ -44,10 +44,11 @@ def optional(kind: str, title: str, description: str, **schema: Any) -> Param:
 
 
 def refresh_audiences_task() -> Any:
-    """The task that computes the audiences ``GET /v1/audiences`` keeps for the version just published."""
+    """The task that computes the audiences ``GET /v1/audiences`` keeps for the served version (after a publish,
+    given what the publish's last task returned, or on its own schedule)."""
 
     @task(task_id="audiences")
-    def audiences(checked: dict[str, Any]) -> dict[str, Any]:
+    def audiences(checked: dict[str, Any] | None = None) -> dict[str, Any]:
         """The audiences GET /v1/audiences keeps, computed for the version just published."""
         from recommender.ops.pipeline import refresh_served_audiences
 

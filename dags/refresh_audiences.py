@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from airflow.sdk import dag, task
+from airflow.sdk import dag
 from airflow.timetables.trigger import CronTriggerTimetable
-from recsys_common import SERVICE_RETRIES, settings
+from recsys_common import SERVICE_RETRIES, refresh_audiences_task
 
 DOC = """
 ### Refresh audiences
@@ -32,14 +30,7 @@ forgotten while it runs is removed from what it stored. The same as `recsys audi
 def refresh_audiences() -> None:
     """One refresh."""
 
-    @task
-    def refresh() -> dict[str, Any]:
-        """Compute the kept audiences the served version lacks."""
-        from recommender.ops.pipeline import refresh_served_audiences
-
-        return refresh_served_audiences(settings())
-
-    refresh()
+    refresh_audiences_task()()
 
 
 refresh_audiences()

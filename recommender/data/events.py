@@ -134,10 +134,9 @@ _DECIMAL_FAST = r"^[0-9]{1,15}(\.[0-9]{1,15})?$"
 """Plain decimals, which Arrow's cast and pandas' ``to_numeric`` read as the same float."""
 
 
-def _number(raw: pd.Series, missing: np.ndarray | None = None) -> tuple[pd.Series, pd.Series]:
-    """Parse optional numbers; returns (values, bad-mask). Missing is not bad. Plain decimals are cast by
-    Arrow; any other form goes through pandas' ``to_numeric``, for those rows alone."""
-    blanks = blank(raw).to_numpy() if missing is None else missing
+def _number(raw: pd.Series, blanks: np.ndarray) -> tuple[pd.Series, pd.Series]:
+    """Parse optional numbers (``blanks``: the missing ones); returns (values, bad-mask). Missing is not bad.
+    Plain decimals are cast by Arrow; any other form goes through pandas' ``to_numeric``, for those rows alone."""
     values = np.full(len(raw), np.nan)
     if blanks.all():  # the usual optional column: nothing to parse
         return pd.Series(values, index=raw.index), pd.Series(False, index=raw.index)

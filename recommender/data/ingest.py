@@ -280,11 +280,19 @@ def _head(table: Table) -> int | None:
 class Ingest:
     """One ingest in progress: validated batches in, one commit out (use as a context manager)."""
 
-    def __init__(self, summary: IngestSummary, settings: Settings, store: Store, progress: ProgressFn = no_progress):
+    def __init__(
+        self,
+        summary: IngestSummary,
+        settings: Settings,
+        store: Store,
+        progress: ProgressFn = no_progress,
+        forgotten: pa.Array | None = None,
+    ):
         self.summary, self.settings, self.store, self.progress = summary, settings, store, progress
         self.started = time.monotonic()
         seed = seed_of(settings.hmac_secret.get_secret_value())
-        self.forgotten = store.forgotten_users()
+        self.forgotten = store.forgotten_users() if forgotten is None else forgotten
+        """Users tombstoned when this ingest began: the commit drops whoever was tombstoned since."""
         self.events = _Keyed(store.staged_events(), "event_id", store, seed, "timestamp")
         self.quarantine = _Keyed(store.staged_quarantine(), "quarantine_id", store, seed)
         summary.previous_snapshot_id = self.events.base
@@ -521,9 +529,9 @@ def commit_parts(
         return summary, json.loads(props["parts"])
     if not parts:
         return summary, counts
-    current = Ingest(summary, settings, store)
     oldest = min(p.started_at for p in parts) - TOMBSTONE_MARGIN_SECONDS
-    current.forgotten = pa.array([u for u, at in store.tombstone_times().items() if at < oldest], pa.large_string())
+    before = pa.array([u for u, at in store.tombstone_times().items() if at < oldest], pa.large_string())
+    current = Ingest(summary, settings, store, forgotten=before)
     events = _drop_repeats(current.events, "event_id", [p.events for p in parts], [p.bases[0] for p in parts])
     quarantine = _drop_repeats(
         current.quarantine, "quarantine_id", [p.quarantine for p in parts], [p.bases[1] for p in parts]

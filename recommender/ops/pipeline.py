@@ -19,7 +19,6 @@ from recommender.data.landing import (
     LandedFile,
     LandingPlan,
     commit_landed,
-    ingest_landing,
     plan_landing,
     stage_landed,
 )
@@ -65,11 +64,6 @@ def drain_events(settings: Settings) -> dict[str, object]:
     with connect(settings) as r:
         summary = drain_stream(settings, r).to_dict()
         return {**summary, "catalog_changes": drain_catalog(settings, r)}
-
-
-def ingest_landed_files(settings: Settings) -> dict[str, object]:
-    """Ingest the files waiting in the landing folder; returns per-file outcomes and totals."""
-    return ingest_landing(settings).to_dict()
 
 
 def plan_landed_files(settings: Settings) -> dict[str, object]:

@@ -79,6 +79,13 @@ def test_ingest_stores_stream_and_landing_files_once_and_updates_the_asset(dag_e
     assert Store(settings).read_events().num_rows == rows
 
 
+def test_the_audience_refresh_dag_runs_on_its_own_and_says_when_nothing_is_served(dag_env: dict[str, Any]) -> None:
+    run = run_dag("refresh_audiences")
+    assert run.state == "success" and task_states(run) == {"audiences": "success"}
+    ti = run.get_task_instances()[0]
+    assert ti.xcom_pull(task_ids="audiences") == {"skipped": "nothing is published yet"}
+
+
 def test_a_retried_drain_stores_nothing_twice(dag_env: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
     settings = Settings()
     with TestClient(create_app(settings)) as api:
